@@ -1,0 +1,76 @@
+"""Re-run setup of the sixbroker interfaces whose local address went stale.
+
+netifd re-runs a handler's setup when the WAN goes down and up (the host dependency), but not when the
+WAN's address changes without a down event (a new DHCP lease, a PPPoE re-dial that keeps the link):
+the tunnel would keep sending from the old address.  files/etc/hotplug.d/iface/95-sixbroker calls this on
+ifup/ifupdate of any interface; it restarts only the tunnels whose derived local address differs from what
+they would get now.  Run as: hotplug.py <interface that changed>
+"""
+
+import sys
+
+if __name__ == "__main__":
+    sys.path[0] = sys.path[0].rsplit("/", 1)[0]
+
+from sixbroker import addr  # noqa: E402
+from sixbroker.errors import SixbrokerError  # noqa: E402
+
+
+def stale(dump, route_device=None):
+    """Names of up sixbroker interfaces whose derived local address is no longer the current one."""
+    from sixbroker import hostinfo
+
+    route_device = route_device or hostinfo.route_device
+    ifaces = dump.get("interface") or []
+    by_name = dict((i.get("interface"), i) for i in ifaces)
+    out = []
+    for i in ifaces:
+        if i.get("proto") != "sixbroker" or not i.get("up"):
+            continue
+        sb = (i.get("data") or {}).get("sixbroker") or {}
+        src = sb.get("local_from")
+        if src not in ("tunlink", "route"):
+            continue        # pinned by ipaddr: nothing to follow
+        now = None
+        if src == "tunlink":
+            now = _first_ipv4(by_name.get(sb.get("tunlink")) or {})
+        else:
+            dev = route_device(addr.Address.parse(sb["remote"], 4))
+            for st in ifaces:
+                if st.get("up") and st.get("l3_device") == dev:
+                    now = _first_ipv4(st)
+                    if now:
+                        break
+        if now and now != sb.get("local"):
+            out.append(i["interface"])
+    return sorted(out)
+
+
+def _first_ipv4(st):
+    for a in st.get("ipv4-address") or []:
+        if a.get("address"):
+            return a["address"]
+    return None
+
+
+def main(argv):
+    from sixbroker import ubus
+    try:
+        bus = ubus.connect()
+        try:
+            names = stale(bus.call("network.interface", "dump", {}) or {})
+            for name in names:
+                sys.stderr.write("sixbroker: " + name + ": local address changed, restarting the tunnel\n")
+                # what /sbin/ifup does: down, then up
+                bus.call("network.interface", "down", {"interface": name})
+                bus.call("network.interface", "up", {"interface": name})
+        finally:
+            bus.close()
+    except SixbrokerError as e:
+        sys.stderr.write("sixbroker: hotplug: " + e.code + ": " + e.text + "\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

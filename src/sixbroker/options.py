@@ -1,0 +1,380 @@
+"""The `sixbroker` protocol's options: one schema, one validator.
+
+The same schema feeds netifd's `dump` (files/lib/netifd/proto/sixbroker.sh carries it as static JSON, a test
+holds the two together), the LuCI form (a test holds luci-app's protocol/sixbroker.js to it) and the
+standalone router mode, which reads the same options from a UCI file.
+
+Every option reaches us as text.  netifd converts a UCI value to the type a handler declares and silently
+drops one that does not convert (an `int` option 'abc' would vanish and the default would apply); declaring
+everything a string keeps the user's mistake visible, so we can name it.
+"""
+
+from sixbroker import addr
+from sixbroker.errors import ConfigErrors, SixbrokerError
+
+# name -> (kind, default, description).  kind: "string" or "list".  A default of None means: derived
+# at setup time (see plan.py) or not used.
+SCHEMA = (
+    ("peeraddr", "string", None, "IPv4 address or host name of the broker (the far end of the tunnel)"),
+    ("ipaddr", "string", None, "Local IPv4 address (default: the address of tunlink, or of the route to the peer)"),
+    ("ip6addr", "string", None, "This end's IPv6 tunnel address with its length, e.g. 2001:db8::b/127"),
+    ("ip6gw", "string", None, "The broker's IPv6 tunnel address (default: the other end of a /127, else ::1)"),
+    ("ip6prefix", "list", None, "Routed prefix(es) handed to the LAN"),
+    ("tunlink", "string", None, "The logical interface the tunnel runs over, e.g. wan"),
+    ("mtu", "string", None, "Tunnel MTU (default: the underlying device's MTU minus 20)"),
+    ("ttl", "string", "64", "TTL of the outer IPv4 packets"),
+    ("tos", "string", "inherit", "TOS of the outer IPv4 packets: inherit or a hex value"),
+    ("sourcerouting", "string", "0", "Restrict the default route to the tunnel's and prefixes' sources"),
+    ("defaultroute", "string", "1", "Add the IPv6 default route over the tunnel"),
+    ("metric", "string", None, "Metric of the default route"),
+    ("zone", "string", "wan", "Firewall zone of the tunnel interface"),
+    ("device", "string", None, "Name of the sit device (default: sb-<interface>)"),
+)
+
+OPTION_NAMES = tuple(o[0] for o in SCHEMA)
+DEFAULTS = dict((o[0], o[2]) for o in SCHEMA if o[2] is not None)
+LIST_OPTIONS = tuple(o[0] for o in SCHEMA if o[1] == "list")
+
+# Generic interface options netifd or fw4 use themselves; they may appear in a UCI section beside ours.
+GENERIC_OPTIONS = ("proto", "auto", "disabled", "force_link", "ip6assign", "ip6hint", "ip6class",
+                   "ip6ifaceid", "ip6weight", "delegate", "ip4table", "ip6table", "peerdns", "dns",
+                   "dns_metric", "dns_search", "macaddr")
+
+TRUE_WORDS = ("1", "yes", "on", "true", "enabled")
+FALSE_WORDS = ("0", "no", "off", "false", "disabled")
+
+MTU_MIN = 1280          # IPv6's minimum link MTU (RFC 8200)
+MTU_MAX = 65515         # 65535 minus the 20-byte outer IPv4 header
+METRIC_MAX = 2147483647
+
+
+def _is_name(text, extra):
+    if not text:
+        return False
+    for ch in text:
+        if not (("a" <= ch <= "z") or ("A" <= ch <= "Z") or ("0" <= ch <= "9") or ch in extra):
+            return False
+    return True
+
+
+def is_hostname(text):
+    """RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens."""
+    if not text or len(text) > 253:
+        return False
+    labels = text[:-1].split(".") if text.endswith(".") else text.split(".")
+    for label in labels:
+        if not label or len(label) > 63 or label[0] == "-" or label[-1] == "-":
+            return False
+        if not _is_name(label, "-"):
+            return False
+    # an all-digit top label is a mistyped address, not a host name (RFC 3696 2)
+    return not labels[-1].isdigit()
+
+
+def _bool(text):
+    t = text.lower()
+    if t in TRUE_WORDS:
+        return True
+    if t in FALSE_WORDS:
+        return False
+    return None
+
+
+def _int(text):
+    if not text or not text.isdigit():
+        return None
+    return int(text)
+
+
+def _text(value):
+    """netifd sends JSON, UCI gives text, callers may pass ints or bools: normalise to text."""
+    if value is True:
+        return "1"
+    if value is False:
+        return "0"
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+class Options:
+    """Validated options; addresses are sixbroker.addr objects."""
+
+    def __init__(self):
+        self.peer = None          # Address, or None when peer_host needs resolving
+        self.peer_host = None     # the host name as given
+        self.local = None         # Address or None
+        self.ip6addr = None       # Interface
+        self.ip6gw = None         # Address
+        self.ip6prefix = []       # [Network]
+        self.tunlink = None
+        self.mtu = None
+        self.ttl = 64
+        self.tos = "inherit"
+        self.sourcerouting = False
+        self.defaultroute = True
+        self.metric = None
+        self.zone = "wan"
+        self.device = None
+
+
+def validate(config, strict=False, extra=()):
+    """config: dict of option -> text (or list of text for ip6prefix).
+
+    Returns Options, or raises ConfigErrors listing every problem.  strict rejects options that are
+    neither ours nor generic interface options (a typo in a UCI file); netifd passes only what the dump
+    declared, so it is not strict.  extra: further option names a caller handles itself (the
+    standalone router's `lan`).
+    """
+    errors = []
+    o = Options()
+
+    def err(code, option, detail=None):
+        errors.append(SixbrokerError(code, detail, option))
+
+    def get(name):
+        v = config.get(name)
+        if v is None or v == "":
+            v = DEFAULTS.get(name)
+        if name in LIST_OPTIONS:
+            return v
+        return _text(v)
+
+    if strict:
+        for name in sorted(config):
+            if name not in OPTION_NAMES and name not in GENERIC_OPTIONS and name not in extra:
+                err("UNKNOWN_OPTION", name, name)
+
+    # peer
+    peer = get("peeraddr")
+    if not peer:
+        err("MISSING_PEER_ADDRESS", "peeraddr")
+    elif ":" in peer:
+        err("PEER_NOT_IPV4", "peeraddr", peer)
+    elif peer.replace(".", "").isdigit():
+        try:
+            o.peer = addr.Address.parse(peer, 4)
+        except addr.AddressError as e:
+            err("INVALID_PEER_ADDRESS", "peeraddr", str(e))
+        else:
+            if not o.peer.is_unicast or o.peer.is_loopback or o.peer.is_link_local:
+                err("PEER_NOT_UNICAST", "peeraddr", peer)
+    elif is_hostname(peer):
+        o.peer_host = peer
+    else:
+        err("INVALID_PEER_ADDRESS", "peeraddr", peer)
+
+    # local
+    local = get("ipaddr")
+    if local:
+        try:
+            o.local = addr.Address.parse(local, 4)
+        except addr.AddressError as e:
+            err("INVALID_IPADDR", "ipaddr", str(e))
+        else:
+            if not o.local.is_unicast or o.local.is_loopback:
+                err("IPADDR_NOT_UNICAST", "ipaddr", local)
+            elif o.peer is not None and o.peer == o.local:
+                err("PEER_IS_LOCAL", "ipaddr", local)
+
+    # tunnel address
+    a6 = get("ip6addr")
+    if not a6:
+        err("MISSING_IP6ADDR", "ip6addr")
+    elif "/" not in a6:
+        try:
+            addr.Address.parse(a6, 6)
+        except addr.AddressError as e:
+            err("INVALID_IP6ADDR", "ip6addr", str(e))
+        else:
+            err("IP6ADDR_NEEDS_LENGTH", "ip6addr", a6)
+    else:
+        try:
+            o.ip6addr = addr.Interface.parse(a6, 6)
+        except addr.AddressError as e:
+            err("INVALID_IP6ADDR", "ip6addr", str(e))
+        else:
+            a = o.ip6addr.address
+            if o.ip6addr.length < 64:
+                err("IP6ADDR_BAD_LENGTH", "ip6addr", a6)
+                o.ip6addr = None
+            elif not _unicast6(a):
+                err("IP6ADDR_NOT_UNICAST", "ip6addr", a6)
+                o.ip6addr = None
+            elif o.ip6addr.length < 127 and a.value == o.ip6addr.network.value:
+                # RFC 4291 2.6.1; on a /127 both ends are usable (RFC 6164)
+                err("IP6ADDR_IS_ANYCAST", "ip6addr", a6)
+                o.ip6addr = None
+
+    # gateway
+    gw = get("ip6gw")
+    if gw:
+        try:
+            o.ip6gw = addr.Address.parse(gw, 6)
+        except addr.AddressError as e:
+            err("INVALID_IP6GW", "ip6gw", str(e))
+        else:
+            if o.ip6addr is not None:
+                if o.ip6gw == o.ip6addr.address:
+                    err("IP6GW_IS_LOCAL", "ip6gw", gw)
+                elif not o.ip6addr.network.contains(o.ip6gw):
+                    err("IP6GW_OUTSIDE_TUNNEL", "ip6gw", gw + " is not in " + str(o.ip6addr.network))
+    elif o.ip6addr is not None:
+        o.ip6gw = derive_gateway(o.ip6addr)
+        if o.ip6gw is None:
+            err("IP6GW_REQUIRED", "ip6gw", str(o.ip6addr))
+
+    # routed prefixes
+    prefixes = get("ip6prefix") or []
+    if not isinstance(prefixes, (list, tuple)):
+        prefixes = [prefixes] if isinstance(prefixes, str) else None
+    if prefixes is None:
+        err("OPTION_NOT_LIST", "ip6prefix")
+        prefixes = []
+    for text in prefixes:
+        text = _text(text)
+        if not text or "/" not in text:
+            code = "IP6PREFIX_NEEDS_LENGTH"
+            try:
+                addr.Address.parse(text, 6)
+            except (addr.AddressError, TypeError):
+                code = "INVALID_IP6PREFIX"
+            err(code, "ip6prefix", text)
+            continue
+        try:
+            given = addr.Interface.parse(text, 6)
+        except addr.AddressError as e:
+            err("INVALID_IP6PREFIX", "ip6prefix", str(e))
+            continue
+        net = given.network
+        if net.length < 1 or net.length > 64:
+            err("IP6PREFIX_BAD_LENGTH", "ip6prefix", text)
+        elif given.address.value != net.value:
+            err("IP6PREFIX_HOST_BITS", "ip6prefix", text + " (did you mean " + str(net) + "?)")
+        elif not _unicast6(net.address):
+            err("IP6PREFIX_NOT_UNICAST", "ip6prefix", text)
+        elif o.ip6addr is not None and net.overlaps(o.ip6addr.network):
+            err("PREFIX_OVERLAPS_TUNNEL", "ip6prefix", text + " overlaps " + str(o.ip6addr.network))
+        else:
+            clash = None
+            for other in o.ip6prefix:
+                if other.overlaps(net):
+                    clash = other
+            if clash is not None:
+                err("PREFIXES_OVERLAP", "ip6prefix", text + " overlaps " + str(clash))
+            else:
+                o.ip6prefix.append(net)
+
+    # underlying interface: a netifd logical name
+    tunlink = get("tunlink")
+    if tunlink:
+        if len(tunlink) > 15 or not _is_name(tunlink, "_-."):
+            err("INVALID_TUNLINK", "tunlink", tunlink)
+        else:
+            o.tunlink = tunlink
+
+    mtu = get("mtu")
+    if mtu:
+        n = _int(mtu)
+        if n is None:
+            err("INVALID_MTU", "mtu", mtu)
+        elif n < MTU_MIN or n > MTU_MAX:
+            err("MTU_OUT_OF_RANGE", "mtu", mtu)
+        else:
+            o.mtu = n
+
+    ttl = _int(get("ttl"))
+    if ttl is None or ttl < 1 or ttl > 255:
+        err("INVALID_TTL", "ttl", get("ttl"))
+    else:
+        o.ttl = ttl
+
+    tos = get("tos").lower()
+    if tos != "inherit":
+        t = tos[2:] if tos.startswith("0x") else tos
+        if not t or len(t) > 2 or not _is_name(t, "") or not all(c in "0123456789abcdef" for c in t):
+            err("INVALID_TOS", "tos", get("tos"))
+        else:
+            tos = "%02x" % int(t, 16)
+    o.tos = tos
+
+    for name, code in (("sourcerouting", "INVALID_SOURCEROUTING"), ("defaultroute", "INVALID_DEFAULTROUTE")):
+        b = _bool(get(name))
+        if b is None:
+            err(code, name, get(name))
+        else:
+            setattr(o, name, b)
+
+    metric = get("metric")
+    if metric:
+        n = _int(metric)
+        if n is None or n > METRIC_MAX:
+            err("INVALID_METRIC", "metric", metric)
+        else:
+            o.metric = n
+
+    zone = get("zone")
+    # fw4 zone names: up to 11 characters in iptables days; fw4 allows more, nft chain names stay short
+    if not _is_name(zone, "_") or len(zone) > 32:
+        err("INVALID_ZONE", "zone", zone)
+    else:
+        o.zone = zone
+
+    device = get("device")
+    if device:
+        if len(device) > 15 or not _is_name(device, "-_."):
+            err("INVALID_DEVICE", "device", device)
+        else:
+            o.device = device
+
+    if errors:
+        raise ConfigErrors(errors)
+    return o
+
+
+def _unicast6(a):
+    return a.is_unicast and not a.is_loopback and not a.is_link_local and not _v4_embedded(a)
+
+
+def _v4_embedded(a):
+    # ::/96 (deprecated IPv4-compatible) and ::ffff:0:0/96 (IPv4-mapped) never belong on a link
+    return (a.value >> 32) == 0 or (a.value >> 32) == 0xFFFF
+
+
+def derive_gateway(iface):
+    """The far end of the tunnel: the other end of a /127 (or /126), else ::1 of the prefix."""
+    if iface.length in (127, 126):
+        try:
+            return addr.peer_address(iface.address, iface.length)
+        except addr.AddressError:
+            return None
+    gw = iface.network.host(1)
+    if gw == iface.address:
+        return None
+    return gw
+
+
+def device_name(interface, option=None):
+    """The sit device: `device` if given, else sb-<interface>, cut to the kernel's 15 characters."""
+    if option:
+        return option
+    return ("sb-" + interface)[:15]
+
+
+# netifd's blobmsg types for a handler's `config` declaration (libubox blobmsg.h)
+BLOBMSG_ARRAY = 1
+BLOBMSG_STRING = 3
+
+
+def netifd_dump():
+    """What the shim's `dump` must print (it carries this as static text; a test holds them together).
+
+    no-device: the handler creates its own device (the sit tunnel, through netifd);
+    available: nothing to wait for before setup may run.
+    """
+    return {
+        "name": "sixbroker",
+        "config": [[o[0], BLOBMSG_ARRAY if o[1] == "list" else BLOBMSG_STRING] for o in SCHEMA],
+        "no-device": True,
+        "available": True,
+    }

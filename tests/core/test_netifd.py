@@ -1,0 +1,135 @@
+"""The handler's messages to netifd, in process, with a bus that answers like netifd and records calls.
+
+The wire (ubus) and the argv netifd uses are tested in tests/host/test_handler.py; netifd's policy for
+every field in tests/host/test_netifd_contract.py.
+"""
+from sixbroker import netifd
+from sixbroker.errors import SixbrokerError
+
+SEED = {"peeraddr": "203.0.113.10", "ip6addr": "2001:db8:5b10::b/127", "ip6prefix": ["2001:db8:5b11::/64"],
+        "tunlink": "wan"}
+
+WAN_UP = {"up": True, "l3_device": "sbtest-nodev", "ipv4-address": [{"address": "198.51.100.20", "mask": 24}]}
+
+
+class Bus:
+    """Answers status calls from a table and records every notify_proto."""
+
+    def __init__(self, objects=None):
+        self.objects = objects if objects is not None else {"network.interface.wan": WAN_UP}
+        self.sent = []
+
+    def call(self, path, method, data):
+        if method == "notify_proto":
+            self.sent.append(data)
+            return None
+        if path not in self.objects:
+            raise SixbrokerError("UBUS_FAIL", "Not found")
+        return self.objects[path]
+
+    def close(self):
+        pass
+
+
+def run(config, bus=None):
+    bus = bus or Bus()
+    rc = netifd.setup("wan6", config, bus)
+    return rc, bus.sent
+
+
+def test_seed_home_router_update():
+    rc, sent = run(SEED)
+    assert rc == 0
+    assert sent[0] == {"action": 6, "interface": "wan6", "host": "203.0.113.10", "ifname": "wan"}
+    assert sent[1] == {
+        "action": 0, "interface": "wan6", "ifname": "sb-wan6", "link-up": True,
+        "tunnel": {"mode": "sit", "local": "198.51.100.20", "remote": "203.0.113.10", "mtu": 1480, "ttl": 64,
+                   "tos": "inherit", "link": "wan"},
+        "ip6addr": [{"ipaddr": "2001:db8:5b10::b", "mask": "127"}],
+        "routes6": [{"target": "::", "netmask": "0", "gateway": "2001:db8:5b10::a"}],
+        "ip6prefix": ["2001:db8:5b11::/64"],
+        "data": {"zone": "wan",
+                 "firewall": [{"type": "rule", "name": "sixbroker-wan6-6in4", "src": "*", "family": "ipv4",
+                               "proto": "41", "src_ip": "203.0.113.10", "target": "ACCEPT"}],
+                 "sixbroker": {"local": "198.51.100.20", "remote": "203.0.113.10",
+                               "local_from": "tunlink", "tunlink": "wan"}},
+    }
+    assert len(sent) == 2
+
+
+def test_ipaddr_overrides_the_tunlink_address():
+    c = dict(SEED)
+    c["ipaddr"] = "192.168.1.2"       # behind NAT the user may pin the private address
+    rc, sent = run(c)
+    assert rc == 0 and sent[1]["tunnel"]["local"] == "192.168.1.2"
+
+
+def test_configuration_error_blocks_restart():
+    c = dict(SEED)
+    c["mtu"] = "huge"
+    rc, sent = run(c)
+    assert rc == 1
+    assert sent == [{"action": 3, "interface": "wan6", "error": ["INVALID_MTU"]},
+                    {"action": 4, "interface": "wan6"}]
+
+
+def test_every_configuration_error_goes_to_netifd():
+    rc, sent = run({"ip6addr": "2001:db8::b", "ttl": "0"})
+    assert sent[0]["error"] == ["MISSING_PEER_ADDRESS", "IP6ADDR_NEEDS_LENGTH", "INVALID_TTL"]
+
+
+def test_tunlink_down_is_transient_and_retried():
+    os_env()
+    bus = Bus({"network.interface.wan": {"up": False}})
+    rc, sent = run(SEED, bus)
+    assert rc == 1
+    assert sent == [{"action": 3, "interface": "wan6", "error": ["TUNLINK_NOT_UP"]},
+                    {"action": 7, "interface": "wan6"}]
+
+
+def test_unknown_tunlink_is_reported_as_not_up():
+    os_env()
+    rc, sent = run(SEED, Bus({}))
+    assert sent[0]["error"] == ["TUNLINK_NOT_UP"]
+
+
+def test_tunlink_without_ipv4_address():
+    os_env()
+    rc, sent = run(SEED, Bus({"network.interface.wan": {"up": True, "l3_device": "x", "ipv4-address": []}}))
+    assert sent[0]["error"] == ["NO_LOCAL_ADDRESS"]
+
+
+def os_env():
+    import os
+    try:
+        os.environ["SIXBROKER_RETRY_DELAY"] = "0"     # CPython's getenv reads os.environ
+    except AttributeError:
+        os.putenv("SIXBROKER_RETRY_DELAY", "0")       # MicroPython has no os.environ
+
+
+def test_sourcerouting_routes_carry_their_source():
+    c = dict(SEED)
+    c["sourcerouting"] = "1"
+    c["metric"] = "10"
+    rc, sent = run(c)
+    assert sent[1]["routes6"] == [
+        {"target": "::", "netmask": "0", "gateway": "2001:db8:5b10::a", "source": "2001:db8:5b10::a/127",
+         "metric": 10},
+        {"target": "::", "netmask": "0", "gateway": "2001:db8:5b10::a", "source": "2001:db8:5b11::/64",
+         "metric": 10}]
+
+
+def test_no_prefix_means_no_ip6prefix_key():
+    c = dict(SEED)
+    del c["ip6prefix"]
+    rc, sent = run(c)
+    assert "ip6prefix" not in sent[1]
+
+
+def test_usage_error_exit_code():
+    assert netifd.main(["x", "sixbroker", "bogus", "wan6"]) == 2
+    assert netifd.main(["x"]) == 2
+
+
+def test_teardown_needs_nothing_from_netifd():
+    assert netifd.main(["x", "sixbroker", "teardown", "wan6", "{}"]) == 0

@@ -1,0 +1,180 @@
+"""The router protocol's options: defaults, derivations, and one stable code per mistake."""
+import pytest
+
+from sixbroker import options
+from sixbroker.errors import CODES, ConfigErrors
+
+SEED_HOME = {"peeraddr": "198.51.100.1", "ip6addr": "2001:db8:5b10::b/127", "ip6prefix": ["2001:db8:5b11::/64"]}
+
+
+def cfg(**kw):
+    c = dict(SEED_HOME)
+    for k, v in kw.items():
+        if v is None:
+            c.pop(k, None)
+        else:
+            c[k] = v
+    return c
+
+
+def codes_of(config, strict=False):
+    with pytest.raises(ConfigErrors) as e:
+        options.validate(config, strict)
+    return e.value.codes()
+
+
+def test_seed_home_config_is_valid_with_defaults():
+    o = options.validate(SEED_HOME)
+    assert str(o.peer) == "198.51.100.1" and o.peer_host is None
+    assert str(o.ip6addr) == "2001:db8:5b10::b/127"
+    assert str(o.ip6gw) == "2001:db8:5b10::a"          # the other end of the /127
+    assert [str(p) for p in o.ip6prefix] == ["2001:db8:5b11::/64"]
+    assert o.ttl == 64 and o.tos == "inherit" and o.mtu is None
+    assert o.sourcerouting is False and o.defaultroute is True and o.zone == "wan"
+
+
+def test_gateway_of_a_64_is_its_first_address():
+    o = options.validate(cfg(ip6addr="2001:db8:5b10::2/64"))
+    assert str(o.ip6gw) == "2001:db8:5b10::1"
+
+
+def test_gateway_of_a_126():
+    assert str(options.validate(cfg(ip6addr="2001:db8:5b10::2/126")).ip6gw) == "2001:db8:5b10::1"
+
+
+def test_explicit_gateway_wins():
+    o = options.validate(cfg(ip6addr="2001:db8:5b10::2/64", ip6gw="2001:db8:5b10::fffe"))
+    assert str(o.ip6gw) == "2001:db8:5b10::fffe"
+
+
+def test_host_name_peer_is_kept_for_resolving():
+    o = options.validate(cfg(peeraddr="tunnel.example.net"))
+    assert o.peer is None and o.peer_host == "tunnel.example.net"
+
+
+def test_netifd_json_types_and_uci_text_both_accepted():
+    a = options.validate(cfg(mtu="1472", ttl="255", sourcerouting="1", tos="0x10", metric="5"))
+    b = options.validate(cfg(mtu=1472, ttl=255, sourcerouting=True, tos="10", metric=5))
+    for o in (a, b):
+        assert (o.mtu, o.ttl, o.sourcerouting, o.tos, o.metric) == (1472, 255, True, "10", 5)
+
+
+def test_uci_boolean_words():
+    for word in ("1", "yes", "on", "true", "enabled"):
+        assert options.validate(cfg(sourcerouting=word)).sourcerouting is True
+    for word in ("0", "no", "off", "false", "disabled"):
+        assert options.validate(cfg(defaultroute=word)).defaultroute is False
+
+
+def test_single_prefix_as_plain_option_and_several_as_list():
+    assert len(options.validate(cfg(ip6prefix="2001:db8:5b11::/64")).ip6prefix) == 1
+    two = options.validate(cfg(ip6prefix=["2001:db8:5b11::/64", "2001:db8:5b20::/60"]))
+    assert [str(p) for p in two.ip6prefix] == ["2001:db8:5b11::/64", "2001:db8:5b20::/60"]
+
+
+def test_empty_strings_mean_unset():
+    o = options.validate(cfg(ipaddr="", mtu="", ip6gw="", tunlink=""))
+    assert o.local is None and o.mtu is None and o.tunlink is None
+
+
+def test_device_name_default_fits_the_kernel():
+    assert options.device_name("wan6") == "sb-wan6"
+    assert options.device_name("averyveryverylongname") == "sb-averyveryver"
+    assert len(options.device_name("averyveryverylongname")) == 15
+    assert options.device_name("wan6", "mytun") == "mytun"
+
+
+# One bad configuration per line, each with the single code it must produce and nothing else.
+BAD = [
+    (cfg(peeraddr=None), "MISSING_PEER_ADDRESS"),
+    (cfg(peeraddr=""), "MISSING_PEER_ADDRESS"),
+    (cfg(peeraddr="198.51.100.256"), "INVALID_PEER_ADDRESS"),
+    (cfg(peeraddr="198.51.100"), "INVALID_PEER_ADDRESS"),
+    (cfg(peeraddr="bad_host!name"), "INVALID_PEER_ADDRESS"),
+    (cfg(peeraddr="-lead.example.com"), "INVALID_PEER_ADDRESS"),
+    (cfg(peeraddr="2001:db8::1"), "PEER_NOT_IPV4"),
+    (cfg(peeraddr="224.0.0.1"), "PEER_NOT_UNICAST"),
+    (cfg(peeraddr="127.0.0.1"), "PEER_NOT_UNICAST"),
+    (cfg(peeraddr="0.0.0.0"), "PEER_NOT_UNICAST"),
+    (cfg(ipaddr="192.0.2.300"), "INVALID_IPADDR"),
+    (cfg(ipaddr="255.255.255.255"), "IPADDR_NOT_UNICAST"),
+    (cfg(ipaddr="198.51.100.1"), "PEER_IS_LOCAL"),
+    (cfg(ip6addr=None), "MISSING_IP6ADDR"),
+    (cfg(ip6addr="2001:db8:5b10::g/127"), "INVALID_IP6ADDR"),
+    (cfg(ip6addr="2001:db8:5b10::b/129"), "INVALID_IP6ADDR"),
+    (cfg(ip6addr="2001:db8:5b10::b"), "IP6ADDR_NEEDS_LENGTH"),
+    (cfg(ip6addr="2001:db8:5b10::b/48"), "IP6ADDR_BAD_LENGTH"),
+    (cfg(ip6addr="fe80::b/127"), "IP6ADDR_NOT_UNICAST"),
+    (cfg(ip6addr="ff02::b/127"), "IP6ADDR_NOT_UNICAST"),
+    (cfg(ip6addr="2001:db8:5b10::/64"), "IP6ADDR_IS_ANYCAST"),
+    (cfg(ip6gw="2001:db8:5b10::zz"), "INVALID_IP6GW"),
+    (cfg(ip6gw="2001:db8:5b10::1"), "IP6GW_OUTSIDE_TUNNEL"),
+    (cfg(ip6gw="2001:db8:5b10::b"), "IP6GW_IS_LOCAL"),
+    (cfg(ip6addr="2001:db8:5b10::1/64"), "IP6GW_REQUIRED"),
+    (cfg(ip6prefix=["2001:db8:5b11::/64", "nonsense/64"]), "INVALID_IP6PREFIX"),
+    (cfg(ip6prefix=["2001:db8:5b11::"]), "IP6PREFIX_NEEDS_LENGTH"),
+    (cfg(ip6prefix=["2001:db8:5b11::/80"]), "IP6PREFIX_BAD_LENGTH"),
+    (cfg(ip6prefix=["2001:db8:5b11::1/64"]), "IP6PREFIX_HOST_BITS"),
+    (cfg(ip6prefix=["ff00::/8"]), "IP6PREFIX_NOT_UNICAST"),
+    (cfg(ip6prefix=["2001:db8:5b10::/48"]), "PREFIX_OVERLAPS_TUNNEL"),
+    (cfg(ip6prefix=["2001:db8:5b20::/56", "2001:db8:5b20:10::/60"]), "PREFIXES_OVERLAP"),
+    (cfg(ip6prefix={"a": 1}), "OPTION_NOT_LIST"),
+    (cfg(tunlink="wan 1"), "INVALID_TUNLINK"),
+    (cfg(tunlink="a-very-long-interface"), "INVALID_TUNLINK"),
+    (cfg(mtu="14x0"), "INVALID_MTU"),
+    (cfg(mtu="-1"), "INVALID_MTU"),
+    (cfg(mtu="1279"), "MTU_OUT_OF_RANGE"),
+    (cfg(mtu="65516"), "MTU_OUT_OF_RANGE"),
+    (cfg(ttl="0"), "INVALID_TTL"),
+    (cfg(ttl="256"), "INVALID_TTL"),
+    (cfg(ttl="x"), "INVALID_TTL"),
+    (cfg(tos="0x100"), "INVALID_TOS"),
+    (cfg(tos="gg"), "INVALID_TOS"),
+    (cfg(sourcerouting="maybe"), "INVALID_SOURCEROUTING"),
+    (cfg(defaultroute="2"), "INVALID_DEFAULTROUTE"),
+    (cfg(metric="-5"), "INVALID_METRIC"),
+    (cfg(metric="2147483648"), "INVALID_METRIC"),
+    (cfg(zone="w@n"), "INVALID_ZONE"),
+    (cfg(device="sixbroker-tunnel-0"), "INVALID_DEVICE"),
+    (cfg(device="bad/name"), "INVALID_DEVICE"),
+]
+
+
+@pytest.mark.parametrize("config,code", BAD)
+def test_each_mistake_has_its_own_code_and_nothing_else(config, code):
+    assert codes_of(config) == [code]
+    assert code in CODES
+
+
+def test_at_least_thirty_distinct_codes_are_exercised():
+    assert len(set(code for _, code in BAD)) >= 30
+
+
+def test_unknown_option_only_in_strict_mode():
+    c = cfg(peeradr="192.0.2.1")
+    assert options.validate(c).peer is not None
+    assert codes_of(c, strict=True) == ["UNKNOWN_OPTION"]
+    # generic interface options beside ours are not typos
+    assert options.validate(cfg(proto="sixbroker", ip6assign="60", auto="1"), strict=True)
+
+
+def test_every_problem_is_reported_at_once():
+    got = codes_of({"ip6addr": "2001:db8::b", "mtu": "big", "ttl": "0"})
+    assert got == ["MISSING_PEER_ADDRESS", "IP6ADDR_NEEDS_LENGTH", "INVALID_MTU", "INVALID_TTL"]
+
+
+def test_error_names_the_option_and_says_what_to_fix():
+    with pytest.raises(ConfigErrors) as e:
+        options.validate(cfg(ip6prefix=["2001:db8:5b11::1/64"]))
+    err = e.value.errors[0]
+    assert err.option == "ip6prefix"
+    assert "2001:db8:5b11::/64" in str(err)      # the prefix the user meant
+
+
+def test_netifd_dump_declares_every_option_as_text():
+    d = options.netifd_dump()
+    assert d["name"] == "sixbroker"
+    assert [c[0] for c in d["config"]] == list(options.OPTION_NAMES)
+    types = dict((c[0], c[1]) for c in d["config"])
+    assert types["ip6prefix"] == options.BLOBMSG_ARRAY
+    assert all(t == options.BLOBMSG_STRING for n, t in types.items() if n != "ip6prefix")
