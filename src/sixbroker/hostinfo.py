@@ -75,6 +75,18 @@ def device_mtu(device, sys_root="/sys/class/net/"):
         return None
 
 
+ARPHRD_SIT = 776
+
+
+def device_in_use(name, sys_root="/sys/class/net/"):
+    """True when a device of that name exists and is not a sit tunnel (ours from an earlier setup is)."""
+    try:
+        with open(sys_root + name + "/type") as f:
+            return int(f.read().strip()) != ARPHRD_SIT
+    except (OSError, ValueError):
+        return False
+
+
 def _first_ipv4(status):
     for a in status.get("ipv4-address") or []:
         if a.get("address"):

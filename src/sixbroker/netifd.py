@@ -73,6 +73,10 @@ def fw4_rule(r):
     if r["chain"] == "input":
         # any zone: protocol 41 arrives on the WAN's device whatever zone the tunnel itself is in
         out["src"] = "*"
+        # fw4 (read_ubus) gives a rule without a device the interface's own l3 device, the sit device,
+        # where protocol 41 never arrives: name the underlying device
+        if r["iif"]:
+            out["device"] = r["iif"]
     if r["family"]:
         out["family"] = r["family"]
     if r["proto"] is not None:
@@ -91,7 +95,9 @@ def simple_message(interface, action):
 
 
 def host_dep_message(interface, host, via):
-    msg = {"action": HOST_DEP, "interface": interface, "host": host}
+    msg = {"action": HOST_DEP, "interface": interface}
+    if host:
+        msg["host"] = host
     if via:
         msg["ifname"] = via
     return msg
@@ -106,11 +112,21 @@ def setup_messages(interface, config, bus):
     from sixbroker import hostinfo
 
     opts = options.validate(config)
+    # netifd applies defaultroute and metric to our routes itself (options.NETIFD_OWNS)
+    opts.defaultroute, opts.metric = True, None
     peer = opts.peer if opts.peer is not None else hostinfo.resolve_ipv4(opts.peer_host)
     local, device, via, local_from = local_facts(bus, opts, peer)
+    name = options.device_name(interface, opts.device)
+    if hostinfo.device_in_use(name):
+        # netifd deletes whatever holds the name before it creates the tunnel (system_add_ip_tunnel)
+        raise SixbrokerError("DEVICE_IN_USE", name, "device")
     link_mtu = hostinfo.device_mtu(device) if device else None
-    p = planmod.router(opts, interface, peer, local, options.device_name(interface, opts.device), link_mtu)
-    return p, [host_dep_message(interface, str(peer), via), update_message(interface, p, local_from)]
+    p = planmod.router(opts, interface, peer, local, name, link_mtu, link=via, link_device=device)
+    # The dependency without a host: netifd still re-runs setup when `via` goes down and up, but adds no
+    # /32 route to the peer, which it would leave behind after ifdown (interface_ip_add_target_route puts
+    # it on the WAN's host_routes, flushed only when the WAN goes down).  tunnel.link pins the outer
+    # packets to `via` instead.
+    return p, [host_dep_message(interface, None, via), update_message(interface, p, local_from)]
 
 
 def local_facts(bus, opts, peer):
@@ -177,7 +193,8 @@ def main(argv):
         return 2
     action, interface = argv[2], argv[3]
     if action == "teardown":
-        # netifd removes the sit device it created, its addresses and routes, and the host dependency
+        # netifd deletes the sit device it created with its addresses and routes; we added no host
+        # route.  Nothing to do, so teardown is idempotent (netifd may call it again on a WAN down).
         return 0
     try:
         config = json.loads(argv[4]) if len(argv) > 4 and argv[4] else {}

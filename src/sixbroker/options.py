@@ -32,6 +32,12 @@ SCHEMA = (
 )
 
 OPTION_NAMES = tuple(o[0] for o in SCHEMA)
+
+# Interface options netifd applies itself to every route a handler sends (interface.c, interface-ip.c):
+# defaultroute 0 drops the ::/0 routes, metric fills in the interface's metric.  The handler must not
+# declare them (netifd passes its own typed copy anyway) nor apply them twice; the standalone router,
+# with no netifd, applies them from the plan.
+NETIFD_OWNS = ("defaultroute", "metric")
 DEFAULTS = dict((o[0], o[2]) for o in SCHEMA if o[2] is not None)
 LIST_OPTIONS = tuple(o[0] for o in SCHEMA if o[1] == "list")
 
@@ -322,7 +328,8 @@ def validate(config, strict=False, extra=()):
 
     device = get("device")
     if device:
-        if len(device) > 15 or not _is_name(device, "-_."):
+        # no '.': netifd reads name.N as a VLAN of name
+        if len(device) > 15 or not _is_name(device, "-_"):
             err("INVALID_DEVICE", "device", device)
         else:
             o.device = device
@@ -374,7 +381,8 @@ def netifd_dump():
     """
     return {
         "name": "sixbroker",
-        "config": [[o[0], BLOBMSG_ARRAY if o[1] == "list" else BLOBMSG_STRING] for o in SCHEMA],
+        "config": [[o[0], BLOBMSG_ARRAY if o[1] == "list" else BLOBMSG_STRING] for o in SCHEMA
+                   if o[0] not in NETIFD_OWNS],
         "no-device": True,
         "available": True,
     }

@@ -55,14 +55,17 @@ def tunnel_mtu(option_mtu, link_mtu):
     return DEFAULT_MTU
 
 
-def router(opts, interface, peer, local, device, link_mtu=None, lan=None):
+def router(opts, interface, peer, local, device, link_mtu=None, lan=None, link=None, link_device=None):
     """The home end.
 
     opts: options.Options; peer/local: addr.Address (peer resolved, local found by hostinfo);
     lan: LAN device names for the standalone router's forward policy (netifd's fw4 zones do that job
-    on OpenWrt, so the netifd handler passes None).
+    on OpenWrt, so the netifd handler passes None);
+    link: the logical interface the tunnel runs over, when found rather than configured;
+    link_device: its device, where protocol 41 arrives.
     """
-    tun = _tunnel(device, local, peer, opts.ttl, opts.tos, tunnel_mtu(opts.mtu, link_mtu), opts.tunlink)
+    link = opts.tunlink or link
+    tun = _tunnel(device, local, peer, opts.ttl, opts.tos, tunnel_mtu(opts.mtu, link_mtu), link)
     routes = []
     if opts.defaultroute:
         if opts.sourcerouting:
@@ -72,7 +75,8 @@ def router(opts, interface, peer, local, device, link_mtu=None, lan=None):
                 routes.append(_route("::", 0, opts.ip6gw, src, opts.metric))
         else:
             routes.append(_route("::", 0, opts.ip6gw, None, opts.metric))
-    rules = [rule("sixbroker-" + interface + "-6in4", "input", "ACCEPT", "ipv4", PROTO_6IN4, str(peer))]
+    rules = [rule("sixbroker-" + interface + "-6in4", "input", "ACCEPT", "ipv4", PROTO_6IN4, str(peer),
+                  iif=link_device)]
     sysctls = []
     if lan is not None:
         rules.extend(home_forward_rules(interface, device, lan))
@@ -84,7 +88,7 @@ def router(opts, interface, peer, local, device, link_mtu=None, lan=None):
         "prefixes": [{"prefix": str(p.address), "length": p.length} for p in opts.ip6prefix],
         "firewall": {"zone": opts.zone, "rules": rules},
         "sysctls": sysctls,
-        "host_route": {"host": str(peer), "interface": opts.tunlink},
+        "host_route": {"host": str(peer), "interface": link},
     }
 
 

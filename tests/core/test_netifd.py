@@ -40,7 +40,7 @@ def run(config, bus=None):
 def test_seed_home_router_update():
     rc, sent = run(SEED)
     assert rc == 0
-    assert sent[0] == {"action": 6, "interface": "wan6", "host": "203.0.113.10", "ifname": "wan"}
+    assert sent[0] == {"action": 6, "interface": "wan6", "ifname": "wan"}
     assert sent[1] == {
         "action": 0, "interface": "wan6", "ifname": "sb-wan6", "link-up": True,
         "tunnel": {"mode": "sit", "local": "198.51.100.20", "remote": "203.0.113.10", "mtu": 1480, "ttl": 64,
@@ -49,7 +49,8 @@ def test_seed_home_router_update():
         "routes6": [{"target": "::", "netmask": "0", "gateway": "2001:db8:5b10::a"}],
         "ip6prefix": ["2001:db8:5b11::/64"],
         "data": {"zone": "wan",
-                 "firewall": [{"type": "rule", "name": "sixbroker-wan6-6in4", "src": "*", "family": "ipv4",
+                 "firewall": [{"type": "rule", "name": "sixbroker-wan6-6in4", "src": "*", "device": "sbtest-nodev",
+                               "family": "ipv4",
                                "proto": "41", "src_ip": "203.0.113.10", "target": "ACCEPT"}],
                  "sixbroker": {"local": "198.51.100.20", "remote": "203.0.113.10",
                                "local_from": "tunlink", "tunlink": "wan"}},
@@ -110,13 +111,28 @@ def os_env():
 def test_sourcerouting_routes_carry_their_source():
     c = dict(SEED)
     c["sourcerouting"] = "1"
-    c["metric"] = "10"
     rc, sent = run(c)
     assert sent[1]["routes6"] == [
-        {"target": "::", "netmask": "0", "gateway": "2001:db8:5b10::a", "source": "2001:db8:5b10::a/127",
-         "metric": 10},
-        {"target": "::", "netmask": "0", "gateway": "2001:db8:5b10::a", "source": "2001:db8:5b11::/64",
-         "metric": 10}]
+        {"target": "::", "netmask": "0", "gateway": "2001:db8:5b10::a", "source": "2001:db8:5b10::a/127"},
+        {"target": "::", "netmask": "0", "gateway": "2001:db8:5b10::a", "source": "2001:db8:5b11::/64"}]
+
+
+def test_defaultroute_and_metric_are_left_to_netifd():
+    # netifd applies both to a handler's routes itself (options.NETIFD_OWNS); it passes typed copies
+    c = dict(SEED)
+    c["defaultroute"] = False
+    c["metric"] = 10
+    rc, sent = run(c)
+    assert sent[1]["routes6"] == [{"target": "::", "netmask": "0", "gateway": "2001:db8:5b10::a"}]
+
+
+def test_device_name_held_by_another_device_is_refused():
+    c = dict(SEED)
+    c["device"] = "lo"
+    rc, sent = run(c)
+    assert rc == 1
+    assert sent == [{"action": 3, "interface": "wan6", "error": ["DEVICE_IN_USE"]},
+                    {"action": 4, "interface": "wan6"}]
 
 
 def test_no_prefix_means_no_ip6prefix_key():

@@ -137,6 +137,7 @@ BAD = [
     (cfg(zone="w@n"), "INVALID_ZONE"),
     (cfg(device="sixbroker-tunnel-0"), "INVALID_DEVICE"),
     (cfg(device="bad/name"), "INVALID_DEVICE"),
+    (cfg(device="eth0.2"), "INVALID_DEVICE"),
 ]
 
 
@@ -174,7 +175,8 @@ def test_error_names_the_option_and_says_what_to_fix():
 def test_netifd_dump_declares_every_option_as_text():
     d = options.netifd_dump()
     assert d["name"] == "sixbroker"
-    assert [c[0] for c in d["config"]] == list(options.OPTION_NAMES)
+    assert [c[0] for c in d["config"]] == [n for n in options.OPTION_NAMES if n not in options.NETIFD_OWNS]
+    assert "defaultroute" not in [c[0] for c in d["config"]]
     types = dict((c[0], c[1]) for c in d["config"])
     assert types["ip6prefix"] == options.BLOBMSG_ARRAY
     assert all(t == options.BLOBMSG_STRING for n, t in types.items() if n != "ip6prefix")

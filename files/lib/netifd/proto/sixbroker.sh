@@ -6,7 +6,7 @@
 # holds the two together.  Everything else is the Python handler's (src/sixbroker/netifd.py).
 
 if [ "$2" = dump ]; then
-	echo '{"name": "sixbroker", "config": [["peeraddr", 3], ["ipaddr", 3], ["ip6addr", 3], ["ip6gw", 3], ["ip6prefix", 1], ["tunlink", 3], ["mtu", 3], ["ttl", 3], ["tos", 3], ["sourcerouting", 3], ["defaultroute", 3], ["metric", 3], ["zone", 3], ["device", 3]], "no-device": true, "available": true}'
+	echo '{"name": "sixbroker", "config": [["peeraddr", 3], ["ipaddr", 3], ["ip6addr", 3], ["ip6gw", 3], ["ip6prefix", 1], ["tunlink", 3], ["mtu", 3], ["ttl", 3], ["tos", 3], ["sourcerouting", 3], ["zone", 3], ["device", 3]], "no-device": true, "available": true}'
 	exit 0
 fi
 
