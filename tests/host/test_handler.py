@@ -1,0 +1,230 @@
+"""The handler as netifd runs it: the shim under busybox ash, the argv of netifd's proto-shell.c
+(`./sixbroker.sh sixbroker setup <iface> '<config JSON>'`), on CPython and on MicroPython, inside a network
+namespace whose devices, addresses and routes are real, talking ubus to a fake ubusd that answers as netifd
+does and records every message.  Every recorded message is also held to netifd's policies
+(tests/netifd_policy.py).
+"""
+import json
+import os
+import subprocess
+
+import pytest
+
+from netifd_policy import check_notify
+from ubusd_fake import FakeUbusd
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROTO_DIR = os.path.join(ROOT, "files", "lib", "netifd", "proto")
+NS = "sbtest-router"
+ISP = "sbtest-isp"
+PEER = "203.0.113.10"
+WAN_IP = "198.51.100.20"
+INTERPRETERS = {"cpython": os.path.join(ROOT, ".venv", "bin", "python"),
+                "micropython": os.path.join(ROOT, ".venv", "bin", "micropython")}
+
+
+def sh(*argv):
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def router_ns():
+    """The router: `wan0` (Ethernet, MTU 1500, default route) and `pppoe-wan` (MTU 1492), each a veth
+    whose other end sits in an "ISP" namespace; /etc/hosts of its own for the host-name peer."""
+    for ns in (NS, ISP):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        sh("ip", "netns", "add", ns)
+    sh("ip", "-n", NS, "link", "add", "wan0", "type", "veth", "peer", "isp0", "netns", ISP)
+    sh("ip", "-n", NS, "link", "add", "pppoe-wan", "mtu", "1492", "type", "veth", "peer", "isp1", "netns", ISP)
+    sh("ip", "-n", NS, "addr", "add", WAN_IP + "/24", "dev", "wan0")
+    sh("ip", "-n", NS, "addr", "add", "192.0.2.50/24", "dev", "pppoe-wan")
+    for dev in ("wan0", "pppoe-wan", "lo"):
+        sh("ip", "-n", NS, "link", "set", dev, "up")
+    for dev in ("isp0", "isp1"):
+        sh("ip", "-n", ISP, "link", "set", dev, "up")
+    sh("ip", "-n", NS, "route", "add", "default", "via", "198.51.100.1", "dev", "wan0", "onlink")
+    etc = "/etc/netns/" + NS
+    os.makedirs(etc, exist_ok=True)
+    with open(etc + "/hosts", "w") as f:
+        f.write("127.0.0.1 localhost\n" + PEER + " broker.example.net\n")
+    yield NS
+    for ns in (NS, ISP):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["rm", "-rf", etc])
+
+
+def netifd_objects():
+    """What netifd answers for the interfaces of the namespace above (ubus.c netifd_dump_status)."""
+    wan = {"interface": "wan", "up": True, "proto": "dhcp", "l3_device": "wan0", "device": "wan0",
+           "ipv4-address": [{"address": WAN_IP, "mask": 24}]}
+    wanppp = {"interface": "wanppp", "up": True, "proto": "pppoe", "l3_device": "pppoe-wan",
+              "device": "eth1", "ipv4-address": [{"address": "192.0.2.50", "mask": 32}]}
+    down = {"interface": "wwan", "up": False, "proto": "dhcp"}
+    return {
+        "network.interface": {"notify_proto": None, "dump": {"interface": [wan, wanppp, down]}},
+        "network.interface.wan": {"status": wan},
+        "network.interface.wanppp": {"status": wanppp},
+        "network.interface.wwan": {"status": down},
+    }
+
+
+def run_handler(interp, config, action="setup", iface="wan6"):
+    # the shim would fall back to /usr/bin/python3: make sure the interpreter under test is the one it finds
+    assert os.access(INTERPRETERS[interp], os.X_OK), INTERPRETERS[interp]
+    with FakeUbusd(netifd_objects()) as ub:
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SIXBROKER_PYTHON": INTERPRETERS[interp],
+               "SIXBROKER_LIB": os.path.join(ROOT, "src"), "SIXBROKER_RETRY_DELAY": "0"}
+        env.update(ub.env())
+        argv = ["ip", "netns", "exec", NS, "busybox", "sh", "./sixbroker.sh", "sixbroker", action, iface,
+                json.dumps(config)]
+        proc = subprocess.run(argv, cwd=PROTO_DIR, env=env, capture_output=True, text=True, timeout=60)
+        assert ub.errors == []
+        sent = [c for c in ub.calls if c.method == "notify_proto"]
+    for c in sent:
+        assert check_notify(c.data) == [], (c.data, check_notify(c.data))
+    return proc, [c.data for c in sent]
+
+
+SEED = {"peeraddr": PEER, "ip6addr": "2001:db8:5b10::b/127", "ip6prefix": ["2001:db8:5b11::/64"],
+        "tunlink": "wan"}
+
+
+def fw_rule(device, peer=PEER):
+    return {"type": "rule", "name": "sixbroker-wan6-6in4", "src": "*", "device": device, "family": "ipv4",
+            "proto": "41", "src_ip": peer, "target": "ACCEPT"}
+
+
+def update(local, mtu, link, device, routes6=None, prefixes=("2001:db8:5b11::/64",), local_from="tunlink"):
+    msg = {"action": 0, "interface": "wan6", "ifname": "sb-wan6", "link-up": True,
+           "tunnel": {"mode": "sit", "local": local, "remote": PEER, "mtu": mtu, "ttl": 64, "tos": "inherit",
+                      "link": link},
+           "ip6addr": [{"ipaddr": "2001:db8:5b10::b", "mask": "127"}],
+           "routes6": routes6 or [{"target": "::", "netmask": "0", "gateway": "2001:db8:5b10::a"}],
+           "data": {"zone": "wan", "firewall": [fw_rule(device)],
+                    "sixbroker": {"local": local, "remote": PEER, "local_from": local_from, "tunlink": link}}}
+    if prefixes:
+        msg["ip6prefix"] = list(prefixes)
+    return msg
+
+
+both = pytest.mark.parametrize("interp", ["cpython", "micropython"])
+
+
+@both
+def test_seed_home_router(router_ns, interp):
+    proc, sent = run_handler(interp, SEED)
+    assert proc.returncode == 0, proc.stderr
+    assert sent == [{"action": 6, "interface": "wan6", "ifname": "wan"},
+                    update(WAN_IP, 1480, "wan", "wan0")]
+    assert "Traceback" not in proc.stderr
+    assert "sb-wan6 198.51.100.20 -> 203.0.113.10 mtu 1480" in proc.stderr
+
+
+@both
+def test_behind_nat_local_is_found_from_the_route_to_the_peer(router_ns, interp):
+    # no tunlink, no ipaddr: the kernel's route to the peer names wan0, netifd names its interface and
+    # address (behind NAT that is the private address; protocol 41 is forwarded by the NAT)
+    config = dict(SEED)
+    del config["tunlink"]
+    proc, sent = run_handler(interp, config)
+    assert proc.returncode == 0, proc.stderr
+    want = update(WAN_IP, 1480, "wan", "wan0", local_from="route")
+    assert sent == [{"action": 6, "interface": "wan6", "ifname": "wan"}, want]
+
+
+@both
+def test_pinned_private_address(router_ns, interp):
+    config = dict(SEED, ipaddr="192.0.2.99")
+    proc, sent = run_handler(interp, config)
+    assert proc.returncode == 0, proc.stderr
+    assert sent[1]["tunnel"]["local"] == "192.0.2.99"
+    assert sent[1]["data"]["sixbroker"]["local_from"] == "option"
+
+
+@both
+def test_host_name_peer_is_resolved(router_ns, interp):
+    proc, sent = run_handler(interp, dict(SEED, peeraddr="broker.example.net"))
+    assert proc.returncode == 0, proc.stderr
+    assert sent[1] == update(WAN_IP, 1480, "wan", "wan0")
+
+
+@both
+def test_unresolvable_peer_is_transient(router_ns, interp):
+    proc, sent = run_handler(interp, dict(SEED, peeraddr="nowhere.invalid"))
+    assert proc.returncode == 1
+    assert sent == [{"action": 3, "interface": "wan6", "error": ["PEER_RESOLVE_FAIL"]},
+                    {"action": 7, "interface": "wan6"}]
+    assert "PEER_RESOLVE_FAIL" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@both
+def test_pppoe_link_gives_mtu_1472(router_ns, interp):
+    proc, sent = run_handler(interp, dict(SEED, tunlink="wanppp"))
+    assert proc.returncode == 0, proc.stderr
+    assert sent[1] == update("192.0.2.50", 1472, "wanppp", "pppoe-wan")
+
+
+@both
+def test_two_routed_prefixes(router_ns, interp):
+    prefixes = ["2001:db8:5b11::/64", "2001:db8:5b20::/60"]
+    proc, sent = run_handler(interp, dict(SEED, ip6prefix=prefixes))
+    assert proc.returncode == 0, proc.stderr
+    assert sent[1]["ip6prefix"] == prefixes
+
+
+@both
+def test_sourcerouting_on(router_ns, interp):
+    proc, sent = run_handler(interp, dict(SEED, sourcerouting="1"))
+    assert proc.returncode == 0, proc.stderr
+    gw = "2001:db8:5b10::a"
+    assert sent[1]["routes6"] == [
+        {"target": "::", "netmask": "0", "gateway": gw, "source": "2001:db8:5b10::a/127"},
+        {"target": "::", "netmask": "0", "gateway": gw, "source": "2001:db8:5b11::/64"}]
+
+
+@both
+def test_tunlink_down_is_transient(router_ns, interp):
+    proc, sent = run_handler(interp, dict(SEED, tunlink="wwan"))
+    assert proc.returncode == 1
+    assert sent == [{"action": 3, "interface": "wan6", "error": ["TUNLINK_NOT_UP"]},
+                    {"action": 7, "interface": "wan6"}]
+
+
+CONFIG_ERRORS = [
+    ({"ip6addr": "2001:db8:5b10::b/127"}, "MISSING_PEER_ADDRESS"),
+    (dict(SEED, peeraddr="2001:db8::1"), "PEER_NOT_IPV4"),
+    (dict(SEED, ip6addr="2001:db8:5b10::b"), "IP6ADDR_NEEDS_LENGTH"),
+    (dict(SEED, ip6prefix=["2001:db8:5b10::/48"]), "PREFIX_OVERLAPS_TUNNEL"),
+    (dict(SEED, ip6prefix=["2001:db8:5b11::1/64"]), "IP6PREFIX_HOST_BITS"),
+    (dict(SEED, mtu="jumbo"), "INVALID_MTU"),
+    (dict(SEED, ttl="300"), "INVALID_TTL"),
+    (dict(SEED, device="wan0"), "DEVICE_IN_USE"),
+]
+
+
+@both
+@pytest.mark.parametrize("config,code", CONFIG_ERRORS)
+def test_configuration_errors(router_ns, interp, config, code):
+    proc, sent = run_handler(interp, config)
+    assert proc.returncode == 1
+    assert sent == [{"action": 3, "interface": "wan6", "error": [code]}, {"action": 4, "interface": "wan6"}]
+    log = proc.stderr.strip().splitlines()
+    assert log and all(line.startswith("sixbroker: wan6: " + code) for line in log), log
+    assert "Traceback" not in proc.stderr
+
+
+@both
+def test_teardown_sends_nothing_and_succeeds(router_ns, interp):
+    proc, sent = run_handler(interp, SEED, action="teardown")
+    assert proc.returncode == 0 and sent == []
+
+
+@both
+def test_no_ubus_is_one_clear_line(router_ns, interp):
+    env = {"PATH": "/usr/bin:/bin", "SIXBROKER_PYTHON": INTERPRETERS[interp],
+           "SIXBROKER_LIB": os.path.join(ROOT, "src"), "SIXBROKER_UBUS_SOCKET": "/nonexistent/ubus.sock"}
+    proc = subprocess.run(["busybox", "sh", "./sixbroker.sh", "sixbroker", "setup", "wan6", json.dumps(SEED)],
+                          cwd=PROTO_DIR, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("sixbroker: wan6: UBUS_FAIL") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
