@@ -196,8 +196,12 @@ def main(argv):
         # netifd deletes the sit device it created with its addresses and routes; we added no host
         # route.  Nothing to do, so teardown is idempotent (netifd may call it again on a WAN down).
         return 0
+    text = argv[4] if len(argv) > 4 else ""
+    if text == "-":
+        import os
+        text = os.getenv("SIXBROKER_CONFIG") or ""   # the shim passes it so (see sixbroker.sh)
     try:
-        config = json.loads(argv[4]) if len(argv) > 4 and argv[4] else {}
+        config = json.loads(text) if text else {}
     except ValueError:
         config = None
     try:

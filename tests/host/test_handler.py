@@ -214,6 +214,16 @@ def test_configuration_errors(router_ns, interp, config, code):
 
 
 @both
+def test_long_config_reaches_the_handler(router_ns, interp):
+    # a config far past the 255 bytes the PyPI MicroPython accepts in one argument
+    prefixes = ["2001:db8:5b%02x::/64" % i for i in range(0x20, 0x40)]
+    proc, sent = run_handler(interp, dict(SEED, ip6prefix=prefixes))
+    assert len(json.dumps(dict(SEED, ip6prefix=prefixes))) > 700
+    assert proc.returncode == 0, proc.stderr
+    assert sent[1]["ip6prefix"] == prefixes
+
+
+@both
 def test_teardown_sends_nothing_and_succeeds(router_ns, interp):
     proc, sent = run_handler(interp, SEED, action="teardown")
     assert proc.returncode == 0 and sent == []

@@ -11,6 +11,12 @@ if [ "$2" = dump ]; then
 fi
 
 lib="${SIXBROKER_LIB:-/usr/lib/sixbroker}"
+# The config JSON travels in the environment: MicroPython's Unix port as packaged on PyPI aborts
+# ("FATAL: uncaught NLR") on an argument longer than 255 bytes, and a config with a few prefixes is longer.
+if [ $# -ge 4 ]; then
+	export SIXBROKER_CONFIG="$4"
+	set -- "$1" "$2" "$3" - ${5:+"$5"}
+fi
 for py in $SIXBROKER_PYTHON /usr/bin/python3 /usr/bin/micropython; do
 	[ -x "$py" ] && exec "$py" "$lib/sixbroker/netifd.py" "$@"
 done
