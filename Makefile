@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 MPY     := .venv/bin/micropython
 PYTEST  := $(PY) -m pytest
 
-.PHONY: all test test-unit test-micropython test-e2e lab ipk bench bootstrap clean
+.PHONY: all test test-unit test-micropython test-e2e lab ipk bench bootstrap clean guest
 
 all: test
 
@@ -19,6 +19,19 @@ test-unit: bootstrap
 # The core tests again, unchanged, under the MicroPython Unix port.
 test-micropython: bootstrap
 	$(MPY) tests/mprun.py tests/core/test_*.py
+
+# The QEMU guest's kernel (tests/guest.py): Debian's current 6.1 kernel into .cache/guest, once.
+guest: bootstrap
+	$(PY) tests/guest.py fetch
+
+# The real-kernel suite (tests/e2e): one guest boot, the whole pytest session inside it.
+test-e2e: guest
+	$(PY) tests/guest.py run --times --timeout 1200 -- $(PYTEST) -p no:cacheprovider tests/e2e
+
+# The router packages, built as OpenWrt's ipkg-build builds them (scripts/mkipk.py, packaging/):
+# dist/sixbroker_<version>_all.ipk and dist/luci-app-sixbroker_<version>_all.ipk, sizes printed.
+ipk: bootstrap
+	$(PY) scripts/mkipk.py build --out dist
 
 clean:
 	rm -rf dist .cache .pytest_cache .hypothesis
