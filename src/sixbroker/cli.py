@@ -3,6 +3,10 @@
 
 import sys
 
+if __name__ == "__main__":
+    # run as a file (the router's /usr/bin/sixbroker): the import root is the directory above the package
+    sys.path[0] = sys.path[0].rsplit("/", 1)[0]
+
 USAGE = """usage: sixbroker <command> ...
 
 commands:
@@ -23,15 +27,17 @@ def main(argv=None):
         from sixbroker import VERSION
         print(VERSION)
         return 0
-    if cmd == "router":
-        from sixbroker.standalone import main as run
-    elif cmd == "server":
-        from sixbroker.broker.cli import main as run
-    elif cmd == "status":
-        from sixbroker.status import main as run
-    else:
+    module = {"router": "sixbroker.standalone", "server": "sixbroker.broker.cli",
+              "status": "sixbroker.status"}.get(cmd)
+    if module is None:
         sys.stderr.write("sixbroker: unknown command '" + cmd + "'\n" + USAGE)
         return 2
+    try:
+        run = __import__(module, None, None, ["main"]).main
+    except ImportError as e:
+        # the OpenWrt package ships the router end only; the broker and standalone mode need pyroute2
+        sys.stderr.write("sixbroker: '" + cmd + "' is not available here: " + str(e) + "\n")
+        return 1
     return run(rest)
 
 
