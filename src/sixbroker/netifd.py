@@ -12,8 +12,6 @@ if __name__ == "__main__":
     # run as a file: the import root is the directory above this package
     sys.path[0] = sys.path[0].rsplit("/", 1)[0]
 
-import json  # noqa: E402
-
 from sixbroker import options, plan as planmod  # noqa: E402
 from sixbroker.errors import SixbrokerError, ConfigErrors  # noqa: E402
 
@@ -101,6 +99,38 @@ def host_dep_message(interface, host, via):
     if via:
         msg["ifname"] = via
     return msg
+
+
+def loads(text):
+    """json.loads without the json package on CPython: its pure-Python layer imports re, enum and more,
+    a third of a bare start, on every ifup.  The C scanner json itself uses does the work."""
+    try:
+        import _json
+    except ImportError:
+        import json  # MicroPython: json is a C module
+        return json.loads(text)
+
+    class Context:
+        strict = True
+        object_hook = object_pairs_hook = None
+        parse_float, parse_int = float, int
+
+        def parse_constant(self, name):
+            raise ValueError("not JSON: " + name)
+
+    start = len(text) - len(text.lstrip())
+    try:
+        obj, end = _json.make_scanner(Context())(text, start)
+    except StopIteration as e:
+        raise ValueError("not JSON at character " + str(e.value))
+    except SystemError:
+        # _json reports other syntax errors through json.decoder's exception class, found only once
+        # json is imported: let json say what is wrong
+        import json
+        return json.loads(text)
+    if text[end:].strip():
+        raise ValueError("extra data after JSON at character " + str(end))
+    return obj
 
 
 def log(text):
@@ -201,8 +231,8 @@ def main(argv):
         import os
         text = os.getenv("SIXBROKER_CONFIG") or ""   # the shim passes it so (see sixbroker.sh)
     try:
-        config = json.loads(text) if text else {}
-    except ValueError:
+        config = loads(text) if text else {}
+    except Exception:  # noqa: BLE001 - reported below as one line, never a traceback
         config = None
     try:
         from sixbroker import ubus

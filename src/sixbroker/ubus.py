@@ -29,12 +29,18 @@ current libubus (libubus-io.c ubus_send_msg, get_next_msg).
 
 import os
 import select
-import socket
 import struct
 import sys
 import time
 
 from sixbroker.errors import SixbrokerError
+
+try:
+    # CPython: the C module itself; socket.py on top of it imports enum and selectors, which a handler
+    # started on every ifup does not need
+    import _socket as socket
+except ImportError:
+    import socket  # MicroPython: socket is the C module
 
 _MICROPYTHON = sys.implementation.name == "micropython"
 

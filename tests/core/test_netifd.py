@@ -149,3 +149,18 @@ def test_usage_error_exit_code():
 
 def test_teardown_needs_nothing_from_netifd():
     assert netifd.main(["x", "sixbroker", "teardown", "wan6", "{}"]) == 0
+
+
+def test_config_json_parses_like_json():
+    import json
+    for text in ['{"a": [1, 2.5, true, null, "x\\u00e9"], "b": {}}', '[]', ' {"k": -3} ', '{"a":1,"a":2}']:
+        assert netifd.loads(text) == json.loads(text), text
+
+
+def test_config_json_rejects_what_json_rejects():
+    import pytest
+    # ('{"a":}' too on CPython; MicroPython's json reads it as {}: netifd never sends it)
+    for text in ['{', '{"a":1} x', 'NaN', '{"a": Infinity}', '']:
+        with pytest.raises(ValueError):
+            netifd.loads(text)
+

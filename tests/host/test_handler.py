@@ -224,6 +224,19 @@ def test_long_config_reaches_the_handler(router_ns, interp):
 
 
 @both
+def test_config_that_is_not_json_is_an_internal_error(router_ns, interp):
+    with FakeUbusd(netifd_objects()) as ub:
+        env = {"PATH": "/usr/bin:/bin", "SIXBROKER_PYTHON": INTERPRETERS[interp],
+               "SIXBROKER_LIB": os.path.join(ROOT, "src")}
+        env.update(ub.env())
+        proc = subprocess.run(["busybox", "sh", "./sixbroker.sh", "sixbroker", "setup", "wan6", "{not json"],
+                              cwd=PROTO_DIR, env=env, capture_output=True, text=True, timeout=60)
+        sent = [c.data for c in ub.calls if c.method == "notify_proto"]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert sent == [{"action": 3, "interface": "wan6", "error": ["INTERNAL_ERROR"]}]
+
+
+@both
 def test_teardown_sends_nothing_and_succeeds(router_ns, interp):
     proc, sent = run_handler(interp, SEED, action="teardown")
     assert proc.returncode == 0 and sent == []
