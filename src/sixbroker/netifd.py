@@ -84,8 +84,11 @@ def fw4_rule(r):
     return out
 
 
+MAX_ERRORS = 15    # proto-shell.c refuses an error list of 16 or more entries whole
+
+
 def error_message(interface, codes):
-    return {"action": ERROR, "interface": interface, "error": list(codes)}
+    return {"action": ERROR, "interface": interface, "error": list(codes)[:MAX_ERRORS]}
 
 
 def simple_message(interface, action):

@@ -87,7 +87,8 @@ def _bool(text):
 
 
 def _int(text):
-    if not text or not text.isdigit():
+    # ASCII digits only: CPython's isdigit() also takes '²' and Arabic-Indic digits
+    if not text or not all("0" <= c <= "9" for c in text):
         return None
     return int(text)
 
@@ -350,6 +351,8 @@ def _v4_embedded(a):
 
 def derive_gateway(iface):
     """The far end of the tunnel: the other end of a /127 (or /126), else ::1 of the prefix."""
+    if iface.length == 128:
+        return None         # a /128 has no other address: the user must name the gateway
     if iface.length in (127, 126):
         try:
             return addr.peer_address(iface.address, iface.length)

@@ -1,0 +1,210 @@
+'use strict';
+'require form';
+'require network';
+'require uci';
+'require tools.widgets as widgets';
+'require sixbroker.options as sbopts';
+
+/*
+ * The "sixbroker" protocol under Network -> Interfaces: a 6in4 tunnel to your own broker.
+ *
+ * Every field is checked by sixbroker/options.js, the browser's copy of the handler's own validator
+ * (src/sixbroker/options.py), so the form refuses what the handler would refuse, with its words.
+ * Empty fields show what the handler will use instead.
+ *
+ * Not here on purpose: defaultroute and metric.  LuCI's interfaces.js replaces any protocol's own
+ * with its generic "Use default gateway" and "Use gateway metric" (nettools.replaceOption), and
+ * netifd applies both to the routes a handler sends (options.NETIFD_OWNS).
+ */
+
+network.registerPatternVirtual(/^sb-.+$/);
+
+Object.keys(sbopts.errors).forEach(function(code) {
+	network.registerErrorCode(code, sbopts.errors[code]);
+});
+
+/* form option -> UCI option, where they differ (see the device field below) */
+var UCI_NAME = { _sixbroker_device: 'device' };
+
+/* The values the form holds now, as the handler would get them. */
+function formConfig(option, section_id) {
+	var config = {};
+
+	Object.keys(sbopts.schema).forEach(function(name) {
+		var field = name;
+
+		for (var k in UCI_NAME)
+			if (UCI_NAME[k] == name)
+				field = k;
+
+		var v = option.section.formvalue(section_id, field);
+
+		if (v == null)
+			v = uci.get('network', section_id, name);
+
+		config[name] = v;
+	});
+
+	return config;
+}
+
+/*
+ * A field's validate(): the first problem the handler would report for this option, in its words.
+ * A list field is checked one entry at a time (LuCI's DynamicList does that), against the entries
+ * before it, the order in which the handler accepts them.
+ */
+function validator(name) {
+	return function(section_id, value) {
+		var config = formConfig(this, section_id), index = null;
+
+		if (sbopts.schema[name] == 'list') {
+			var v = config[name],
+			    items = Array.isArray(v) ? v.slice() : (v ? [ v ] : []),
+			    at = items.indexOf(value);
+
+			items = (at >= 0) ? items.slice(0, at) : items;
+			index = items.length;
+			items.push(value);
+			config[name] = items;
+		}
+		else {
+			config[name] = value;
+		}
+
+		var errors = sbopts.validate(config);
+
+		for (var i = 0; i < errors.length; i++)
+			if (errors[i].option == name && (index === null || errors[i].index === index))
+				return sbopts.errorText(errors[i].code);
+
+		return true;
+	};
+}
+
+/* Fields whose verdict depends on this one are checked again when it changes. */
+function recheck(names) {
+	return function(ev, section_id) {
+		for (var i = 0; i < names.length; i++) {
+			var elem = this.section.getUIElement(section_id, names[i]);
+
+			if (elem && elem.triggerValidation)
+				elem.triggerValidation();
+		}
+	};
+}
+
+return network.registerProtocol('sixbroker', {
+	getI18n: function() {
+		return _('IPv6 tunnel to your own broker');
+	},
+
+	getIfname: function() {
+		return this._ubus('l3_device') || sbopts.deviceName(this.sid, uci.get('network', this.sid, 'device'));
+	},
+
+	/* LuCI before 23.05 asks for getOpkgPackage, later ones for getPackageName */
+	getPackageName: function() {
+		return 'sixbroker';
+	},
+
+	getOpkgPackage: function() {
+		return 'sixbroker';
+	},
+
+	isFloating: function() {
+		return true;
+	},
+
+	isVirtual: function() {
+		return true;
+	},
+
+	getDevices: function() {
+		return null;
+	},
+
+	containsDevice: function(ifname) {
+		return (network.getIfnameOf(ifname) == this.getIfname());
+	},
+
+	renderFormOptions: function(s) {
+		var o;
+
+		o = s.taboption('general', form.Value, 'peeraddr', _('Broker address'),
+			_('IPv4 address or host name of your broker, the far end of the tunnel (<code>sixbroker server show</code> prints it)'));
+		o.rmempty = false;
+		o.placeholder = '203.0.113.10';
+		o.validate = validator('peeraddr');
+		o.onchange = recheck([ 'ipaddr' ]);
+
+		o = s.taboption('general', form.Value, 'ip6addr', _('Local IPv6 address'),
+			_('This end of the tunnel with its length, e.g. <code>2001:db8::b/127</code>'));
+		o.rmempty = false;
+		o.placeholder = '2001:db8::b/127';
+		o.validate = validator('ip6addr');
+		o.onchange = recheck([ 'ip6gw', 'ip6prefix' ]);
+
+		o = s.taboption('general', form.Value, 'ip6gw', _('Broker IPv6 address'),
+			_('The far end of the tunnel inside it; leave empty for the other end of a /127 (or /126), or ::1 of a longer prefix'));
+		o.placeholder = _('automatic');
+		o.validate = validator('ip6gw');
+
+		o = s.taboption('general', form.DynamicList, 'ip6prefix', _('Routed IPv6 prefix'),
+			_('The prefix the broker routes to you, handed to the LAN (set <em>IPv6 assignment length</em> there)'));
+		o.placeholder = '2001:db8:1::/64';
+		o.validate = validator('ip6prefix');
+
+		o = s.taboption('general', widgets.NetworkSelect, 'tunlink', _('Tunnel link'),
+			_('The interface the tunnel runs over; leave empty to follow the route to the broker'));
+		o.exclude = s.section;
+		o.nocreate = true;
+		o.optional = true;
+		o.validate = validator('tunlink');
+
+		o = s.taboption('advanced', form.Value, 'ipaddr', _('Local IPv4 address'),
+			_('Leave empty to use the address of the tunnel link, or of the route to the broker. Behind NAT this is the private address.'));
+		o.placeholder = _('automatic');
+		o.validate = validator('ipaddr');
+
+		o = s.taboption('advanced', form.Value, 'mtu', _('Use MTU on tunnel interface'),
+			_('Leave empty for the tunnel link\'s MTU less the 20-byte IPv4 header'));
+		o.placeholder = _('auto (%d on Ethernet)').format(sbopts.defaultMtu);
+		o.validate = validator('mtu');
+
+		o = s.taboption('advanced', form.Value, 'ttl', _('Use TTL on tunnel interface'));
+		o.placeholder = sbopts.defaults.ttl;
+		o.validate = validator('ttl');
+
+		o = s.taboption('advanced', form.Value, 'tos', _('Traffic class (TOS)'),
+			_('<code>inherit</code> copies it from the inner packet, or a hexadecimal value 00 to ff'));
+		o.placeholder = sbopts.defaults.tos;
+		o.validate = validator('tos');
+
+		o = s.taboption('advanced', form.Flag, 'sourcerouting', _('Source-restricted default route'),
+			_('Route only traffic from the tunnel address and the routed prefixes through the tunnel, as the stock 6in4 does. Off: a plain default route, which the router\'s own traffic can use too.'));
+		o.enabled = '1';
+		o.disabled = '0';
+		o.default = sbopts.defaults.sourcerouting;
+		o.load = function(section_id) {
+			/* UCI may say yes/on/true like netifd allows: show it as the checkbox it means */
+			var v = uci.get('network', section_id, this.option), b = (v != null) ? sbopts.toBool(v) : null;
+			return (b === null) ? v : (b ? this.enabled : this.disabled);
+		};
+
+		o = s.taboption('advanced', form.Value, 'zone', _('Firewall zone'),
+			_('Zone the tunnel device joins when the interface is in none under <em>Firewall Settings</em>'));
+		o.placeholder = sbopts.defaults.zone;
+		o.validate = validator('zone');
+
+		/*
+		 * UCI option "device" names the sit device.  LuCI's interfaces.js has a hidden "Device" field
+		 * writing the same option and removes it on save unless another active field aliases it
+		 * (form.js AbstractValue.remove): so this field is that alias.
+		 */
+		o = s.taboption('advanced', form.Value, '_sixbroker_device', _('Tunnel device name'),
+			_('Name of the sit device netifd creates'));
+		o.ucioption = 'device';
+		o.placeholder = sbopts.deviceName(s.section);
+		o.validate = validator('device');
+	}
+});

@@ -1,0 +1,243 @@
+'use strict';
+'require view';
+'require rpc';
+'require poll';
+'require dom';
+'require ui';
+'require sixbroker.options as sbopts';
+
+/*
+ * Status -> sixbroker: every tunnel as netifd and the kernel see it, refreshed every 5 seconds, and a
+ * Diagnose button that runs the checks one would otherwise type by hand and says which one failed.
+ * The data comes from the rpcd plugin luci.sixbroker (src/sixbroker/rpcd.py, status.py, diagnose.py).
+ */
+
+var callStatus = rpc.declare({
+	object: 'luci.sixbroker',
+	method: 'status',
+	expect: { '': {} }
+});
+
+var callDiagnose = rpc.declare({
+	object: 'luci.sixbroker',
+	method: 'diagnose',
+	params: [ 'interface' ],
+	expect: { '': {} }
+});
+
+/* diagnose.py CHECKS, in its order */
+var CHECKS = {
+	interface: _('Interface with protocol sixbroker'),
+	netifd: _('netifd brought the interface up'),
+	device: _('Tunnel device in the kernel'),
+	ipv4_route: _('IPv4 route to the broker'),
+	ipv4_ping: _('Broker answers ping over IPv4'),
+	proto41: _('Broker answers protocol 41'),
+	ipv6_ping: _('Broker\'s tunnel address answers ping over IPv6'),
+	mtu: _('Full-size packets pass (path MTU)'),
+	default_route: _('IPv6 default route through the tunnel'),
+	lan_prefix: _('Routed prefix handed to the LAN')
+};
+
+var MARKS = {
+	ok: [ '\u2714', 'color:#2e7d32', _('passed') ],
+	fail: [ '\u2718', 'color:#c62828', _('failed') ],
+	warn: [ '\u26a0', 'color:#ef6c00', _('warning') ],
+	skip: [ '\u2013', 'color:#757575', _('not run') ]
+};
+
+function formatBytes(n) {
+	if (n == null)
+		return '?';
+
+	var units = [ 'B', 'KiB', 'MiB', 'GiB', 'TiB' ], i = 0, v = n;
+
+	while (v >= 1024 && i < units.length - 1) {
+		v /= 1024;
+		i++;
+	}
+
+	return (i == 0) ? (n + ' B') : (v.toFixed(1) + ' ' + units[i]);
+}
+
+function duration(seconds) {
+	if (seconds == null)
+		return '?';
+
+	var d = Math.floor(seconds / 86400),
+	    h = Math.floor(seconds % 86400 / 3600),
+	    m = Math.floor(seconds % 3600 / 60),
+	    s = seconds % 60;
+
+	if (d)
+		return d + 'd ' + h + 'h ' + m + 'm';
+
+	if (h)
+		return h + 'h ' + m + 'm';
+
+	if (m)
+		return m + 'm ' + s + 's';
+
+	return s + 's';
+}
+
+function errorTexts(t) {
+	var out = [];
+
+	(t.errors || []).forEach(function(e) {
+		(e.messages || [ { code: e.code, text: e.code } ]).forEach(function(m) {
+			var words = sbopts.errors.hasOwnProperty(m.code) ? sbopts.errorText(m.code) : m.text;
+			out.push(words + ' (' + m.code + ')');
+		});
+	});
+
+	return out;
+}
+
+function row(label, value) {
+	return E('tr', { 'class': 'tr' }, [
+		E('td', { 'class': 'td left', 'style': 'width:33%' }, [ label ]),
+		E('td', { 'class': 'td left' }, [ value ])
+	]);
+}
+
+return view.extend({
+	load: function() {
+		return L.resolveDefault(callStatus(), null);
+	},
+
+	renderState: function(t) {
+		if (t.up)
+			return E('span', {}, [
+				E('strong', { 'style': MARKS.ok[1] }, [ _('Up') ]),
+				(t.since != null) ? ' ' + _('since %s (%s)').format(new Date(t.since * 1000).toLocaleString(),
+					duration(t.uptime)) : ''
+			]);
+
+		if (t.pending)
+			return E('strong', { 'style': MARKS.warn[1] }, [ _('Being set up') ]);
+
+		return E('strong', { 'style': MARKS.fail[1] }, [ _('Down') ]);
+	},
+
+	renderTunnel: function(t) {
+		var k = t.kernel, rows = [], errs = errorTexts(t);
+
+		rows.push(row(_('Status'), this.renderState(t)));
+
+		if (t.local || t.remote)
+			rows.push(row(_('IPv4 end points'),
+				(t.local || '?') + ' \u2192 ' + (t.remote || '?') + (t.tunlink ? ' (' + _('over %s').format(t.tunlink) + ')' : '')));
+
+		if (t.addresses && t.addresses.length)
+			rows.push(row(_('Tunnel address'), t.addresses.join(', ')));
+
+		if (t.gateway)
+			rows.push(row(_('Broker tunnel address'), t.gateway));
+
+		(t.prefixes || []).forEach(function(p) {
+			var given = (p.assigned || []).map(function(a) { return a.interface + ' ' + a.prefix; });
+			rows.push(row(_('Routed prefix'), p.prefix + ' \u2192 ' + (given.length ? given.join(', ') : _('not handed to any LAN'))));
+		});
+
+		if (t.device)
+			rows.push(row(_('Device'), k ? _('%s, MTU %d').format(t.device, k.mtu) : _('%s (missing in the kernel)').format(t.device)));
+
+		if (k) {
+			var st = k.statistics || {};
+			rows.push(row(_('Received'), _('%s (%d packets)').format(formatBytes(st.rx_bytes), st.rx_packets || 0)));
+			rows.push(row(_('Transmitted'), _('%s (%d packets)').format(formatBytes(st.tx_bytes), st.tx_packets || 0)));
+		}
+
+		if (t.up)
+			rows.push(row(_('Round-trip time'), (t.rtt_ms != null) ? (t.rtt_ms.toFixed(1) + ' ms')
+				: E('em', {}, [ t.rtt_error || _('unknown') ])));
+
+		if (errs.length)
+			rows.push(row(_('Last error'), E('span', { 'style': MARKS.fail[1] }, [ errs.join('; ') ])));
+
+		return E('div', { 'class': 'cbi-section', 'data-interface': t.interface }, [
+			E('h3', {}, [ t.interface + (t.device ? ' (' + t.device + ')' : '') ]),
+			E('table', { 'class': 'table' }, rows),
+			E('div', { 'class': 'right' }, [
+				E('button', {
+					'class': 'btn cbi-button cbi-button-action',
+					'click': ui.createHandlerFn(this, 'handleDiagnose', t.interface)
+				}, [ _('Diagnose') ])
+			]),
+			this.renderDiagnosis(this.diagnoses[t.interface])
+		]);
+	},
+
+	renderDiagnosis: function(d) {
+		if (!d)
+			return E('div', {});
+
+		if (d.error)
+			return E('div', { 'class': 'alert-message warning' }, [ d.error ]);
+
+		var rows = (d.checks || []).map(function(c) {
+			var mark = MARKS[c.status] || MARKS.skip;
+
+			return E('tr', { 'class': 'tr' }, [
+				E('td', { 'class': 'td', 'style': mark[1] + ';width:2em', 'title': mark[2] }, [ mark[0] ]),
+				E('td', { 'class': 'td left', 'style': 'width:33%' }, [ CHECKS[c.name] || c.title ]),
+				E('td', { 'class': 'td left' }, [ c.text ])
+			]);
+		});
+
+		return E('div', { 'class': 'cbi-section' }, [
+			E('p', {}, [ E('strong', { 'style': (d.ok ? MARKS.ok : MARKS.fail)[1] }, [ d.summary ]) ]),
+			E('table', { 'class': 'table' }, rows)
+		]);
+	},
+
+	renderAll: function(data) {
+		var nodes = [ E('h2', {}, [ _('sixbroker tunnels') ]) ];
+
+		if (!data || data.error) {
+			nodes.push(E('div', { 'class': 'alert-message warning' }, [
+				data && data.code && sbopts.errors.hasOwnProperty(data.code) ? sbopts.errorText(data.code)
+					: (data && data.error) || _('No answer from the sixbroker backend (rpcd plugin luci.sixbroker)')
+			]));
+			return nodes;
+		}
+
+		if (!data.tunnels || !data.tunnels.length) {
+			nodes.push(E('p', {}, [ E('em', {}, [
+				_('No interface uses the protocol sixbroker: add one under Network \u2192 Interfaces.') ]) ]));
+			return nodes;
+		}
+
+		return nodes.concat(data.tunnels.map(L.bind(this.renderTunnel, this)));
+	},
+
+	refresh: function() {
+		return L.resolveDefault(callStatus(), null).then(L.bind(function(data) {
+			this.data = data;
+			dom.content(this.root, this.renderAll(data));
+		}, this));
+	},
+
+	handleDiagnose: function(name, ev) {
+		return callDiagnose(name).then(L.bind(function(d) {
+			this.diagnoses[name] = d;
+			dom.content(this.root, this.renderAll(this.data));
+		}, this)).catch(L.bind(function(e) {
+			this.diagnoses[name] = { error: _('Diagnose failed: %s').format(e.message || String(e)) };
+			dom.content(this.root, this.renderAll(this.data));
+		}, this));
+	},
+
+	render: function(data) {
+		this.data = data;
+		this.diagnoses = {};
+		this.root = E('div', {}, this.renderAll(data));
+		poll.add(L.bind(this.refresh, this), 5);
+		return this.root;
+	},
+
+	handleSaveApply: null,
+	handleSave: null,
+	handleReset: null
+});

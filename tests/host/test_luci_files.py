@@ -1,0 +1,168 @@
+"""luci-app-sixbroker's files, as LuCI, rpcd and luci.mk read them.
+
+- Every JavaScript file parses as ES2017 (acorn, pinned in package-lock.json), in the plain style the
+  upstream files it sits beside use: no template literals or arrow functions (luci.mk's JS minifier has
+  broken template literals), no classes, `var` only.
+- The menu entry opens a view that exists, behind an ACL that exists.
+- Every ubus call a view declares (rpc.declare in the JS AST) is granted by our ACL, and nothing more
+  is; every such method exists in the plugin's `list` (shell and Python alike) with the parameters the
+  view sends.
+"""
+import glob
+import json
+import os
+import subprocess
+
+import pytest
+
+from sixbroker import rpcd
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+APP = os.path.join(ROOT, "luci-app")
+RESOURCES = os.path.join(APP, "htdocs", "luci-static", "resources")
+HARNESS = os.path.join(ROOT, "tests", "host", "luci_harness.js")
+PLUGIN = os.path.join(ROOT, "files", "usr", "libexec", "rpcd", "luci.sixbroker")
+MENU = os.path.join(APP, "root", "usr", "share", "luci", "menu.d", "luci-app-sixbroker.json")
+ACL = os.path.join(APP, "root", "usr", "share", "rpcd", "acl.d", "luci-app-sixbroker.json")
+JS = sorted(glob.glob(os.path.join(RESOURCES, "**", "*.js"), recursive=True))
+
+# modules luci-base (and luci-mod-network for tools.widgets) ship; anything else must be ours
+LUCI_MODULES = {"baseclass", "dom", "form", "network", "poll", "rpc", "uci", "ui", "view", "tools.widgets"}
+
+
+def parse(files):
+    p = subprocess.run(["node", HARNESS, "parse"] + files, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    return dict((os.path.relpath(f["file"], RESOURCES), f) for f in json.loads(p.stdout))
+
+
+@pytest.fixture(scope="module")
+def facts():
+    return parse(JS)
+
+
+def test_the_app_has_the_files_luci_needs():
+    assert sorted(os.path.relpath(f, RESOURCES) for f in JS) == [
+        "protocol/sixbroker.js", "sixbroker/options.js", "view/sixbroker/status.js"]
+    assert os.path.isfile(MENU) and os.path.isfile(ACL)
+    assert os.access(PLUGIN, os.X_OK)
+
+
+def test_acorn_is_the_pinned_one():
+    with open(os.path.join(ROOT, "package-lock.json")) as f:
+        lock = json.load(f)
+    with open(os.path.join(ROOT, "node_modules", "acorn", "package.json")) as f:
+        installed = json.load(f)
+    assert installed["version"] == lock["packages"]["node_modules/acorn"]["version"]
+
+
+@pytest.mark.parametrize("name", [os.path.relpath(f, RESOURCES) for f in JS])
+def test_plain_es2017(facts, name):
+    f = facts[name]
+    assert f.get("syntaxError") is None
+    assert f["forbidden"] == []
+    assert f["requires"][0] == "use strict"
+
+
+def test_acorn_check_catches_what_it_should(tmp_path):
+    # the check itself: a template literal, an arrow, a const and ES2018 object spread are all caught
+    bad = tmp_path / "bad.js"
+    bad.write_text("'use strict';\nvar a = `x${1}`;\nvar f = (x) => x;\nconst c = 1;\n")
+    (f,) = parse([str(bad)]).values()
+    assert sorted((x["type"], x["line"]) for x in f["forbidden"]) == [
+        ("ArrowFunctionExpression", 3), ("TemplateLiteral", 2), ("VariableDeclaration:const", 4)]
+    spread = tmp_path / "spread.js"
+    spread.write_text("var o = { ...{ a: 1 } };\n")
+    (f,) = parse([str(spread)]).values()
+    assert f["syntaxError"]
+
+
+def test_requires_name_luci_modules_or_ours(facts):
+    for name, f in facts.items():
+        for directive in f["requires"][1:]:
+            assert directive.startswith("require "), (name, directive)
+            module = directive.split()[1]
+            if module not in LUCI_MODULES:
+                # LuCI loads 'require a.b' from luci-static/resources/a/b.js
+                assert os.path.isfile(os.path.join(RESOURCES, *module.split(".")) + ".js"), (name, module)
+
+
+def test_menu_opens_our_view_behind_our_acl():
+    with open(MENU) as f:
+        menu = json.load(f)
+    with open(ACL) as f:
+        acl = json.load(f)
+    assert list(menu) == ["admin/status/sixbroker"]
+    entry = menu["admin/status/sixbroker"]
+    assert entry["action"]["type"] == "view"
+    assert os.path.isfile(os.path.join(RESOURCES, "view", entry["action"]["path"] + ".js"))
+    assert entry["depends"]["acl"] == ["luci-app-sixbroker"] and list(acl) == ["luci-app-sixbroker"]
+    assert isinstance(entry["title"], str) and isinstance(entry["order"], int)
+
+
+def test_acl_grants_exactly_what_the_views_call(facts):
+    with open(ACL) as f:
+        acl = json.load(f)["luci-app-sixbroker"]
+    assert set(acl) <= {"description", "read", "write"}
+    granted = {}
+    for level in ("read", "write"):
+        assert set(acl.get(level, {})) <= {"ubus", "uci"}
+        for obj, methods in acl.get(level, {}).get("ubus", {}).items():
+            granted.setdefault(obj, set()).update(methods)
+    declared = {}
+    for f in facts.values():
+        for d in f["declares"]:
+            declared.setdefault(d["object"], set()).add(d["method"])
+    assert declared == {"luci.sixbroker": {"status", "diagnose"}}
+    assert granted == declared
+    # diagnose sends probes but changes nothing: read access, like upstream's status calls
+    assert "write" not in acl and "uci" not in acl["read"]
+
+
+def test_every_declared_call_exists_in_the_plugin(facts):
+    listed = json.loads(subprocess.run(["busybox", "sh", PLUGIN, "list"], capture_output=True, text=True,
+                                       stdin=subprocess.DEVNULL, timeout=30).stdout)
+    assert listed == rpcd.METHODS
+    for f in facts.values():
+        for d in f["declares"]:
+            if d["object"] != "luci.sixbroker":
+                continue
+            assert d["method"] in listed
+            assert set(d.get("params", [])) <= set(listed[d["method"]])
+
+
+def test_status_view_knows_every_diagnose_check(facts):
+    from sixbroker import diagnose
+    checks = facts["view/sixbroker/status.js"]["tables"]["CHECKS"]
+    assert list(checks) == [n for n, _ in diagnose.CHECKS]
+    assert [checks[n]["_"] for n, _ in diagnose.CHECKS] == [t for _, t in diagnose.CHECKS]
+
+
+def test_status_view_without_tunnels_and_without_backend():
+    def render(answers):
+        p = subprocess.run(["node", HARNESS, "view"], input=json.dumps(answers), capture_output=True,
+                           text=True, timeout=60, cwd=ROOT)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    v = render({"status": {"tunnels": []}})
+    assert "No interface uses the protocol sixbroker" in v["before"] and v["buttons"] == []
+    v = render({"status": {"error": "Could not talk to netifd over ubus: gone", "code": "UBUS_FAIL"}})
+    assert "Could not talk to netifd over ubus" in v["before"]
+    v = render({})      # the call itself fails: rpcd not answering, or the plugin missing
+    assert "No answer from the sixbroker backend" in v["before"]
+
+
+def test_status_view_shows_a_down_tunnel_with_its_errors_in_words():
+    from sixbroker import status
+    from sixbroker.errors import CODES
+    st = {"interface": "wan6", "proto": "sixbroker", "up": False, "autostart": True,
+          "errors": [{"subsystem": "sixbroker", "code": "MISSING_PEER_ADDRESS", "data": ["INVALID_TTL"]}]}
+    answer = {"tunnels": status.tunnels({"interface": [st]})}
+    p = subprocess.run(["node", HARNESS, "view"], input=json.dumps({"status": answer}), capture_output=True,
+                       text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    shown = json.loads(p.stdout)["before"]
+    assert "wan6\n" in shown and "Down" in shown and "Round-trip time" not in shown
+    assert "%s (MISSING_PEER_ADDRESS); %s (INVALID_TTL)" % (CODES["MISSING_PEER_ADDRESS"], CODES["INVALID_TTL"]) \
+        in shown
