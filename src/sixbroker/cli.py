@@ -3,9 +3,6 @@
 
 import sys
 
-if __name__ == "__main__":
-    # run as a file (the router's /usr/bin/sixbroker): the import root is the directory above the package
-    sys.path[0] = sys.path[0].rsplit("/", 1)[0]
 
 USAGE = """usage: sixbroker <command> ...
 
@@ -40,6 +37,3 @@ def main(argv=None):
         return 1
     return run(rest)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,6 @@ and /sys.  No helper programs: the handler runs on every ifup of a slow router, 
 which can start none.
 """
 
-import socket
 import sys
 
 from sixbroker import addr
@@ -12,6 +11,8 @@ from sixbroker.errors import SixbrokerError
 
 def resolve_ipv4(host):
     """A host name's first IPv4 address (the resolver's order), or PEER_RESOLVE_FAIL."""
+    import socket  # here, not at the top: on CPython it pulls in enum and selectors, for host names only
+
     try:
         infos = socket.getaddrinfo(host, 0, socket.AF_INET)
     except OSError as e:

@@ -4,16 +4,13 @@ netifd re-runs a handler's setup when the WAN goes down and up (the host depende
 WAN's address changes without a down event (a new DHCP lease, a PPPoE re-dial that keeps the link):
 the tunnel would keep sending from the old address.  files/etc/hotplug.d/iface/95-sixbroker calls this on
 ifup/ifupdate of any interface; it restarts only the tunnels whose derived local address differs from what
-they would get now.  Run as: hotplug.py <interface that changed>
+they would get now.  Run as: run.py hotplug <interface that changed>
 """
 
 import sys
 
-if __name__ == "__main__":
-    sys.path[0] = sys.path[0].rsplit("/", 1)[0]
-
-from sixbroker import addr  # noqa: E402
-from sixbroker.errors import SixbrokerError  # noqa: E402
+from sixbroker import addr
+from sixbroker.errors import SixbrokerError
 
 
 def stale(dump, route_device=None):
@@ -71,6 +68,3 @@ def main(argv):
         return 1
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

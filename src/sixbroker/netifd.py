@@ -8,12 +8,8 @@ proto-shell.c and system.c to the letter: netifd drops a mistyped attribute with
 
 import sys
 
-if __name__ == "__main__":
-    # run as a file: the import root is the directory above this package
-    sys.path[0] = sys.path[0].rsplit("/", 1)[0]
-
-from sixbroker import options, plan as planmod  # noqa: E402
-from sixbroker.errors import SixbrokerError, ConfigErrors  # noqa: E402
+from sixbroker import options, plan as planmod
+from sixbroker.errors import SixbrokerError, ConfigErrors
 
 # notify_proto actions (proto-shell.c, enum proto_shell_notify... / netifd-proto.sh)
 UPDATE, RUN_TASK, KILL_TASK, ERROR, BLOCK_RESTART, SET_AVAILABLE, HOST_DEP, SETUP_FAILED = range(8)
@@ -257,6 +253,3 @@ def main(argv):
     finally:
         bus.close()
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

@@ -18,12 +18,10 @@ start-up) and execs this file for `call`.
 
 import sys
 
-if __name__ == "__main__":
-    sys.path[0] = sys.path[0].rsplit("/", 1)[0]
 
-import json  # noqa: E402
+import json
 
-from sixbroker.errors import SixbrokerError  # noqa: E402
+from sixbroker.errors import SixbrokerError
 
 METHODS = {
     "status": {"interface": "str"},
@@ -118,6 +116,3 @@ def main(argv, stdin=None, stdout=None):
     stdout.write(json.dumps(reply) + "\n")
     return 1 if "error" in reply else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

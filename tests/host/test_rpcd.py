@@ -175,7 +175,7 @@ def test_list_is_the_method_map_with_stdin_closed(interp):
     assert p.returncode == 0 and json.loads(p.stdout) == {"status": {"interface": "str"},
                                                          "diagnose": {"interface": "str"}}
     # the Python answers the same when run without the shell's shortcut
-    p = subprocess.run([PYTHONS[interp], os.path.join(ROOT, "src", "sixbroker", "rpcd.py"), "list"],
+    p = subprocess.run([PYTHONS[interp], os.path.join(ROOT, "src", "sixbroker", "run.py"), "rpcd", "list"],
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and json.loads(p.stdout) == rpcd.METHODS
 
@@ -309,15 +309,16 @@ def test_diagnose_a_tunnel_netifd_could_not_set_up(lab, interp):
     assert [m["code"] for m in messages] == ["MISSING_PEER_ADDRESS", "INVALID_TTL"]
 
 
+LAUNCHER = os.path.join(ROOT, "files", "usr", "bin", "sixbroker")
+
+
 @pytest.mark.parametrize("interp", INTERPRETERS)
 def test_sixbroker_status_for_a_terminal(lab, interp):
+    # the router's own launcher, as a user types it
     env = lab.env(interp)
-    if interp == "micropython":
-        env["MICROPYPATH"] = os.path.join(ROOT, "src")
-    else:
-        env["PYTHONPATH"] = os.path.join(ROOT, "src")
+    env.update(SIXBROKER_PYTHON=PYTHONS[interp], SIXBROKER_LIB=os.path.join(ROOT, "src"))
     before = lab.stats()
-    p = subprocess.run(["ip", "netns", "exec", lab.r, PYTHONS[interp], "-m", "sixbroker.cli", "status"],
+    p = subprocess.run(["ip", "netns", "exec", lab.r, "busybox", "sh", LAUNCHER, "status"],
                        capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 0 and p.stderr == "", p.stderr
     lines = p.stdout.splitlines()
@@ -329,10 +330,10 @@ def test_sixbroker_status_for_a_terminal(lab, interp):
     assert "  traffic  rx %s (%d packets), tx %s (%d packets)" % (
         human(before["rx_bytes"]), before["rx_packets"], human(before["tx_bytes"]), before["tx_packets"]) in lines
     assert any(line.startswith("  rtt      ") and line.endswith(" ms") for line in lines)
-    p = subprocess.run(["ip", "netns", "exec", lab.r, PYTHONS[interp], "-m", "sixbroker.cli", "status",
+    p = subprocess.run(["ip", "netns", "exec", lab.r, "busybox", "sh", LAUNCHER, "status",
                         "--diagnose", "wan6"], capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 0 and p.stdout.splitlines()[0] == "wan6: The tunnel works"
-    p = subprocess.run(["ip", "netns", "exec", lab.r, PYTHONS[interp], "-m", "sixbroker.cli", "status",
+    p = subprocess.run(["ip", "netns", "exec", lab.r, "busybox", "sh", LAUNCHER, "status",
                         "--json", "--no-rtt", "wan6"], capture_output=True, text=True, timeout=60, env=env)
     assert json.loads(p.stdout)["tunnels"][0]["rtt_ms"] is None
 

@@ -3,7 +3,7 @@
 #
 # netifd runs every handler with "'' dump" at start-up, synchronously and one after another: answer from
 # here, with no interpreter start.  The declaration is src/sixbroker/options.py's netifd_dump(); a test
-# holds the two together.  Everything else is the Python handler's (src/sixbroker/netifd.py).
+# holds the two together.  Everything else is the Python handler's (src/sixbroker/netifd.py, through run.py).
 
 if [ "$2" = dump ]; then
 	echo '{"name": "sixbroker", "config": [["peeraddr", 3], ["ipaddr", 3], ["ip6addr", 3], ["ip6gw", 3], ["ip6prefix", 1], ["tunlink", 3], ["mtu", 3], ["ttl", 3], ["tos", 3], ["sourcerouting", 3], ["zone", 3], ["device", 3]], "no-device": true, "available": true}'
@@ -18,7 +18,7 @@ if [ $# -ge 4 ]; then
 	set -- "$1" "$2" "$3" - ${5:+"$5"}
 fi
 for py in $SIXBROKER_PYTHON /usr/bin/python3 /usr/bin/micropython; do
-	[ -x "$py" ] && exec "$py" "$lib/sixbroker/netifd.py" "$@"
+	[ -x "$py" ] && exec "$py" "$lib/sixbroker/run.py" netifd "$@"
 done
 echo "sixbroker: neither python3 nor micropython is installed" >&2
 exit 1
