@@ -1,0 +1,416 @@
+"""Plans into nftables: one table of our own, replaced whole in one transaction.
+
+CPython only (it runs `nft`).  The table is ours alone; no other table is read for decisions or touched.
+Its base chains have policy accept, so an `accept` here never overrides a `drop` in another table (nft
+runs every base chain on a hook; a packet must pass all of them).  What this table adds on its own is
+therefore: counters, the drops and rejects the plans ask for, the protocol-41 drop, and MSS clamping.
+
+Aggregation, so 1000 tunnels are a handful of rules and some set elements, not thousands of rules:
+- "accept protocol 41 from the peer" rules become elements `local . peer` of the set `peers6in4`, one rule
+  `meta l4proto ipv6 ip daddr . ip saddr @peers6in4 counter accept`, each element with its own counter;
+- ACCEPT rules that differ only in one interface or address become one rule over a named set;
+- identical rules from several plans are written once.
+
+Protocol 41 from a third host: one sit device per tunnel is keyed by (local, remote), and the kernel gives
+a packet only to the device whose pair matches exactly, so a third host's packet reaches none of ours.  But
+the kernel then answers it (ICMP port unreachable, from tunnel4), and a wildcard sit (sit0 brought up, a
+local-only 6to4 or NBMA device) would take it.  So after the accepts comes
+`meta l4proto ipv6 ip daddr @locals6in4 counter drop`: protocol 41 to one of our tunnel endpoints from a
+host that is no peer of that endpoint is dropped silently.  That drop must not break a tunnel that is not
+ours on the same address: the caller passes the foreign sit devices' (local, remote) pairs as `exempt`
+(apply_kernel.Result.foreign_tunnels); their pairs are accepted first, and an endpoint a foreign wildcard
+device listens on is left out of the drop.
+
+Order within a chain: the ACCEPT rules (aggregated), then the rules with other verdicts in plan order.
+That is the plans' own order as long as no plan puts an ACCEPT after a DROP or REJECT in one chain (plan.py
+never does: a policy is allow-list then default deny); ruleset() refuses such a plan.
+
+Idempotence: the text we load is written in the form `nft -s list table` prints, so the loaded table is
+compared with the desired one (after normalise(): white space, set element order) and nothing is loaded
+when they are equal; counters keep counting.  tests/host/test_nft_host.py holds the two forms together.
+"""
+
+import json
+import os
+import subprocess
+
+from sixbroker.errors import SixbrokerError
+
+TABLE = "sixbroker"
+FAMILY = "inet"
+COMMENT = "sixbroker: generated, replaced whole on every apply; do not edit"
+
+PEERS = "peers6in4"          # local . peer of our tunnels
+FOREIGN = "foreign6in4"      # local . peer of sit devices that are not ours (exempt from our drop)
+LOCALS = "locals6in4"        # our tunnel endpoints: protocol 41 to them from anyone else is dropped
+TUNNELS = "tunnels"          # our tunnel devices, for MSS clamping
+
+ANY4 = "0.0.0.0"
+PROTO_6IN4 = 41
+
+# `nft list` writes ct states in the kernel's bit order
+_CT_ORDER = ("invalid", "established", "related", "new", "untracked")
+_PROTO_WORDS = {41: "ipv6", "41": "ipv6", "icmpv6": "ipv6-icmp", "ipv6-icmp": "ipv6-icmp", "tcp": "tcp",
+                "udp": "udp", 6: "tcp", 17: "udp", 58: "ipv6-icmp"}
+_VERDICTS = {"ACCEPT": "accept", "DROP": "drop", "REJECT": "reject with icmpx admin-prohibited"}
+_CHAINS = ("input", "forward", "output")
+
+
+class Result:
+    """What one apply did: `changed` is whether a transaction was loaded (0 or 1 of them)."""
+
+    def __init__(self, changed, text=None):
+        self.changed = changed
+        self.transactions = 1 if changed else 0
+        self.text = text
+
+    def __repr__(self):
+        return "apply_nft.Result(changed=%r)" % self.changed
+
+
+# ---- building the table ------------------------------------------------------------------------
+
+def _quote(text):
+    if '"' in text or "\\" in text or "\n" in text:
+        raise ValueError("not writable in an nft string: %r" % text)
+    return '"' + text + '"'
+
+
+def _check_name(name):
+    if not name or not (name[0].isalpha() or name[0] == "_") or not all(c.isalnum() or c == "_" for c in name):
+        raise ValueError("not an nft identifier: %r" % name)
+    return name
+
+
+def _proto_word(proto):
+    if proto is None:
+        return None
+    if proto not in _PROTO_WORDS:
+        raise ValueError("protocol not known to the nft applier: %r" % (proto,))
+    return _PROTO_WORDS[proto]
+
+
+def _ip_word(address):
+    return "ip6" if ":" in address else "ip"
+
+
+def _matches(r, field=None, setname=None):
+    """The match part of one rule, in the order and form `nft list` prints it."""
+    out = []
+    proto = _proto_word(r["proto"])
+    src = r["src_ip"]
+    has_ip = src is not None or field == "src_ip"
+    # nft prints no `meta nfproto` where an ip/ip6 match or ICMPv6 already implies the family
+    if r["family"] in ("ipv4", "ipv6") and not has_ip and proto != "ipv6-icmp":
+        out.append("meta nfproto " + r["family"])
+    if proto:
+        out.append("meta l4proto " + proto)
+    if field == "src_ip":
+        out.append(("ip6" if r["family"] == "ipv6" else "ip") + " saddr @" + setname)
+    elif src is not None:
+        out.append(_ip_word(src) + " saddr " + src)
+    for key, word in (("iif", "iifname"), ("oif", "oifname")):
+        if field == key:
+            out.append(word + " @" + setname)
+        elif r[key] is not None:
+            out.append(word + " " + _quote(r[key]))
+    if r["ct_state"]:
+        states = [s for s in _CT_ORDER if s in r["ct_state"]]
+        if len(states) != len(r["ct_state"]):
+            raise ValueError("unknown ct state in %r" % (r["ct_state"],))
+        out.append("ct state " + ",".join(states))
+    return out
+
+
+def _rule_text(r, field=None, setname=None, comment=True):
+    words = _matches(r, field, setname) + ["counter", _VERDICTS[r["target"]]]
+    if comment and r.get("name"):
+        words.append("comment " + _quote(r["name"]))
+    return " ".join(words)
+
+
+def _varying(r):
+    """The one field an ACCEPT rule can be aggregated over, or None."""
+    present = [k for k in ("iif", "oif", "src_ip") if r[k] is not None]
+    return present[0] if len(present) == 1 else None
+
+
+def _shape(r, field):
+    """What aggregated rules must share: everything but the varying field and the name."""
+    ct = tuple(r["ct_state"]) if r["ct_state"] else None
+    return (r["chain"], field, r["family"], _proto_word(r["proto"]), ct)
+
+
+def _set_name(shape):
+    chain, field, family, proto, ct = shape
+    name = chain + "_" + field + {"ipv4": "4", "ipv6": "6"}.get(family, "")
+    if proto:
+        name += "_" + proto.replace("-", "")
+    if ct:
+        name += "_" + "_".join(ct)
+    return name
+
+
+def _is_6in4_accept(r):
+    return (r["chain"] == "input" and r["target"] == "ACCEPT" and r["proto"] in (PROTO_6IN4, "41")
+            and r["src_ip"] is not None and r["iif"] is None and r["oif"] is None and not r["ct_state"])
+
+
+def _check_order(plan):
+    seen_other = {}
+    for r in plan["firewall"]["rules"]:
+        if r["chain"] not in _CHAINS:
+            raise ValueError("unknown chain %r in rule %r" % (r["chain"], r.get("name")))
+        if r["target"] not in _VERDICTS:
+            raise ValueError("unknown target %r in rule %r" % (r["target"], r.get("name")))
+        if r["target"] != "ACCEPT":
+            seen_other[r["chain"]] = r.get("name")
+        elif r["chain"] in seen_other:
+            raise ValueError("rule %r accepts after %r denies in chain %s: the nft applier puts every accept"
+                             " first" % (r.get("name"), seen_other[r["chain"]], r["chain"]))
+
+
+def _set_block(name, typ, elements, flags=()):
+    lines = ["\tset " + name + " {", "\t\ttype " + typ]
+    lines.extend("\t\t" + f for f in flags)
+    lines.append("\t\telements = { " + ",\n\t\t\t     ".join(elements) + " }")
+    lines.append("\t}")
+    return "\n".join(lines)
+
+
+def ruleset(plans, table=TABLE, exempt=(), mss_clamp=True):
+    """The whole table as nft text, or None when the plans want no rules at all.
+
+    exempt: (local, remote) pairs of sit devices that are not ours; "0.0.0.0" or None is a wildcard.
+    """
+    _check_name(table)
+    peers, locals_, tunnels = [], [], []
+    accepts = {"input": [], "forward": [], "output": []}    # [(shape or None, rule)] in first-seen order
+    groups = {}                                             # shape -> [values]
+    others = {"input": [], "forward": [], "output": []}
+    singles = set()
+    for p in plans:
+        _check_order(p)
+        t = p["tunnel"]
+        tunnels.append(t["device"])
+        for r in p["firewall"]["rules"]:
+            if _is_6in4_accept(r):
+                pair = t["local"] + " . " + r["src_ip"]
+                if pair not in peers:
+                    peers.append(pair)
+                if t["local"] not in locals_:
+                    locals_.append(t["local"])
+                continue
+            chain = r["chain"]
+            if r["target"] != "ACCEPT":
+                text = _rule_text(r)
+                key = _rule_text(r, comment=False)
+                if key not in singles:
+                    singles.add(key)
+                    others[chain].append(text)
+                continue
+            field = _varying(r)
+            if field is None:
+                key = _rule_text(r, comment=False)
+                if key not in singles:
+                    singles.add(key)
+                    accepts[chain].append((None, _rule_text(r)))
+                continue
+            shape = _shape(r, field)
+            if shape not in groups:
+                groups[shape] = []
+                accepts[chain].append((shape, r))
+            if r[field] not in groups[shape]:
+                groups[shape].append(r[field])
+
+    foreign_pairs, open_locals = [], set()
+    for local, remote in exempt:
+        local = None if local in (None, ANY4) else local
+        remote = None if remote in (None, ANY4) else remote
+        if local is not None and remote is not None:
+            foreign_pairs.append(local + " . " + remote)
+        elif remote is not None:       # any local address: each of ours it could take
+            foreign_pairs.extend(l + " . " + remote for l in locals_)
+        elif local is not None:
+            open_locals.add(local)
+        else:                          # a fully wildcard device (sit0 up) takes anything: drop nothing
+            open_locals.update(locals_)
+    foreign_pairs = [fp for fp in dict.fromkeys(foreign_pairs) if fp not in peers]
+    drop_locals = [l for l in locals_ if l not in open_locals]
+
+    chains = {"input": [], "forward": [], "output": []}
+    sets = []
+    if peers:
+        sets.append(_set_block(PEERS, "ipv4_addr . ipv4_addr", [e + " counter" for e in peers], ["counter"]))
+        chains["input"].append("meta l4proto ipv6 ip daddr . ip saddr @" + PEERS + ' counter accept comment "'
+                               + PEERS + '"')
+    if foreign_pairs and drop_locals:
+        sets.append(_set_block(FOREIGN, "ipv4_addr . ipv4_addr", foreign_pairs))
+        chains["input"].append("meta l4proto ipv6 ip daddr . ip saddr @" + FOREIGN + " accept")
+    for chain in _CHAINS:
+        for shape, r in accepts[chain]:
+            if shape is None:
+                chains[chain].append(r)
+                continue
+            name = _check_name(_set_name(shape))
+            field = shape[1]
+            values = groups[shape]
+            if field == "src_ip":
+                typ = "ipv6_addr" if r["family"] == "ipv6" or ":" in values[0] else "ipv4_addr"
+                flags = ["flags interval"] if any("/" in v for v in values) else []
+                sets.append(_set_block(name, typ, values, flags))
+            else:
+                sets.append(_set_block(name, "ifname", [_quote(v) for v in values]))
+            chains[chain].append(_rule_text(r, field, name, comment=False) + " comment " + _quote(name))
+    if drop_locals:
+        sets.append(_set_block(LOCALS, "ipv4_addr", drop_locals))
+        chains["input"].append("meta l4proto ipv6 ip daddr @" + LOCALS + ' counter drop comment "'
+                               + LOCALS + '"')
+    for chain in _CHAINS:
+        chains[chain].extend(others[chain])
+    if mss_clamp and tunnels and any(chains.values()):
+        sets.append(_set_block(TUNNELS, "ifname", [_quote(d) for d in dict.fromkeys(tunnels)]))
+        # both ends clamp the SYNs that leave through their tunnel, so every handshake crossing it is
+        # clamped once; `rt mtu` is the route's MTU (the tunnel's), and the kernel only ever lowers an MSS
+        chains["forward"].insert(0, "oifname @" + TUNNELS + " tcp flags syn tcp option maxseg size set rt mtu")
+    if not any(chains.values()):
+        return None
+
+    out = ["table " + FAMILY + " " + table + " {", "\tcomment " + _quote(COMMENT)]
+    out.extend(sets)
+    for chain in _CHAINS:
+        if not chains[chain]:
+            continue
+        out.append("\tchain " + chain + " {")
+        out.append("\t\ttype filter hook " + chain + " priority filter; policy accept;")
+        out.extend("\t\t" + line for line in chains[chain])
+        out.append("\t}")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+# ---- comparing ---------------------------------------------------------------------------------
+
+def normalise(text):
+    """Text of a table in a form that compares equal whenever nft would load the same table: white space
+    collapsed, set elements sorted (the kernel keeps them in hash order), protocol 41 by one name
+    (`nft list` prints the /etc/protocols name when there is one)."""
+    if text is None:
+        return None
+    flat = " ".join(text.split())
+    flat = flat.replace("meta l4proto 41 ", "meta l4proto ipv6 ")
+    out = []
+    pos = 0
+    marker = "elements = { "
+    while True:
+        i = flat.find(marker, pos)
+        if i < 0:
+            out.append(flat[pos:])
+            break
+        j = flat.find(" }", i)
+        out.append(flat[pos:i + len(marker)])
+        items = flat[i + len(marker):j].split(", ")
+        out.append(", ".join(sorted(items)))
+        pos = j
+    return "".join(out)
+
+
+# ---- running nft -------------------------------------------------------------------------------
+
+def _nft(args, netns=None, stdin=None):
+    # the child inherits the namespace of the thread that forks it: no `ip netns exec` (which also
+    # remounts /sys, ~10x the cost of nft itself under TCG)
+    from sixbroker.apply_kernel import _InNetns
+    env = dict(os.environ)
+    env["LC_ALL"] = "C"
+    try:
+        with _InNetns(netns):
+            return subprocess.run(["nft"] + args, input=stdin, capture_output=True, text=True, env=env)
+    except FileNotFoundError as e:
+        raise SixbrokerError("NFT_MISSING", str(e))
+
+
+def _error_line(stderr):
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for ln in lines:
+        if "Error:" in ln:
+            return ln
+    return lines[0] if lines else "no message"
+
+
+def loaded(table=TABLE, netns=None):
+    """Our table as `nft -s list` prints it, or None when there is none."""
+    _check_name(table)
+    p = _nft(["-s", "list", "table", FAMILY, table], netns)
+    if p.returncode == 0:
+        return p.stdout
+    if "No such file or directory" in p.stderr:
+        return None
+    raise SixbrokerError("NFT_FAIL", _error_line(p.stderr))
+
+
+def _load(text, netns):
+    p = _nft(["-f", "-"], netns, stdin=text)
+    if p.returncode != 0:
+        raise SixbrokerError("NFT_FAIL", _error_line(p.stderr))
+
+
+def _replace_text(table, body):
+    # declaring the table first makes the delete valid when it does not exist yet; all of it is one
+    # transaction, so the old table is never half gone and no packet passes without one of them
+    head = "table " + FAMILY + " " + table + "\ndelete table " + FAMILY + " " + table + "\n"
+    return head + (body or "")
+
+
+def apply(plans, netns=None, table=TABLE, exempt=(), mss_clamp=True):
+    """Make our table exactly what the plans want; load nothing when it already is."""
+    desired = ruleset(plans, table, exempt, mss_clamp)
+    current = loaded(table, netns)
+    if normalise(current) == normalise(desired):
+        return Result(False, desired)
+    _load(_replace_text(table, desired), netns)
+    return Result(True, desired)
+
+
+def remove(table=TABLE, netns=None):
+    """Delete our table; True when there was one."""
+    if loaded(table, netns) is None:
+        return False
+    _load(_replace_text(table, None), netns)
+    return True
+
+
+def counters(table=TABLE, netns=None):
+    """Counters of our table: {"peers": {"local . peer": {packets, bytes}}, "rules": {name: {...}}}.
+    A rule over a set is named for the set."""
+    _check_name(table)
+    p = _nft(["-j", "list", "table", FAMILY, table], netns)
+    if p.returncode != 0:
+        if "No such file or directory" in p.stderr:
+            return None
+        raise SixbrokerError("NFT_FAIL", _error_line(p.stderr))
+    out = {"peers": {}, "rules": {}}
+    index = {}
+    for item in json.loads(p.stdout).get("nftables", []):
+        s = item.get("set")
+        if s and s.get("name") == PEERS:
+            for e in s.get("elem", []):
+                el = e.get("elem", e) if isinstance(e, dict) else e
+                val = el.get("val") if isinstance(el, dict) else el
+                cnt = el.get("counter") if isinstance(el, dict) else None
+                if isinstance(val, dict) and "concat" in val:
+                    key = " . ".join(str(v) for v in val["concat"])
+                    out["peers"][key] = {"packets": (cnt or {}).get("packets", 0),
+                                         "bytes": (cnt or {}).get("bytes", 0)}
+        r = item.get("rule")
+        if r:
+            chain = r.get("chain")
+            index[chain] = index.get(chain, 0) + 1
+            cnt = None
+            for stmt in r.get("expr", []):
+                if isinstance(stmt, dict) and "counter" in stmt:
+                    cnt = stmt["counter"]
+            if cnt is not None:
+                name = r.get("comment") or chain + ":" + str(index[chain])
+                out["rules"][name] = {"packets": cnt.get("packets", 0), "bytes": cnt.get("bytes", 0)}
+    return out

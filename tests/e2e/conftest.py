@@ -1,0 +1,60 @@
+"""Fixtures of the real-kernel suite.  It needs a kernel with sit: run it in the QEMU guest with
+`make test-e2e` (one boot for the whole session); elsewhere every test is skipped, saying why."""
+
+import os
+import time
+
+import pytest
+
+import topo
+
+_T0 = time.time()
+
+
+def _sit_works():
+    from pyroute2 import IPRoute
+    name = "sb-e2e-probe"
+    topo.run(["ip", "netns", "add", name], check=False)
+    try:
+        with IPRoute(netns=name, flags=0, groups=0) as ipr:
+            ipr.link("add", ifname="probe", kind="sit", sit_local="192.0.2.1", sit_remote="192.0.2.2")
+        return None
+    except Exception as e:
+        return "%s: %s" % (type(e).__name__, e)
+    finally:
+        topo.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture(scope="session")
+def world():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces)")
+    why = _sit_works()
+    if why:
+        pytest.skip("this kernel cannot make sit devices (%s): run `make test-e2e`, which boots one" % why)
+    topo.build()
+    yield topo
+    topo.teardown()
+
+
+@pytest.fixture
+def clean(world):
+    """Each test starts from the seed's bare topology: nothing of ours, nothing foreign left over."""
+    from sixbroker import apply_kernel
+    from sixbroker import standalone
+    for ns, foreign in (("vps", "he-vps"), ("home", "he-ipv6")):
+        apply_kernel.remove_all(ns, scope="broker")
+        apply_kernel.remove_all(ns, scope=standalone.SCOPE, lan=True)
+        if foreign in topo.link_names(ns):
+            topo.ip(ns, "link", "del", foreign)
+        # the test namespaces' tables are all the tests' own: ours, and the foreign ones they made
+        drop = ["delete " + t.strip() for t in topo.nft(ns, "list", "tables").stdout.splitlines() if t.strip()]
+        if drop:
+            topo.nft(ns, "-f", "-", stdin="\n".join(drop) + "\n")
+    return world
+
+
+def pytest_sessionfinish(session, exitstatus):
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("e2e: whole session %.1f s" % (time.time() - _T0))

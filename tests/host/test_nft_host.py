@@ -1,0 +1,429 @@
+"""The nftables applier against the host's real nftables, in throwaway network namespaces.
+
+The host kernel has no sit, but nftables does not care what kind a device is: a veth named like the tunnel
+stands in for it, and protocol 41 is sent and received with raw sockets.  So the firewall's behaviour (who
+gets through, MSS clamping, counters, atomic replacement, never touching other tables) is tested here on
+packets, and the whole tunnel again in the QEMU guest (tests/e2e)."""
+
+import errno
+import os
+import socket
+import struct
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from sixbroker import addr, apply_nft, plan
+from sixbroker.apply_kernel import _InNetns
+from sixbroker.errors import SixbrokerError
+
+X = "203.0.113.10"     # the VPS
+Y = "198.51.100.20"    # the home router
+THIRD = "203.0.113.99"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+
+
+def run(argv, ns=None, stdin=None, check=True):
+    with _InNetns(ns):
+        p = subprocess.run(argv, input=stdin, capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise AssertionError("%s: %s" % (" ".join(argv), p.stderr))
+    return p
+
+
+class Namespaces:
+    def __init__(self, *names):
+        tag = uuid.uuid4().hex[:6]
+        self.names = dict((n, "sbt-%s-%s" % (n, tag)) for n in names)
+        for ns in self.names.values():
+            run(["ip", "netns", "add", ns])
+            run(["ip", "-n", ns, "link", "set", "lo", "up"])
+
+    def __getitem__(self, name):
+        return self.names[name]
+
+    def ip(self, name, *args):
+        return run(["ip", "-n", self[name]] + list(args))
+
+    def veth(self, a, a_dev, b, b_dev):
+        run(["ip", "-n", self[a], "link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", self[b]])
+        self.ip(a, "link", "set", a_dev, "up")
+        self.ip(b, "link", "set", b_dev, "up")
+
+    def sysctl(self, name, key, value):
+        with _InNetns(self[name]):
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(value)
+
+    def socket(self, name, *args):
+        with _InNetns(self[name]):
+            return socket.socket(*args)
+
+    def nft(self, name, *args, stdin=None):
+        return run(["nft"] + list(args), ns=self[name], stdin=stdin)
+
+    def close(self):
+        for ns in self.names.values():
+            run(["ip", "netns", "del", ns], check=False)
+
+
+@pytest.fixture
+def nets(request):
+    made = []
+
+    def make(*names):
+        n = Namespaces(*names)
+        made.append(n)
+        return n
+    yield make
+    for n in made:
+        n.close()
+
+
+def home(lan=("br-lan",), device="sittun", mtu=None):
+    cfg = {"peeraddr": X, "ip6addr": "2001:db8:5b10::b/127", "ip6prefix": ["2001:db8:5b11::/64"]}
+    if mtu:
+        cfg["mtu"] = str(mtu)
+    from sixbroker import options
+    o = options.validate(cfg)
+    return plan.router(o, "wan6", addr.Address.parse(X), addr.Address.parse(Y), device, lan=list(lan))
+
+
+def vps(i=0, remote=Y, device=None):
+    net = addr.Network.parse("2001:db8:6000::/48")
+    return plan.broker("t%d" % i, device or "sbs-t%d" % i, addr.Address.parse(X), addr.Address.parse(remote),
+                       net.subnet(127, i), [addr.Network.parse("2001:db8:7%03x::/48" % (i % 4096))])
+
+
+def many(n):
+    """n broker tunnels, distinct (local, remote) pairs of documentation addresses: remotes from
+    192.0.2.0/24 and 198.51.100.0/24, one more local address of the VPS's per 500 tunnels."""
+    remotes = [net + str(host) for net in ("192.0.2.", "198.51.100.") for host in range(1, 251)]
+    out = []
+    for i in range(n):
+        p = vps(i, remote=remotes[i % 500], device="sbs-t%d" % i)
+        p["tunnel"]["local"] = "203.0.113.%d" % (10 + i // 500)
+        out.append(p)
+    return out
+
+
+# ---- the text and its round trip ---------------------------------------------------------------
+
+CASES = {
+    "home": lambda: [home()],
+    "vps": lambda: [vps()],
+    "both scopes": lambda: [home(device="sb-wan6"), vps()],
+    "two lans": lambda: [home(lan=("br-lan", "br-guest"))],
+    "1000 tunnels": lambda: many(1000),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_written_as_nft_prints_it_so_a_second_apply_loads_nothing(nets, case):
+    n = nets("fw")
+    plans = CASES[case]()
+    exempt = [(Y, "192.0.2.99"), ("0.0.0.0", "192.0.2.98")]
+    r = apply_nft.apply(plans, netns=n["fw"], exempt=exempt)
+    assert r.changed
+    listed = apply_nft.loaded(netns=n["fw"])
+    assert apply_nft.normalise(listed) == apply_nft.normalise(r.text)
+    assert not apply_nft.apply(plans, netns=n["fw"], exempt=exempt).changed
+
+
+def test_aggregation_keeps_the_rule_count_flat():
+    def rules(text):
+        return [ln for ln in text.splitlines() if ln.startswith("\t\t") and not ln.startswith("\t\ttype")
+                and "elements" not in ln and not ln.startswith("\t\t\t") and ln.strip() not in ("counter",)]
+    two, thousand = apply_nft.ruleset(many(2)), apply_nft.ruleset(many(1000))
+    assert rules(two) == rules(thousand)
+    assert len(rules(thousand)) == 5       # 6in4 accept and drop, clamp, forward in and out
+    assert thousand.count(" counter,") + thousand.count(" counter }") == 1000   # one counter per peer
+
+
+def test_the_seed_home_ruleset():
+    text = apply_nft.ruleset([home()])
+    assert "elements = { 198.51.100.20 . 203.0.113.10 counter }" in text
+    forward = text.split("chain forward {")[1]
+    lines = [ln.strip() for ln in forward.splitlines()[2:] if ln.strip() != "}"]
+    assert lines == [
+        "oifname @tunnels tcp flags syn tcp option maxseg size set rt mtu",
+        'meta nfproto ipv6 ct state established,related counter accept comment "sixbroker-wan6-established"',
+        'meta l4proto ipv6-icmp counter accept comment "sixbroker-wan6-icmpv6"',
+        'meta nfproto ipv6 iifname @forward_iif6 counter accept comment "forward_iif6"',
+        'meta nfproto ipv6 iifname "sittun" counter reject with icmpx admin-prohibited comment "sixbroker-wan6-reject"',
+    ]
+    assert "policy accept;" in forward and "policy drop" not in text
+
+
+def test_an_accept_after_a_deny_in_one_plan_is_refused():
+    p = home()
+    p["firewall"]["rules"].append(plan.rule("late", "forward", "ACCEPT", "ipv6", iif="eth1"))
+    with pytest.raises(ValueError):
+        apply_nft.ruleset([p])
+
+
+def test_no_rules_means_no_table(nets):
+    n = nets("fw")
+    apply_nft.apply([vps()], netns=n["fw"])
+    assert apply_nft.ruleset([]) is None
+    assert apply_nft.apply([], netns=n["fw"]).changed
+    assert apply_nft.loaded(netns=n["fw"]) is None
+    assert not apply_nft.apply([], netns=n["fw"]).changed
+
+
+def test_nft_refusing_is_one_line_with_a_code(nets):
+    n = nets("fw")
+    bad = vps()
+    bad["tunnel"]["local"] = "203.0.113.300"
+    with pytest.raises(SixbrokerError) as e:
+        apply_nft.apply([bad], netns=n["fw"])
+    assert e.value.code == "NFT_FAIL" and "\n" not in str(e.value) and "Error" in str(e.value)
+    assert apply_nft.loaded(netns=n["fw"]) is None        # nothing half loaded
+
+
+def test_missing_namespace_is_not_created():
+    with pytest.raises(SixbrokerError) as e:
+        apply_nft.apply([vps()], netns="sbt-nowhere")
+    assert e.value.code == "NETNS_NOT_FOUND" and not os.path.exists("/run/netns/sbt-nowhere")
+
+
+# ---- other tables ------------------------------------------------------------------------------
+
+OTHER = """table inet other {
+\tset blocked { type ipv4_addr; elements = { 192.0.2.66 } }
+\tchain input {
+\t\ttype filter hook input priority -10; policy accept;
+\t\tip saddr @blocked counter drop
+\t\tmeta l4proto ipv6 counter
+\t}
+}
+table ip legacy {
+\tchain c {
+\t\ttype filter hook forward priority 0; policy accept;
+\t}
+}
+"""
+
+
+def test_other_tables_are_never_touched(nets):
+    n = nets("fw")
+    n.nft("fw", "-f", "-", stdin=OTHER)
+    before = n.nft("fw", "-s", "list", "ruleset").stdout
+    apply_nft.apply([home()], netns=n["fw"])
+    apply_nft.apply([vps()], netns=n["fw"])
+    mine = n.nft("fw", "-s", "list", "table", "inet", "sixbroker").stdout
+    assert n.nft("fw", "-s", "list", "ruleset").stdout == before + mine
+    assert apply_nft.remove(netns=n["fw"])
+    assert not apply_nft.remove(netns=n["fw"])
+    assert n.nft("fw", "-s", "list", "ruleset").stdout == before
+
+
+# ---- packets -----------------------------------------------------------------------------------
+
+def _checksum(data):
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def send41(n, ns, src, dst, payload=b"\x60" + b"\0" * 39):
+    s = n.socket(ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0, 64, 41, 0, socket.inet_aton(src),
+                      socket.inet_aton(dst))
+    hdr = hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:]
+    s.sendto(hdr + payload, (dst, 0))
+    s.close()
+
+
+def received41(sock):
+    """Sources of the protocol-41 packets the raw socket got (they passed every input chain)."""
+    got = []
+    while True:
+        try:
+            data = sock.recv(2048)
+        except BlockingIOError:
+            return got
+        got.append(socket.inet_ntoa(data[12:16]))
+
+
+@pytest.fixture
+def wan(nets):
+    """vps (X) with the peer (Y) and a third host on one link (a bridge in `sw`)."""
+    n = nets("vps", "peer", "third", "sw")
+    n.ip("sw", "link", "add", "br0", "type", "bridge")
+    n.ip("sw", "link", "set", "br0", "up")
+    for name, a in (("vps", X), ("peer", Y), ("third", THIRD)):
+        n.veth("sw", "p-" + name, name, "eth0")
+        n.ip("sw", "link", "set", "p-" + name, "master", "br0")
+        n.ip(name, "addr", "add", a + "/32", "dev", "eth0")
+        n.ip(name, "route", "add", "default", "dev", "eth0")      # everyone is on this one link
+    listener = n.socket("vps", socket.AF_INET, socket.SOCK_RAW, 41)
+    listener.setblocking(False)
+    yield n, listener
+    listener.close()
+
+
+def _settle(sock, want, timeout=2.0):
+    got, end = [], time.time() + timeout
+    while time.time() < end:
+        got += received41(sock)
+        if sorted(got) == sorted(want):
+            time.sleep(0.05)
+            return got + received41(sock)
+        time.sleep(0.02)
+    return got
+
+
+def test_protocol_41_only_from_the_peer_to_its_endpoint(wan):
+    n, listener = wan
+    apply_nft.apply([vps()], netns=n["vps"])
+    send41(n, "peer", Y, X)
+    send41(n, "third", THIRD, X)
+    assert _settle(listener, [Y]) == [Y]
+    c = apply_nft.counters(netns=n["vps"])
+    assert c["peers"][X + " . " + Y]["packets"] == 1
+    assert c["rules"]["locals6in4"]["packets"] == 1
+    # the drop is for our endpoints only: protocol 41 to another address of this host is not ours to judge
+    n.ip("vps", "addr", "add", "203.0.113.50/32", "dev", "eth0")
+    send41(n, "third", THIRD, "203.0.113.50")
+    assert _settle(listener, [THIRD]) == [THIRD]
+
+
+def test_a_foreign_tunnels_peer_is_exempt_from_the_drop(wan):
+    n, listener = wan
+    apply_nft.apply([vps()], netns=n["vps"], exempt=[(X, THIRD)])
+    send41(n, "third", THIRD, X)
+    assert _settle(listener, [THIRD]) == [THIRD]
+    # a foreign device listening on X for anyone (local only): then X is not ours to guard at all
+    apply_nft.apply([vps()], netns=n["vps"], exempt=[(X, "0.0.0.0")])
+    assert "locals6in4" not in apply_nft.loaded(netns=n["vps"])
+    send41(n, "third", THIRD, X)
+    assert _settle(listener, [THIRD]) == [THIRD]
+
+
+def test_our_accept_never_overrides_a_drop_elsewhere(wan):
+    n, listener = wan
+    apply_nft.apply([vps()], netns=n["vps"])
+    n.nft("vps", "-f", "-", stdin="table ip guard {\n chain input {\n  type filter hook input priority 10;"
+          " policy accept;\n  ip saddr %s meta l4proto 41 drop\n }\n}\n" % Y)
+    send41(n, "peer", Y, X)
+    assert _settle(listener, [], timeout=0.5) == []
+    assert apply_nft.counters(netns=n["vps"])["peers"][X + " . " + Y]["packets"] == 1   # we saw it pass
+
+
+def test_second_apply_keeps_the_counters(wan):
+    n, listener = wan
+    apply_nft.apply([vps()], netns=n["vps"])
+    for _ in range(3):
+        send41(n, "peer", Y, X)
+    send41(n, "third", THIRD, X)
+    _settle(listener, [Y, Y, Y])
+    before = n.nft("vps", "list", "ruleset").stdout
+    assert "packets 3 " in before and "packets 1 " in before
+    assert not apply_nft.apply([vps()], netns=n["vps"]).changed
+    assert n.nft("vps", "list", "ruleset").stdout == before
+
+
+# ---- the home end's forward policy and MSS clamping --------------------------------------------
+
+@pytest.fixture
+def homenet(nets):
+    """lanhost -- (br-lan) router (sittun) -- far: a veth named like the tunnel stands in for it."""
+    n = nets("lanhost", "router", "far")
+    n.veth("router", "br-lan", "lanhost", "eth0")
+    n.veth("router", "sittun", "far", "eth0")
+    for name in ("lanhost", "router", "far"):
+        for dev in ("all", "default", "eth0", "br-lan", "sittun"):
+            try:
+                n.sysctl(name, "net.ipv6.conf.%s.accept_dad" % dev, "0")
+            except OSError:
+                pass
+    n.sysctl("router", "net.ipv6.conf.all.forwarding", "1")
+    n.ip("router", "link", "set", "sittun", "mtu", "1400")
+    n.ip("router", "addr", "add", "2001:db8:5b11::1/64", "dev", "br-lan")
+    n.ip("router", "addr", "add", "2001:db8:5b10::b/127", "dev", "sittun")
+    n.ip("lanhost", "addr", "add", "2001:db8:5b11::100/64", "dev", "eth0")
+    n.ip("lanhost", "-6", "route", "add", "default", "via", "2001:db8:5b11::1")
+    n.ip("far", "addr", "add", "2001:db8:5b10::a/127", "dev", "eth0")
+    n.ip("far", "-6", "route", "add", "2001:db8:5b11::/64", "via", "2001:db8:5b10::b")
+    n.ip("router", "-6", "route", "add", "default", "via", "2001:db8:5b10::a")
+    time.sleep(0.2)
+    return n
+
+
+def _listen(n, ns, port):
+    s = n.socket(ns, socket.AF_INET6, socket.SOCK_STREAM)
+    s.bind(("::", port))
+    s.listen(4)
+    s.settimeout(5)
+    return s
+
+
+def _connect(n, ns, target, port):
+    c = n.socket(ns, socket.AF_INET6, socket.SOCK_STREAM)
+    c.settimeout(5)
+    c.connect((target, port))
+    return c
+
+
+def test_home_forward_policy_on_packets(homenet):
+    n = homenet
+    lan_server, far_server = _listen(n, "lanhost", 8080), _listen(n, "far", 8081)
+    try:
+        # before our table: the far side reaches into the LAN
+        _connect(n, "far", "2001:db8:5b11::100", 8080).close()
+        lan_server.accept()[0].close()
+        apply_nft.apply([home(mtu=1400)], netns=n["router"])
+        with pytest.raises(OSError) as e:
+            _connect(n, "far", "2001:db8:5b11::100", 8080)
+        assert e.value.errno == errno.EACCES     # ICMPv6 administratively prohibited, at once
+        c = _connect(n, "lanhost", "2001:db8:5b10::a", 8081)
+        conn = far_server.accept()[0]
+        conn.sendall(b"through")
+        assert c.recv(7) == b"through"           # replies pass as established
+        # the SYN left through the 1400-byte "tunnel": MSS 1440 clamped to 1340 (TCP_MAXSEG less timestamps)
+        assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) == 1340 - 12
+        conn.close()
+        c.close()
+        ping = run(["ping", "-6", "-c", "1", "-W", "2", "2001:db8:5b11::100"], ns=n["far"], check=False)
+        assert ping.returncode == 0              # ICMPv6 is let in
+        counters = apply_nft.counters(netns=n["router"])["rules"]
+        # the SYN (and maybe the tail of the connection made before the table: it was never tracked)
+        assert counters["sixbroker-wan6-reject"]["packets"] >= 1
+        assert counters["forward_iif6"]["packets"] >= 1                 # the LAN's SYN
+        assert counters["sixbroker-wan6-established"]["packets"] >= 3    # the rest of it, both ways
+    finally:
+        lan_server.close()
+        far_server.close()
+
+
+def test_without_clamping_the_mss_is_the_lans(homenet):
+    # the control for the clamp above: same path, mss_clamp off
+    n = homenet
+    far_server = _listen(n, "far", 8082)
+    try:
+        apply_nft.apply([home(mtu=1400)], netns=n["router"], mss_clamp=False)
+        c = _connect(n, "lanhost", "2001:db8:5b10::a", 8082)
+        conn = far_server.accept()[0]
+        assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) == 1440 - 12
+        conn.close()
+        c.close()
+    finally:
+        far_server.close()
+
+
+def test_a_thousand_tunnels_load_in_one_transaction(nets):
+    n = nets("fw")
+    plans = many(1000)
+    t = time.time()
+    r = apply_nft.apply(plans, netns=n["fw"])
+    first = time.time() - t
+    t = time.time()
+    again = apply_nft.apply(plans, netns=n["fw"])
+    second = time.time() - t
+    assert r.transactions == 1 and again.transactions == 0
+    print("nft: 1000 tunnels: first apply %.2f s, second %.2f s" % (first, second))
