@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 MPY     := .venv/bin/micropython
 PYTEST  := $(PY) -m pytest
 
-.PHONY: all test test-unit test-micropython test-e2e lab ipk bench bootstrap clean guest
+.PHONY: all test test-unit test-micropython test-e2e lab ipk bench bench-handler bench-broker bootstrap clean guest
 
 all: test
 
@@ -11,7 +11,7 @@ bootstrap:
 	@scripts/bootstrap
 
 # The README's test command: every suite, from a fresh machine.
-test: bootstrap test-unit test-micropython
+test: bootstrap test-unit test-micropython test-e2e
 
 test-unit: bootstrap
 	$(PYTEST)
@@ -27,6 +27,16 @@ guest: bootstrap
 # The real-kernel suite (tests/e2e): one guest boot, the whole pytest session inside it.
 test-e2e: guest
 	$(PY) tests/guest.py run --times --timeout 1200 -- $(PYTEST) -p no:cacheprovider tests/e2e
+
+# Benchmarks print ratios against a baseline measured in the same run; they assert nothing.
+bench: bench-handler bench-broker
+
+bench-handler: bootstrap
+	$(PY) bench/handler
+
+# The broker's scaling numbers (bench/broker): add, allocator and desired-state cost at 1000-10000 tunnels.
+bench-broker: bootstrap
+	$(PY) bench/broker/bench_broker.py
 
 # The router packages, built as OpenWrt's ipkg-build builds them (scripts/mkipk.py, packaging/):
 # dist/sixbroker_<version>_all.ipk and dist/luci-app-sixbroker_<version>_all.ipk, sizes printed.
