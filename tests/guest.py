@@ -105,7 +105,9 @@ DROP_MODULES = (
 XZ_MAGIC = b"\xfd7zXZ\x00"
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Host directories the guest does not see as they are (fresh tmpfs or its own kernel's view).
-HIDDEN_IN_GUEST = ("/tmp", "/run", "/proc", "/sys", "/dev")
+HIDDEN_IN_GUEST = ("/run", "/proc", "/sys", "/dev")
+# /tmp is the guest's own tmpfs too, but a working directory under it is laid over from the host's copy
+# (guest_init.sh show_host_dir): CI may clone there.
 SHARE_IN_GUEST = "/run/guest"
 HOST_ROOT_IN_GUEST = "/run/guest-init/host"  # the overlay's lower layer, read-only
 DEFAULT_TIMEOUT = 600

@@ -85,6 +85,19 @@ stage1() {
 	exec $BB switch_root /newroot /run/guest-init/busybox sh /run/guest-init/init stage2
 }
 
+# A checkout under /tmp (CI may clone there) is hidden by the guest's own /tmp: lay the host's copy over it,
+# writable the way the root is (an overlay with a throw-away upper layer).
+show_host_dir() {
+	case "$1" in
+		/tmp/*) ;;
+		*) return 0 ;;
+	esac
+	[ -d "$1" ] && return 0
+	$BB mkdir -p "$1" /run/guest-cwd/upper /run/guest-cwd/work
+	$BB mount -t overlay -o "lowerdir=/run/guest-init/host$1,upperdir=/run/guest-cwd/upper,workdir=/run/guest-cwd/work" \
+		overlay "$1" || echo "guest: cannot show the host's $1" >&2
+}
+
 stage2() {
 	BB=/run/guest-init/busybox
 	# The console is a tty: without this every \n reaches the host as \r\n.
@@ -108,6 +121,7 @@ stage2() {
 		# The host cuts each command's output at these lines; the random token keeps a command's own
 		# output from ever looking like one.
 		printf '\n%s:%d:start\n' "$token" "$n"
+		show_host_dir "$cwd"
 		if cd "$cwd"; then
 			# env(1), not ash's exec: this busybox prefers its own applets to the PATH's programs.
 			(exec /usr/bin/env -- "$@") </dev/null

@@ -8,7 +8,9 @@ import os
 import re
 import secrets
 import subprocess
+import shutil
 import sys
+import tempfile
 import time
 
 import pytest
@@ -177,10 +179,23 @@ def test_cli_streams_output_and_exits_with_the_status():
 
 
 def test_cli_harness_failure_is_125_with_a_message():
-    p = subprocess.run([sys.executable, GUEST_PY, "run", "--", "true"], cwd="/tmp",
+    p = subprocess.run([sys.executable, GUEST_PY, "run", "--", "true"], cwd="/run",
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
     assert p.returncode == 125
-    assert p.stderr.startswith(b"guest: cannot run in /tmp")
+    assert p.stderr.startswith(b"guest: cannot run in /run")
+
+
+def test_a_working_directory_under_tmp_is_the_hosts():
+    # CI may clone the repository under /tmp, which in the guest is a tmpfs of its own
+    d = tempfile.mkdtemp(prefix="sixbroker-guest-cwd-", dir="/tmp")
+    try:
+        with open(os.path.join(d, "marker"), "w") as f:
+            f.write("from the host\n")
+        rc, out = guest.run(["sh", "-c", "cat marker && echo new > written && cat written"], cwd=d, timeout=300)
+        assert (rc, out) == (0, "from the host\nnew\n")
+        assert not os.path.exists(os.path.join(d, "written"))     # the guest's writes stay in the guest
+    finally:
+        shutil.rmtree(d)
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 7, 1000])
@@ -207,6 +222,6 @@ def test_bad_input_is_refused_before_booting():
     with pytest.raises(guest.GuestError):
         guest.run(["true"], env={"BAD NAME": "x"})
     with pytest.raises(guest.GuestError):
-        guest.run(["true"], cwd="/tmp")
+        guest.run(["true"], cwd="/proc")
     with pytest.raises(guest.GuestError):
         guest.run_many([])
