@@ -483,7 +483,36 @@ def _cmp_check(a, b):
         raise TypeError("cannot compare %s with %s" % (type(a).__name__, type(b).__name__))
 
 
-class Address:
+class _Keyed:
+    """Equality, hashing and ordering by _key(), among objects of one class only."""
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self._key() == other._key()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __lt__(self, other):
+        _cmp_check(self, other)
+        return self._key() < other._key()
+
+    def __le__(self, other):
+        _cmp_check(self, other)
+        return self._key() <= other._key()
+
+    def __gt__(self, other):
+        _cmp_check(self, other)
+        return self._key() > other._key()
+
+    def __ge__(self, other):
+        _cmp_check(self, other)
+        return self._key() >= other._key()
+
+
+class Address(_Keyed):
     """One IPv4 or IPv6 address: .version (4 or 6) and .value (the address as an integer)."""
 
     def __init__(self, version, value):
@@ -508,34 +537,9 @@ class Address:
         return "Address('" + str(self) + "')"
 
     def _key(self):
+        # IPv4 sorts before IPv6 (CPython refuses to compare across families; a mixed list of
+        # peers is easier to print sorted)
         return (self.version, self.value)
-
-    def __eq__(self, other):
-        return isinstance(other, Address) and self._key() == other._key()
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    def __hash__(self):
-        return hash(self._key())
-
-    # IPv4 sorts before IPv6 (CPython refuses to compare across families; a mixed list of
-    # peers is easier to print sorted)
-    def __lt__(self, other):
-        _cmp_check(self, other)
-        return self._key() < other._key()
-
-    def __le__(self, other):
-        _cmp_check(self, other)
-        return self._key() <= other._key()
-
-    def __gt__(self, other):
-        _cmp_check(self, other)
-        return self._key() > other._key()
-
-    def __ge__(self, other):
-        _cmp_check(self, other)
-        return self._key() >= other._key()
 
     @property
     def is_unspecified(self):
@@ -588,7 +592,7 @@ class Address:
         return not (self.value == 0 or self.is_multicast or self.is_reserved)
 
 
-class Network:
+class Network(_Keyed):
     """A prefix: .version, .value (the network address as an integer) and .length."""
 
     def __init__(self, version, value, length):
@@ -646,31 +650,6 @@ class Network:
 
     def _key(self):
         return (self.version, self.value, self.length)
-
-    def __eq__(self, other):
-        return isinstance(other, Network) and self._key() == other._key()
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    def __hash__(self):
-        return hash(self._key())
-
-    def __lt__(self, other):
-        _cmp_check(self, other)
-        return self._key() < other._key()
-
-    def __le__(self, other):
-        _cmp_check(self, other)
-        return self._key() <= other._key()
-
-    def __gt__(self, other):
-        _cmp_check(self, other)
-        return self._key() > other._key()
-
-    def __ge__(self, other):
-        _cmp_check(self, other)
-        return self._key() >= other._key()
 
     def contains(self, x):
         """An Address inside, or a Network equal to or inside this one; other family: False."""
@@ -796,7 +775,7 @@ def _parse_prefix_address(addr, text, version, what):
                            + ": " + e.why, reason=e.reason)
 
 
-class Interface:
+class Interface(_Keyed):
     """An address with the length of its network, host bits allowed: '2001:db8::b/127'."""
 
     def __init__(self, version, value, length):
@@ -833,31 +812,6 @@ class Interface:
 
     def _key(self):
         return (self.version, self.value, self.length)
-
-    def __eq__(self, other):
-        return isinstance(other, Interface) and self._key() == other._key()
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    def __hash__(self):
-        return hash(self._key())
-
-    def __lt__(self, other):
-        _cmp_check(self, other)
-        return self._key() < other._key()
-
-    def __le__(self, other):
-        _cmp_check(self, other)
-        return self._key() <= other._key()
-
-    def __gt__(self, other):
-        _cmp_check(self, other)
-        return self._key() > other._key()
-
-    def __ge__(self, other):
-        _cmp_check(self, other)
-        return self._key() >= other._key()
 
 
 def peer_address(address, length):
