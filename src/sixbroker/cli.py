@@ -37,3 +37,7 @@ def main(argv=None):
         return 1
     return run(rest)
 
+
+
+if __name__ == "__main__":
+    sys.exit(main())

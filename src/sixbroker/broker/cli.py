@@ -1,0 +1,333 @@
+"""`sixbroker server ...`: the broker's command line.
+
+Exit status: 0 done, 1 an error (a stable code from sixbroker.errors on stderr, or in the JSON with
+--json), 2 a usage error.  Never a traceback: an unexpected exception is INTERNAL_ERROR with its one-line
+text (SIXBROKER_DEBUG=1 prints the traceback too).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from sixbroker.broker import db, reconcile, routerconf, service
+from sixbroker.errors import CODES, SixbrokerError
+
+PROG = "sixbroker server"
+
+DESCRIPTION = """The broker end of sixbroker: 6in4 tunnels to home routers, each with a transfer /127 and a
+routed prefix out of this server's prefix.  State lives in an SQLite database (--db, or $SIXBROKER_DB,
+default %s); after every change the kernel and the nftables table `inet sixbroker` are brought in line
+with it, and `apply` does that alone (at boot, or after a crash).""" % db.DEFAULT_PATH
+
+
+class _Usage(Exception):
+    pass
+
+
+class _Exit(Exception):
+    def __init__(self, status):
+        Exception.__init__(self, status)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so main() returns a status and tests call it in-process."""
+
+    def error(self, message):
+        raise _Usage("%s: %s (see %s --help)" % (self.prog, message, self.prog))
+
+    def exit(self, status=0, message=None):
+        if message:
+            sys.stderr.write(message)
+        raise _Exit(status)
+
+
+def _parser():
+    common = _Parser(add_help=False)
+    # SUPPRESS: a subcommand's unset option must not overwrite the same option given before it
+    common.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
+                        help="the database (default: $SIXBROKER_DB or %s)" % db.DEFAULT_PATH)
+    js = _Parser(add_help=False)
+    js.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+
+    p = _Parser(prog=PROG, description=DESCRIPTION, parents=[common])
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    s = sub.add_parser("init", parents=[common, js], help="set the server's prefix and addresses",
+                       description="Set (or change) the broker's prefix and addresses, then apply: IPv6 "
+                       "forwarding, accept_ra=2 on an uplink that takes its address from RAs, the firewall "
+                       "table.  Options not given keep their earlier values.")
+    s.add_argument("--prefix", help="the routed IPv6 prefix this server hands out, e.g. 2001:db8:5b00::/56")
+    s.add_argument("--transfer-prefix", metavar="PREFIX",
+                   help="where the tunnels' /127s come from (default: the first /64 of --prefix)")
+    s.add_argument("--reserve", metavar="PREFIX", action="append",
+                   help="keep a prefix of --prefix out of the pool, e.g. one the server uses itself "
+                   "(repeatable; replaces the earlier list)")
+    s.add_argument("--public-ipv4", metavar="ADDRESS",
+                   help="the IPv4 address routers reach this server at (default: the uplink's)")
+    s.add_argument("--local-ipv4", metavar="ADDRESS",
+                   help="the tunnels' local IPv4 address if not the public one (1:1 NAT)")
+    s.add_argument("--uplink", metavar="IFNAME", help="the server's upstream interface, e.g. eth0 ('' for none)")
+    s.add_argument("--uplink-ra", choices=("auto", "yes", "no"), default="auto",
+                   help="keep accepting RAs on the uplink (accept_ra=2); auto: when it takes its "
+                   "address from them now")
+    s.add_argument("--netns", metavar="NAME", help="run the tunnels in this network namespace ('' for none)")
+
+    s = sub.add_parser("add", parents=[common, js], help="add a tunnel and print the router's configuration",
+                       description="Allocate a transfer /127 and a routed prefix for a new tunnel, apply, "
+                       "and print the router's configuration (a `uci batch` script to paste).")
+    s.add_argument("name", help="tunnel name: also the router's interface name (letters, digits, _)")
+    s.add_argument("--remote", required=True, metavar="IPV4", help="the router's public IPv4 address")
+    s.add_argument("--routed-prefix-length", metavar="LEN", help="length of the routed prefix (default 64)")
+    s.add_argument("--mtu", help="tunnel MTU (default %d)" % service.DEFAULT_MTU)
+
+    s = sub.add_parser("list", parents=[common, js], help="list the tunnels")
+    s = sub.add_parser("show", parents=[common, js], help="show one tunnel")
+    s.add_argument("name")
+    s = sub.add_parser("remove", parents=[common, js], help="remove a tunnel and free its prefixes")
+    s.add_argument("name")
+    s = sub.add_parser("set", parents=[common, js], help="change a tunnel's remote address or MTU")
+    s.add_argument("name")
+    s.add_argument("--remote", metavar="IPV4")
+    s.add_argument("--mtu")
+    s = sub.add_parser("apply", parents=[common, js], help="bring the kernel and firewall in line with the database")
+    s = sub.add_parser("config", parents=[common, js], help="print a tunnel's router configuration again")
+    s.add_argument("name")
+    s = sub.add_parser("info", parents=[common, js], help="show the server's prefixes, addresses and usage")
+    return p
+
+
+# ---- output -----------------------------------------------------------------------------------------------
+
+def _out(text):
+    sys.stdout.write(text)
+
+
+def _json(obj):
+    _out(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _tunnel_text(t):
+    return ("# tunnel %s: device %s, %s <-> %s, mtu %d\n"
+            "#   transfer %s (server %s, router %s)\n"
+            "#   routed %s\n" % (t["name"], t["device"], t["local"], t["remote"], t["mtu"], t["transfer"],
+                                 t["server_address"], t["router_address"], ", ".join(t["routed"])))
+
+
+def _list_text(tunnels):
+    rows = [("NAME", "DEVICE", "REMOTE", "TRANSFER", "ROUTED", "MTU")]
+    for t in tunnels:
+        rows.append((t["name"], t["device"], t["remote"], t["transfer"], ",".join(t["routed"]), str(t["mtu"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        lines.append("  ".join(r[i].ljust(widths[i]) for i in range(len(r))).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _server_text(s):
+    lines = ["prefix          %s" % s["prefix"],
+             "transfer prefix %s" % s["transfer_prefix"]]
+    if s["reserved"]:
+        lines.append("reserved        %s" % ", ".join(s["reserved"]))
+    lines += ["public IPv4     %s" % s["public_ipv4"],
+              "local IPv4      %s" % s["local_ipv4"],
+              "uplink          %s%s" % (s["uplink"] or "-", " (accept_ra=2)" if s["uplink_accept_ra"] else ""),
+              "netns           %s" % (s["netns"] or "-"),
+              "tunnels         %d (of %d transfer /127s)" % (s["tunnels"], s["usage"]["transfer_total"]),
+              "routed /64s     %d used of %d" % (s["usage"]["routed_64s_used"], s["usage"]["routed_64s_total"])]
+    return "\n".join(lines) + "\n"
+
+
+# ---- running ----------------------------------------------------------------------------------------------
+
+class _Lock:
+    """One writer at a time from the commit through the kernel change, so two commands never apply
+    half of each other's state (SQLite alone serialises only the commits)."""
+
+    def __init__(self, path):
+        self.path = path + ".lock"
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o750, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise SixbrokerError("DB_ERROR", "%s: %s" % (self.path, e.strerror or e))
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+        return False
+
+
+def _apply(conn):
+    """Reconcile; (report, None) or (None, SixbrokerError APPLY_FAILED) - the change itself is saved."""
+    try:
+        return reconcile.reconcile(conn), None
+    except SixbrokerError as e:
+        cause, why = e.code, e.text
+    except Exception as e:
+        _debug()
+        cause, why = "INTERNAL_ERROR", "%s: %s" % (type(e).__name__, e)
+    err = SixbrokerError("APPLY_FAILED", cause)
+    err.cause = cause
+    # the cause first, then what it means for the change that was made
+    err.text = "%s: %s. %s" % (cause, why, CODES["APPLY_FAILED"])
+    return None, err
+
+
+def _debug():
+    if os.environ.get("SIXBROKER_DEBUG"):
+        import traceback
+        traceback.print_exc()
+
+
+def _run(args, path):
+    want_json = getattr(args, "json", False)
+    cmd = args.command
+    if cmd in ("list", "show", "config", "info"):
+        conn = db.connect(path, create=False)
+        try:
+            if cmd == "list":
+                tunnels = service.views(conn)
+                _json({"tunnels": tunnels}) if want_json else _out(_list_text(tunnels))
+            elif cmd == "info":
+                s = service.server_view(conn)
+                _json({"server": s}) if want_json else _out(_server_text(s))
+            elif cmd == "show":
+                t = service.show(conn, args.name)
+                _json({"tunnel": t}) if want_json else _out(_tunnel_text(t))
+            else:
+                t = service.show(conn, args.name)
+                _json({"router": routerconf.as_json(t)}) if want_json else _out(routerconf.shell(t))
+        finally:
+            conn.close()
+        return 0
+
+    if cmd != "init" and not os.path.exists(path):
+        raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
+    with _Lock(path):
+        fresh = not os.path.exists(path)
+        conn = db.connect(path, create=(cmd == "init"))
+        try:
+            return _change(conn, args, cmd, want_json)
+        except SixbrokerError:
+            if fresh and db.server_or_none(conn) is None:
+                # a refused first init leaves no empty database behind
+                conn.close()
+                os.unlink(path)
+            raise
+        finally:
+            conn.close()
+
+
+def _change(conn, args, cmd, want_json):
+    result = {}
+    if cmd == "init":
+        ra = {"auto": None, "yes": True, "no": False}[args.uplink_ra]
+        from sixbroker.broker import hostfacts
+        old = db.server_or_none(conn)
+        new = service.init(conn, prefix=args.prefix, transfer_prefix=args.transfer_prefix, reserve=args.reserve,
+                           public_ipv4=args.public_ipv4, local_ipv4=args.local_ipv4, uplink=args.uplink,
+                           uplink_ra=ra, netns=args.netns, detect=hostfacts.detect)
+        reconcile.crash_point("commit")
+        result["server"] = service.server_view(conn)
+        text = _server_text(result["server"])
+        if old is not None and old["netns"] != new["netns"]:
+            # the tunnels move: what we made in the old namespace goes (a namespace gone is no error)
+            try:
+                reconcile.abandon(old["netns"])
+            except Exception as e:
+                _debug()
+                result["warnings"] = ["could not clean the old namespace %s: %s" % (old["netns"] or "(main)", e)]
+                sys.stderr.write("%s: warning: %s\n" % (PROG, result["warnings"][0]))
+    elif cmd == "add":
+        t = service.add(conn, args.name, args.remote, args.routed_prefix_length, args.mtu)
+        reconcile.crash_point("commit")
+        result["tunnel"] = t
+        result["router"] = routerconf.as_json(t)
+        text = _tunnel_text(t) + routerconf.shell(t)
+    elif cmd == "remove":
+        t = service.remove(conn, args.name)
+        reconcile.crash_point("commit")
+        result["removed"] = t
+        text = "removed tunnel %s (%s); freed %s and %s\n" % (t["name"], t["device"], t["transfer"],
+                                                              ", ".join(t["routed"]))
+    elif cmd == "set":
+        if args.remote is None and args.mtu is None:
+            raise _Usage("%s set: nothing to change: give --remote and/or --mtu" % PROG)
+        t = service.update(conn, args.name, args.remote, args.mtu)
+        reconcile.crash_point("commit")
+        result["tunnel"] = t
+        text = _tunnel_text(t)
+    else:  # apply
+        db.server(conn)
+        text = ""
+    report, err = _apply(conn)
+    result["applied"] = err is None
+    if report is not None:
+        result["apply"] = report
+        if cmd == "apply":
+            text = "kernel and firewall are in line with the database (%d tunnel%s)\n" % (
+                report["tunnels"], "" if report["tunnels"] == 1 else "s")
+    if want_json:
+        if err is not None:
+            result["error"] = {"code": err.code, "cause": err.cause, "message": err.text}
+        _json(result)
+    else:
+        _out(text)
+    if err is not None:
+        if not want_json:
+            _error(err)
+        return 1
+    return 0
+
+
+def _error(e):
+    sys.stderr.write("%s: error %s: %s\n" % (PROG, e.code, e.text))
+
+
+def main(argv):
+    want_json = "--json" in argv
+    try:
+        args = _parser().parse_args(argv)
+        path = db.path_from_env(getattr(args, "db", None))
+        return _run(args, path)
+    except _Exit as e:
+        return e.status
+    except _Usage as e:
+        if want_json:
+            _json({"error": {"code": "USAGE", "message": str(e)}})
+        else:
+            sys.stderr.write("%s: error USAGE: %s\n" % (PROG, e))
+        return 2
+    except SixbrokerError as e:
+        if e.code == "USAGE":
+            if want_json:
+                _json({"error": {"code": e.code, "message": e.text}})
+            else:
+                _error(e)
+            return 2
+        if want_json:
+            _json({"error": {"code": e.code, "message": e.text}})
+        else:
+            _error(e)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as e:
+        _debug()
+        err = SixbrokerError("INTERNAL_ERROR", "%s: %s" % (type(e).__name__, e))
+        if want_json:
+            _json({"error": {"code": err.code, "message": err.text}})
+        else:
+            _error(err)
+        return 1

@@ -1,0 +1,218 @@
+"""The broker's state: one SQLite file.
+
+The database is the truth; the kernel and the firewall are made to match it afterwards (reconcile.py), so
+every change is one transaction and a crash between the commit and the kernel change is repaired by the
+next `sixbroker server apply`.
+
+Layout (schema version 1, `PRAGMA user_version`):
+- `server`: one row, the broker's own facts (its prefix, transfer prefix, IPv4 addresses, uplink, netns).
+- `tunnels`: one row per tunnel; `transfer_index` numbers its /127 inside the transfer prefix.
+- `blocks`: what is taken out of the broker prefix, counted in /64s from its start (`start` inclusive,
+  `stop` exclusive): each tunnel's routed prefix, the transfer prefix and any reserved prefix (tunnel
+  NULL).  A trigger refuses an overlapping block, so even a bug in the allocator cannot hand a prefix
+  out twice.
+
+Integers are /64 counts and /127 indexes rather than addresses because SQLite's integers are 64-bit: a
+/16 broker prefix holds 2**48 /64s, a /64 transfer prefix 2**63 /127s, both fit.
+"""
+
+import os
+import sqlite3
+import time
+
+from sixbroker.errors import SixbrokerError
+
+DEFAULT_PATH = "/var/lib/sixbroker/broker.db"
+ENV_PATH = "SIXBROKER_DB"
+
+# Each entry moves the schema from version i to i + 1; never edit one that has shipped, append.
+MIGRATIONS = [
+    """
+    CREATE TABLE server (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        prefix TEXT NOT NULL,
+        transfer_prefix TEXT NOT NULL,
+        public_ipv4 TEXT NOT NULL,
+        local_ipv4 TEXT NOT NULL,
+        uplink TEXT,
+        uplink_ra INTEGER NOT NULL DEFAULT 0,
+        netns TEXT,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL
+    );
+    CREATE TABLE tunnels (
+        name TEXT PRIMARY KEY,
+        device TEXT NOT NULL UNIQUE,
+        remote TEXT NOT NULL UNIQUE,
+        transfer_index INTEGER NOT NULL UNIQUE CHECK (transfer_index >= 0),
+        mtu INTEGER NOT NULL,
+        ttl INTEGER NOT NULL DEFAULT 64,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL
+    );
+    CREATE TABLE blocks (
+        start INTEGER PRIMARY KEY CHECK (start >= 0),
+        stop INTEGER NOT NULL UNIQUE,
+        length INTEGER NOT NULL,
+        tunnel TEXT REFERENCES tunnels(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('routed', 'transfer', 'reserved')),
+        CHECK (stop > start),
+        CHECK ((tunnel IS NULL) = (kind != 'routed'))
+    );
+    CREATE INDEX blocks_tunnel ON blocks(tunnel);
+    -- Blocks never overlap, so the one that starts last before the new block ends is the only one that
+    -- can reach into it: one index lookup, not a scan.
+    CREATE TRIGGER blocks_no_overlap BEFORE INSERT ON blocks
+    WHEN (SELECT stop FROM blocks WHERE start < NEW.stop ORDER BY start DESC LIMIT 1) > NEW.start
+    BEGIN
+        SELECT RAISE(ABORT, 'sixbroker: overlapping prefix');
+    END;
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def path_from_env(given=None):
+    return given or os.environ.get(ENV_PATH) or DEFAULT_PATH
+
+
+def now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def connect(path, create=True):
+    """An open, migrated database.  create=False: a missing file is BROKER_NOT_INITIALISED."""
+    if not create and not os.path.exists(path):
+        raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
+    if create:
+        parent = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(parent, mode=0o750, exist_ok=True)
+        except OSError as e:
+            raise SixbrokerError("DB_ERROR", "%s: %s" % (parent, e.strerror or e))
+    try:
+        # isolation_level=None: the module's implicit transactions off; transaction() says BEGIN itself
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+    except sqlite3.Error as e:
+        raise SixbrokerError("DB_ERROR", "%s: %s" % (path, e))
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA foreign_keys = ON")
+        # rollback journal with full sync: a commit that returned survives a power cut, which the
+        # boot-time `apply` relies on
+        conn.execute("PRAGMA synchronous = FULL")
+        migrate(conn)
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        raise SixbrokerError("DB_ERROR", "%s: %s" % (path, e))
+    except SixbrokerError:
+        conn.close()
+        raise
+    return conn
+
+
+def migrate(conn):
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise SixbrokerError("DB_TOO_NEW", "schema version %d, this sixbroker knows up to %d"
+                             % (version, SCHEMA_VERSION))
+    while version < SCHEMA_VERSION:
+        with transaction(conn):
+            # executescript would COMMIT on its own; the statements run one by one inside ours
+            for stmt in _statements(MIGRATIONS[version]):
+                conn.execute(stmt)
+            conn.execute("PRAGMA user_version = %d" % (version + 1))
+        version += 1
+
+
+def _statements(script):
+    out, buf = [], ""
+    for line in script.splitlines(True):
+        if line.strip().startswith("--"):
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        raise ValueError("incomplete SQL statement in a migration: " + buf.strip()[:60])
+    return out
+
+
+class transaction:
+    """`with transaction(conn):` one write transaction, taken at once (BEGIN IMMEDIATE), so two
+    `sixbroker server add` at the same time allocate one after the other, never the same prefix."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, typ, value, tb):
+        if typ is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+        return False
+
+
+# ---- reading ------------------------------------------------------------------------------------------
+
+def server(conn):
+    """The server row as a dict, or BROKER_NOT_INITIALISED."""
+    row = conn.execute("SELECT * FROM server WHERE id = 1").fetchone()
+    if row is None:
+        raise SixbrokerError("BROKER_NOT_INITIALISED")
+    return dict(row)
+
+
+def server_or_none(conn):
+    row = conn.execute("SELECT * FROM server WHERE id = 1").fetchone()
+    return dict(row) if row is not None else None
+
+
+def _tunnel_rows(conn, where="", args=()):
+    rows = conn.execute("SELECT * FROM tunnels " + where + " ORDER BY name", args).fetchall()
+    out = []
+    blocks = {}
+    q = "SELECT tunnel, start, length FROM blocks WHERE tunnel IS NOT NULL"
+    if where:
+        q += " AND tunnel IN (SELECT name FROM tunnels " + where + ")"
+    for b in conn.execute(q + " ORDER BY start", args):
+        blocks.setdefault(b["tunnel"], []).append((b["start"], b["length"]))
+    for r in rows:
+        t = dict(r)
+        t["blocks"] = blocks.get(t["name"], [])
+        out.append(t)
+    return out
+
+
+def tunnels(conn):
+    return _tunnel_rows(conn)
+
+
+def tunnel(conn, name):
+    rows = _tunnel_rows(conn, "WHERE name = ?", (name,))
+    if not rows:
+        raise SixbrokerError("TUNNEL_NOT_FOUND", name)
+    return rows[0]
+
+
+def tunnel_count(conn):
+    return conn.execute("SELECT COUNT(*) FROM tunnels").fetchone()[0]
+
+
+def tunnel_with_remote(conn, remote):
+    row = conn.execute("SELECT name FROM tunnels WHERE remote = ?", (remote,)).fetchone()
+    return row[0] if row else None
+
+
+def has_tunnel(conn, name):
+    return conn.execute("SELECT 1 FROM tunnels WHERE name = ?", (name,)).fetchone() is not None
+
+
+def blocks(conn):
+    return [dict(r) for r in conn.execute("SELECT * FROM blocks ORDER BY start")]

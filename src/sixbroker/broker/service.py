@@ -1,0 +1,384 @@
+"""The broker's operations on its database: init, add, remove, set, and the views they print.
+
+Each change is one transaction; the caller (cli.py) then reconciles the kernel and the firewall with
+reconcile.py.  Input is checked before the transaction starts, so a refused change leaves the database
+exactly as it was.
+"""
+
+import sqlite3
+
+from sixbroker import addr, plan
+from sixbroker.broker import alloc, db
+from sixbroker.errors import SixbrokerError
+
+# Devices the broker owns start with this; the kernel applier removes any such device the database no
+# longer wants, and touches no other.  Not the router end's "sb-": a Linux box that is a home router
+# (`sixbroker router`) and a broker at once must not have one end clean up the other's tunnels.
+DEVICE_PREFIX = "sbs-"
+NAME_MAX = 15 - len(DEVICE_PREFIX)
+DEFAULT_MTU = plan.DEFAULT_MTU
+DEFAULT_ROUTED_LENGTH = 64
+TTL = 64
+MTU_MIN = 1280
+MTU_MAX = 65515
+
+
+# ---- checking input --------------------------------------------------------------------------------------
+
+def check_name(name):
+    """A tunnel name is the router's UCI section name (letters, digits, '_') and, with DEVICE_PREFIX,
+    the sit device's name (15 characters at most)."""
+    ok = isinstance(name, str) and 0 < len(name) <= NAME_MAX and ("a" <= name[0].lower() <= "z")
+    if ok:
+        for ch in name:
+            if not (ch.isascii() and (ch.isalnum() or ch == "_")):
+                ok = False
+    if not ok:
+        raise SixbrokerError("INVALID_NAME", repr(name) if isinstance(name, str) else None)
+    return name
+
+
+def device_of(name):
+    return DEVICE_PREFIX + name
+
+
+def _ipv4(text, code):
+    try:
+        a = addr.Address.parse(text, 4)
+    except addr.AddressError as e:
+        raise SixbrokerError(code, str(e))
+    if not a.is_unicast or a.is_loopback or a.is_link_local:
+        raise SixbrokerError(code, "%s is not a unicast address" % a)
+    return a
+
+
+def check_remote(text, server):
+    a = _ipv4(text, "INVALID_REMOTE")
+    if str(a) in (server["local_ipv4"], server["public_ipv4"]):
+        raise SixbrokerError("REMOTE_IS_SERVER", str(a))
+    return a
+
+
+def check_mtu(value):
+    try:
+        n = int(value) if not isinstance(value, int) else value
+    except (TypeError, ValueError):
+        raise SixbrokerError("INVALID_MTU", repr(value))
+    if isinstance(value, str) and not value.isdigit():
+        raise SixbrokerError("INVALID_MTU", repr(value))
+    if n < MTU_MIN or n > MTU_MAX:
+        raise SixbrokerError("MTU_OUT_OF_RANGE", str(n))
+    return n
+
+
+def check_length(value, layout):
+    text = str(value)
+    if text.startswith("/"):
+        text = text[1:]
+    if not text.isdigit():
+        raise SixbrokerError("INVALID_PREFIX_LENGTH", repr(value))
+    return layout.check_length(int(text))
+
+
+def _prefix(text, code, lo, hi):
+    try:
+        net = addr.Network.parse(text, version=6)
+    except addr.AddressError as e:
+        raise SixbrokerError(code, str(e))
+    a = net.address
+    if net.length < lo or net.length > hi:
+        raise SixbrokerError(code, "%s is a /%d" % (net, net.length))
+    if a.is_multicast or a.is_link_local or a.is_loopback or a.value >> 96 == 0 or a.value >> 32 == 0xFFFF:
+        raise SixbrokerError(code, "%s is not a unicast prefix" % net)
+    return net
+
+
+def check_netns(name):
+    if name is None:
+        return None
+    ok = isinstance(name, str) and 0 < len(name) <= 64 and name not in (".", "..")
+    if ok:
+        for ch in name:
+            if not (ch.isascii() and (ch.isalnum() or ch in "-_.")):
+                ok = False
+    if not ok:
+        raise SixbrokerError("INVALID_NETNS", repr(name))
+    return name
+
+
+def check_uplink(name):
+    if name is None:
+        return None
+    ok = isinstance(name, str) and 0 < len(name) <= 15 and name not in (".", "..")
+    if ok:
+        for ch in name:
+            if ch in "/:" or ch.isspace() or not ch.isprintable():
+                ok = False
+    if not ok:
+        raise SixbrokerError("INVALID_UPLINK", repr(name))
+    return name
+
+
+# ---- init ---------------------------------------------------------------------------------------------------
+
+def _layout_blocks(layout, reserved):
+    """[(start, length, kind)] taken out of the pool before any tunnel: the transfer prefix (if inside),
+    the reserved prefixes.  Overlaps among them are refused."""
+    out = []
+    b = layout.block_of(layout.transfer)
+    if b is not None:
+        out.append((b[0], b[1], layout.transfer.length, "transfer"))
+    for net in reserved:
+        rb = layout.block_of(net)
+        if rb is None or net.length > alloc.POOL_UNIT:
+            raise SixbrokerError("INVALID_RESERVED_PREFIX", "%s is not a /64 or shorter inside %s"
+                                 % (net, layout.prefix))
+        for s, e, _, kind in out:
+            if rb[0] < e and s < rb[1]:
+                raise SixbrokerError("INVALID_RESERVED_PREFIX", "%s overlaps the %s prefix %s"
+                                     % (net, kind, layout.routed_net(s, alloc.POOL_UNIT)))
+        out.append((rb[0], rb[1], net.length, "reserved"))
+    if sum(e - s for s, e, _, _ in out) >= layout.units:
+        raise SixbrokerError("NO_ROUTED_SPACE", str(layout.prefix))
+    out.sort()
+    return out
+
+
+def init(conn, prefix=None, transfer_prefix=None, reserve=None, public_ipv4=None, local_ipv4=None,
+         uplink=None, uplink_ra=None, netns=None, detect=None):
+    """Create or update the server row.  On an existing broker, options not given keep their values;
+    the prefixes can change only while there are no tunnels.
+
+    detect: callable(uplink, netns) -> {"public_ipv4", "uplink_ra"} facts read from the host, used only
+    for what the caller did not give (tests pass their own).
+    """
+    old = db.server_or_none(conn)
+    if old is None and prefix is None:
+        raise SixbrokerError("USAGE", "the first `init` needs --prefix")
+    net = _prefix(prefix, "INVALID_PREFIX", alloc.MIN_ROUTED, alloc.MAX_BROKER) if prefix else \
+        addr.Network.parse(old["prefix"])
+    # what the prefix was cut into before, kept unless given again or the prefix itself changes
+    same_prefix = old is not None and str(net) == old["prefix"]
+    old_reserved = [r["prefix"] for r in _reserved_rows(conn, alloc.Layout.of(old))] if old else []
+    if transfer_prefix:
+        transfer = _prefix(transfer_prefix, "INVALID_TRANSFER_PREFIX", alloc.TRANSFER_MIN, alloc.TRANSFER_MAX)
+    elif same_prefix:
+        transfer = addr.Network.parse(old["transfer_prefix"])
+    else:
+        transfer = net.subnet(64, 0)
+    layout = alloc.Layout(net, transfer)
+    if reserve is not None:
+        reserved = [_prefix(r, "INVALID_RESERVED_PREFIX", 1, alloc.POOL_UNIT) for r in reserve]
+    elif same_prefix:
+        reserved = [addr.Network.parse(r) for r in old_reserved]
+    else:
+        reserved = []
+    fixed = _layout_blocks(layout, reserved)
+
+    # not given: keep the old value; given as '': none any more
+    if uplink is None:
+        uplink = old["uplink"] if old else None
+    else:
+        uplink = check_uplink(uplink) if uplink != "" else None
+    if netns is None:
+        netns = old["netns"] if old else None
+    else:
+        netns = check_netns(netns) if netns != "" else None
+    facts = None
+    if public_ipv4 is None and old is not None:
+        public_ipv4 = old["public_ipv4"]
+        if local_ipv4 is None:
+            local_ipv4 = old["local_ipv4"]
+    if public_ipv4 is None or (uplink_ra is None and uplink and (old is None or uplink != old["uplink"])):
+        facts = (detect or (lambda u, n: {}))(uplink, netns) or {}
+    if public_ipv4 is None:
+        public_ipv4 = facts.get("public_ipv4")
+        if not public_ipv4:
+            raise facts.get("public_ipv4_error") or SixbrokerError("PUBLIC_IPV4_UNKNOWN")
+    public = _ipv4(public_ipv4, "INVALID_PUBLIC_IPV4")
+    local = _ipv4(local_ipv4, "INVALID_LOCAL_IPV4") if local_ipv4 else public
+    if uplink_ra is None:
+        if facts is not None and "uplink_ra" in facts:
+            uplink_ra = bool(facts["uplink_ra"])
+        elif old is not None and uplink == old["uplink"]:
+            uplink_ra = bool(old["uplink_ra"])
+        else:
+            uplink_ra = False
+    if not uplink:
+        uplink_ra = False
+
+    stamp = db.now()
+    with db.transaction(conn):
+        if old is not None:
+            same = (same_prefix and str(transfer) == old["transfer_prefix"]
+                    and sorted(str(r) for r in reserved) == sorted(old_reserved))
+            if not same and db.tunnel_count(conn):
+                raise SixbrokerError("BROKER_PREFIX_IN_USE", "%d tunnel(s)" % db.tunnel_count(conn))
+            if public != addr.Address.parse(old["public_ipv4"]) or local != addr.Address.parse(old["local_ipv4"]):
+                clash = conn.execute("SELECT name FROM tunnels WHERE remote IN (?, ?) ORDER BY name",
+                                     (str(public), str(local))).fetchone()
+                if clash:
+                    raise SixbrokerError("REMOTE_IS_SERVER", "tunnel %s has %s as its remote"
+                                         % (clash[0], str(public)))
+        conn.execute("DELETE FROM blocks WHERE tunnel IS NULL")
+        for s, e, length, kind in fixed:
+            conn.execute("INSERT INTO blocks (start, stop, length, tunnel, kind) VALUES (?, ?, ?, NULL, ?)",
+                         (s, e, length, kind))
+        conn.execute(
+            "INSERT INTO server (id, prefix, transfer_prefix, public_ipv4, local_ipv4, uplink, uplink_ra, netns,"
+            " created, updated) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET prefix = excluded.prefix, transfer_prefix = excluded.transfer_prefix,"
+            " public_ipv4 = excluded.public_ipv4, local_ipv4 = excluded.local_ipv4, uplink = excluded.uplink,"
+            " uplink_ra = excluded.uplink_ra, netns = excluded.netns, updated = excluded.updated",
+            (str(net), str(transfer), str(public), str(local), uplink, 1 if uplink_ra else 0, netns, stamp, stamp))
+    return db.server(conn)
+
+
+def _reserved_rows(conn, layout):
+    out = []
+    for b in conn.execute("SELECT start, length FROM blocks WHERE kind = 'reserved' ORDER BY start"):
+        out.append({"prefix": str(layout.routed_net(b["start"], b["length"]))})
+    return out
+
+
+def server_view(conn):
+    s = db.server(conn)
+    layout = alloc.Layout.of(s)
+    return {
+        "prefix": s["prefix"],
+        "transfer_prefix": s["transfer_prefix"],
+        "reserved": [r["prefix"] for r in _reserved_rows(conn, layout)],
+        "public_ipv4": s["public_ipv4"],
+        "local_ipv4": s["local_ipv4"],
+        "uplink": s["uplink"],
+        "uplink_accept_ra": bool(s["uplink_ra"]),
+        "netns": s["netns"],
+        "tunnels": db.tunnel_count(conn),
+        "usage": alloc.usage(conn, layout),
+    }
+
+
+# ---- tunnels --------------------------------------------------------------------------------------------
+
+def view(server, layout, t):
+    """One tunnel as the CLI prints it (JSON and text) and as routerconf reads it."""
+    net = layout.transfer_net(t["transfer_index"])
+    return {
+        "name": t["name"],
+        "device": t["device"],
+        "remote": t["remote"],
+        "local": server["local_ipv4"],
+        "peeraddr": server["public_ipv4"],
+        "mtu": t["mtu"],
+        "ttl": t["ttl"],
+        "transfer": str(net),
+        "transfer_length": net.length,
+        "server_address": str(net.host(0)),
+        "router_address": str(net.host(1)),
+        "routed": [str(layout.routed_net(s, length)) for s, length in t["blocks"]],
+        "created": t["created"],
+        "updated": t["updated"],
+    }
+
+
+def views(conn):
+    s = db.server(conn)
+    layout = alloc.Layout.of(s)
+    return [view(s, layout, t) for t in db.tunnels(conn)]
+
+
+def show(conn, name):
+    s = db.server(conn)
+    return view(s, alloc.Layout.of(s), db.tunnel(conn, name))
+
+
+def add(conn, name, remote, routed_length=None, mtu=None):
+    s = db.server(conn)
+    layout = alloc.Layout.of(s)
+    check_name(name)
+    r = check_remote(remote, s)
+    length = check_length(DEFAULT_ROUTED_LENGTH if routed_length is None else routed_length, layout)
+    mtu = DEFAULT_MTU if mtu is None else check_mtu(mtu)
+    stamp = db.now()
+    with db.transaction(conn):
+        if db.has_tunnel(conn, name):
+            raise SixbrokerError("TUNNEL_EXISTS", name)
+        other = db.tunnel_with_remote(conn, str(r))
+        if other is not None:
+            raise SixbrokerError("REMOTE_IN_USE", "%s is the remote of tunnel %s" % (r, other))
+        index = alloc.next_transfer_index(conn, layout)
+        start = alloc.next_block(conn, layout, length)
+        try:
+            conn.execute("INSERT INTO tunnels (name, device, remote, transfer_index, mtu, ttl, created, updated)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (name, device_of(name), str(r), index, mtu, TTL, stamp, stamp))
+            alloc.take_block(conn, start, length, name)
+        except sqlite3.IntegrityError as e:
+            # every case is checked above inside this transaction; reaching here is a bug, not bad input
+            raise SixbrokerError("INTERNAL_ERROR", "database refused the new tunnel: %s" % e)
+    return show(conn, name)
+
+
+def remove(conn, name):
+    with db.transaction(conn):
+        gone = show(conn, name)
+        conn.execute("DELETE FROM blocks WHERE tunnel = ?", (name,))
+        conn.execute("DELETE FROM tunnels WHERE name = ?", (name,))
+    return gone
+
+
+def update(conn, name, remote=None, mtu=None):
+    s = db.server(conn)
+    r = check_remote(remote, s) if remote is not None else None
+    mtu = check_mtu(mtu) if mtu is not None else None
+    with db.transaction(conn):
+        t = db.tunnel(conn, name)
+        if r is not None and str(r) != t["remote"]:
+            other = db.tunnel_with_remote(conn, str(r))
+            if other is not None:
+                raise SixbrokerError("REMOTE_IN_USE", "%s is the remote of tunnel %s" % (r, other))
+            conn.execute("UPDATE tunnels SET remote = ?, updated = ? WHERE name = ?", (str(r), db.now(), name))
+        if mtu is not None and mtu != t["mtu"]:
+            conn.execute("UPDATE tunnels SET mtu = ?, updated = ? WHERE name = ?", (mtu, db.now(), name))
+    return show(conn, name)
+
+
+# ---- the desired kernel state --------------------------------------------------------------------------------
+
+def plans(conn):
+    """(server row, [plan]) for every tunnel, in name order."""
+    s = db.server(conn)
+    layout = alloc.Layout.of(s)
+    uplink = s["uplink"] if s["uplink_ra"] else None
+    local = addr.Address.parse(s["local_ipv4"], 4)
+    out = []
+    for t in db.tunnels(conn):
+        routed = [layout.routed_net(start, length) for start, length in t["blocks"]]
+        out.append(plan.broker(t["name"], t["device"], local, addr.Address.parse(t["remote"], 4),
+                               layout.transfer_net(t["transfer_index"]), routed, t["mtu"], t["ttl"], uplink))
+    return s, out
+
+
+NEIGH_FROM = 256        # tunnels from which the IPv6 neighbour table is sized for them
+
+
+def base_sysctls(server, tunnels=0):
+    """What the broker needs even with no tunnel: forwarding, and RAs kept on an uplink that takes its
+    own address from them (forwarding=1 turns RA processing off unless accept_ra is 2).
+
+    Each tunnel's route via the router's /127 address holds an IPv6 neighbour entry (NOARP, but an
+    entry), and the kernel's default table refuses new entries past gc_thresh3 = 1024 ("neighbour table
+    overflow", packets dropped; DESIGN.md, scale facts).  From NEIGH_FROM tunnels on the thresholds are
+    raised to a power of two with room for twice the tunnels and the uplink's own neighbours.  The table
+    is one for all namespaces and its thresholds exist only in the initial one, so a broker running in a
+    namespace (--netns) leaves them to the host."""
+    out = [["net.ipv6.conf.all.forwarding", "1"]]
+    if server["uplink"] and server["uplink_ra"]:
+        out.append(["net.ipv6.conf." + server["uplink"] + ".accept_ra", "2"])
+    if tunnels >= NEIGH_FROM and not server.get("netns"):
+        cap = 4096
+        while cap < 2 * tunnels + 1024:
+            cap *= 2
+        for key, value in (("gc_thresh1", cap // 4), ("gc_thresh2", cap // 2), ("gc_thresh3", cap)):
+            out.append(["net.ipv6.neigh.default." + key, str(value)])
+    return out

@@ -1,0 +1,297 @@
+"""`sixbroker server` on a real kernel (the QEMU guest): three home routers configured from exactly what
+`add` printed, one removed, a reboot (a fresh `vps` namespace) restored by `apply`, crashes repaired by
+`apply`, and the kernel and nftables state compared as `ip`/`nft` dumps.
+
+The homes run `sixbroker router` (standalone) in their own namespaces; their configuration is the printed
+`uci batch` script run through sixbroker.uci and written as the standalone router's file.
+
+    home  (Y, lan0 -> lanhost) --+
+    home2 (192.0.2.20/25)     ---+-- inet -- vps (X): `sixbroker server --netns vps`
+    home3 (192.0.2.130/25)    ---+
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import topo
+from sixbroker import apply_kernel, apply_nft, standalone, uci
+from sixbroker.broker import cli, reconcile
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PREFIX = "2001:db8:5b00::/56"
+HOMES = {
+    # name: (namespace, its IPv4 address, inet's address on that link, prefix length)
+    "r1": ("home", topo.Y, None, None),
+    "r2": ("home2", "192.0.2.20", "192.0.2.1", 25),
+    "r3": ("home3", "192.0.2.130", "192.0.2.129", 25),
+}
+
+
+def _add_home(ns, address, gw, length):
+    topo.run(["ip", "netns", "add", ns])
+    topo.batch("inet", ["link add to-%s type veth peer name v-%s netns %s" % (ns, ns, ns),
+                        "addr add %s/%d dev to-%s" % (gw, length, ns), "link set to-%s up" % ns])
+    # a LAN that is a veth pair inside the router: its end holds the routed prefix's ::1
+    topo.batch(ns, ["addr add %s/%d dev v-%s" % (address, length, ns), "link set lo up", "link set v-%s up" % ns,
+                    "route add default via " + gw, "link add lan0 type veth peer name lanpeer",
+                    "link set lan0 up", "link set lanpeer up"])
+    topo.sysctl(ns, "net.ipv6.conf.lan0.accept_dad", "0")
+
+
+def _rebuild_vps():
+    """A reboot of the VPS: its namespace and everything in it gone, the network set up again as at boot."""
+    topo.run(["ip", "netns", "del", "vps"])
+    topo.run(["ip", "netns", "add", "vps"])
+    topo.batch("inet", ["link add to-vps type veth peer name v-vps netns vps",
+                        "addr add 203.0.113.1/24 dev to-vps", "link set to-vps up"])
+    topo.batch("vps", ["addr add %s/24 dev v-vps" % topo.X, "addr add %s/24 dev v-vps" % topo.X2,
+                       "link set lo up", "link set v-vps up", "route add default via 203.0.113.1"])
+
+
+@pytest.fixture
+def homes(clean):
+    for name, (ns, address, gw, length) in HOMES.items():
+        if gw:
+            _add_home(ns, address, gw, length)
+    yield
+    for ns in ("home2", "home3"):
+        topo.run(["ip", "netns", "del", ns], check=False)
+    standalone.main(["down", "--netns", "home"])
+
+
+class Server:
+    def __init__(self, path, capsys):
+        self.path = path
+        self.capsys = capsys
+
+    def run(self, *args):
+        self.capsys.readouterr()
+        rc = cli.main(list(args) + ["--db", self.path])
+        out, err = self.capsys.readouterr()
+        assert "Traceback" not in out + err
+        return rc, out, err
+
+    def ok(self, *args):
+        rc, out, err = self.run(*args)
+        assert rc == 0, (args, out, err)
+        return out
+
+    def json(self, *args):
+        return json.loads(self.ok(*(list(args) + ["--json"])))
+
+    def process(self, *args, crash=None):
+        """The command in a process of its own (so it can be killed)."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.path.join(REPO, "src")
+        env.pop(reconcile.CRASH_ENV, None)
+        if crash:
+            env[reconcile.CRASH_ENV] = crash
+        # the console script's entry point, as pip would write it
+        entry = "import sys\nfrom sixbroker.cli import main\nsys.exit(main())"
+        return subprocess.run([sys.executable, "-c", entry, "server"] + list(args) + ["--db", self.path],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture
+def server(homes, tmp_path, capsys):
+    s = Server(str(tmp_path / "broker.db"), capsys)
+    yield s
+    apply_kernel.remove_all("vps", scope="broker")
+    apply_nft.remove(apply_nft.TABLE, "vps")
+
+
+def router_file(tmp_path, name, router_json):
+    """The standalone router's configuration from what `add` printed: the uci batch, read as uci would."""
+    pkg = uci.parse("", "network")
+    for args in uci.batch_commands(router_json["uci_batch"]):
+        if args[0] == "commit":
+            continue
+        key, _, value = args[1].partition("=")
+        parts = key.split(".")
+        sec = pkg.get(parts[1])
+        if len(parts) == 2:
+            if value == "":
+                if sec is not None:
+                    pkg.remove(sec)
+            else:
+                pkg.add(value, parts[1])
+        elif args[0] == "set":
+            sec.set(parts[2], value)
+        else:
+            sec.add_list(parts[2], value)
+    printed = pkg.get(name)
+    out = uci.parse("", "router")
+    sec = out.add("tunnel", name)
+    for opt, value in printed.options:
+        sec.set(opt, value)
+    sec.set("lan", ["lan0"])
+    path = str(tmp_path / ("router-" + name))
+    with open(path, "w") as f:
+        f.write(out.dumps())
+    return path
+
+
+def router_up(tmp_path, name, router_json):
+    ns = HOMES[name][0]
+    assert standalone.main(["up", "--config", router_file(tmp_path, name, router_json), "--netns", ns]) == 0
+
+
+def vps_devices():
+    return sorted(d["device"] for d in apply_kernel.status("vps", scope="broker")["devices"])
+
+
+def lan_address(tunnel):
+    return tunnel["routed"][0].split("/")[0] + "1"
+
+
+def reachable(tunnel):
+    """Both ways over the tunnel: the home pings the broker's end, the VPS pings the home's LAN address
+    (which only the route to the routed prefix through this tunnel reaches)."""
+    ns = HOMES[tunnel["name"]][0]
+    return topo.ping(ns, tunnel["server_address"]) and topo.ping("vps", lan_address(tunnel))
+
+
+def read_sysctl(ns, key):
+    with apply_kernel._InNetns(ns):
+        with open("/proc/sys/" + key.replace(".", "/")) as f:
+            return f.read().strip()
+
+
+def test_three_routers_remove_one_reboot_and_restore(server, tmp_path):
+    t0 = time.time()
+    # the public address is read from the uplink (v-vps holds X first, then X2)
+    s = server.json("init", "--prefix", PREFIX, "--uplink", "v-vps", "--uplink-ra", "yes", "--netns", "vps")
+    assert s["server"]["public_ipv4"] == topo.X and s["applied"] is True
+    assert read_sysctl("vps", "net.ipv6.conf.all.forwarding") == "1"
+    assert read_sysctl("vps", "net.ipv6.conf.v-vps.accept_ra") == "2"
+
+    tunnels = {}
+    for name, (ns, address, gw, length) in sorted(HOMES.items()):
+        body = server.json("add", name, "--remote", address)
+        assert body["applied"] is True
+        tunnels[name] = body["tunnel"]
+        router_up(tmp_path, name, body["router"])
+    assert [t["routed"] for _, t in sorted(tunnels.items())] == [["2001:db8:5b00:%d::/64" % i] for i in (1, 2, 3)]
+    assert vps_devices() == ["sbs-r1", "sbs-r2", "sbs-r3"]
+    for t in tunnels.values():
+        assert reachable(t), t["name"]
+    # the seed's LAN host behind r1 reaches the VPS through it
+    setup = time.time() - t0
+
+    # an apply with nothing to do changes nothing, in the kernel or in nftables (counters included)
+    before = topo.dumps("vps")
+    again = server.json("apply")["apply"]
+    assert again["kernel"]["changes"] == [] and again["firewall"]["changed"] is False
+    assert topo.dumps("vps") == before
+
+    # remove r2: its device, routes and firewall element go; the others keep working
+    server.ok("remove", "r2")
+    assert vps_devices() == ["sbs-r1", "sbs-r3"]
+    assert not topo.ping("home2", tunnels["r2"]["server_address"], wait=1)
+    ruleset = topo.nft("vps", "list", "table", "inet", "sixbroker").stdout
+    assert "192.0.2.20" not in ruleset and "192.0.2.130" in ruleset and topo.Y in ruleset
+    assert reachable(tunnels["r1"]) and reachable(tunnels["r3"])
+
+    # reboot: a fresh namespace knows nothing; `apply` (what the systemd unit runs) restores it all
+    _rebuild_vps()
+    assert vps_devices() == []
+    assert read_sysctl("vps", "net.ipv6.conf.all.forwarding") == "0"
+    t1 = time.time()
+    server.ok("apply")
+    restore = time.time() - t1
+    assert vps_devices() == ["sbs-r1", "sbs-r3"]
+    assert read_sysctl("vps", "net.ipv6.conf.all.forwarding") == "1"
+    assert read_sysctl("vps", "net.ipv6.conf.v-vps.accept_ra") == "2"
+    assert reachable(tunnels["r1"]) and reachable(tunnels["r3"])
+    # a host on r1's LAN, numbered from r1's routed prefix, reaches the VPS through both
+    lan = tunnels["r1"]["routed"][0].split("/")[0] + "100"
+    topo.ip("lanhost", "addr", "add", lan + "/64", "dev", "eth0")
+    topo.ip("lanhost", "-6", "route", "replace", "default", "via", lan_address(tunnels["r1"]))
+    try:
+        assert topo.ping("lanhost", tunnels["r1"]["server_address"])
+        assert topo.ping("vps", lan)
+    finally:
+        topo.ip("lanhost", "addr", "del", lan + "/64", "dev", "eth0")
+        topo.ip("lanhost", "-6", "route", "replace", "default", "via", "2001:db8:5b11::1")
+    # r2's freed prefix and /127 go to the next tunnel
+    body = server.json("add", "r2", "--remote", HOMES["r2"][1])
+    assert (body["tunnel"]["routed"], body["tunnel"]["transfer"]) == (tunnels["r2"]["routed"], tunnels["r2"]["transfer"])
+    assert reachable(body["tunnel"])
+    print("\nbroker e2e: init + 3 adds + 3 routers up + 6 pings %.1f s; apply after reboot (2 tunnels) %.2f s"
+          % (setup, restore))
+
+
+def test_crashes_are_repaired_by_apply(server, tmp_path):
+    server.ok("init", "--prefix", PREFIX, "--public-ipv4", topo.X, "--netns", "vps")
+    body = server.json("add", "r1", "--remote", topo.Y)
+    router_up(tmp_path, "r1", body["router"])
+    assert reachable(body["tunnel"])
+
+    # killed right after the commit: the database has r3, the kernel does not
+    p = server.process("add", "r3", "--remote", HOMES["r3"][1], crash="commit")
+    assert p.returncode == -9 and p.stdout == ""
+    assert vps_devices() == ["sbs-r1"]
+    listed = server.json("list")["tunnels"]
+    assert [t["name"] for t in listed] == ["r1", "r3"]
+    r3 = listed[1]
+    assert server.process("apply").returncode == 0
+    assert vps_devices() == ["sbs-r1", "sbs-r3"]
+    router_up(tmp_path, "r3", server.json("config", "r3")["router"])
+    assert reachable(r3)
+
+    # killed between the kernel and the firewall: the device is there, the peer not yet let in by our table
+    p = server.process("set", "r3", "--remote", "192.0.2.131", crash="kernel")
+    assert p.returncode == -9
+    status = [d for d in apply_kernel.status("vps", scope="broker")["devices"] if d["device"] == "sbs-r3"][0]
+    assert status["remote"] == "192.0.2.131"
+    assert "192.0.2.131" not in topo.nft("vps", "list", "table", "inet", "sixbroker").stdout
+    assert server.process("apply").returncode == 0
+    assert "192.0.2.131" in topo.nft("vps", "list", "table", "inet", "sixbroker").stdout
+    # back to the real address, in-process this time
+    server.ok("set", "r3", "--remote", HOMES["r3"][1])
+    assert reachable(r3)
+
+    # killed after a remove's commit: the device outlives the row until apply
+    p = server.process("remove", "r1", crash="commit")
+    assert p.returncode == -9
+    assert vps_devices() == ["sbs-r1", "sbs-r3"]
+    assert server.process("apply").returncode == 0
+    assert vps_devices() == ["sbs-r3"]
+    assert topo.nft("vps", "list", "table", "inet", "sixbroker").stdout.count(topo.Y) == 0
+
+
+def test_a_foreign_device_in_the_way_is_an_apply_error_and_the_row_stays(server, tmp_path):
+    server.ok("init", "--prefix", PREFIX, "--public-ipv4", topo.X, "--netns", "vps")
+    # someone else's sit from X to Y: ours would be the same (local, remote) pair
+    topo.batch("vps", ["tunnel add he-vps mode sit local %s remote %s ttl 64" % (topo.X, topo.Y),
+                       "link set he-vps up"])
+    try:
+        rc, out, err = server.run("add", "r1", "--remote", topo.Y)
+        assert rc == 1 and "error APPLY_FAILED: SIT_PAIR_IN_USE: " in err, err
+        assert "ifup r1" in out
+        assert [t["name"] for t in server.json("list")["tunnels"]] == ["r1"]
+        assert topo.ip("vps", "-d", "link", "show", "he-vps").returncode == 0
+    finally:
+        topo.ip("vps", "link", "del", "he-vps", check=False)
+    # with the obstacle gone, apply finishes the job
+    server.ok("apply")
+    assert vps_devices() == ["sbs-r1"]
+
+
+def test_a_big_broker_sizes_the_neighbour_table(world):
+    """The thresholds exist in the initial namespace only (the guest's own here, so writing them is safe)."""
+    from sixbroker.broker import service
+    keys = ["net.ipv6.neigh.default.gc_thresh%d" % i for i in (1, 2, 3)]
+    old = [read_sysctl(None, k) for k in keys]
+    want = service.base_sysctls({"uplink": None, "uplink_ra": 0, "netns": None}, 1000)
+    try:
+        result = apply_kernel.apply_sysctls(want, None)
+        assert [read_sysctl(None, k) for k in keys] == ["1024", "2048", "4096"]
+        assert len(result.changes) >= 3
+    finally:
+        apply_kernel.apply_sysctls([[k, v] for k, v in zip(keys, old)], None)
