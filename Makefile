@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 MPY     := .venv/bin/micropython
 PYTEST  := $(PY) -m pytest
 
-.PHONY: all test test-unit test-micropython test-e2e lab ipk bench bench-handler bench-broker bootstrap clean guest
+.PHONY: all test test-unit test-micropython test-e2e lab ipk bench bench-handler bench-broker bench-dataplane bootstrap clean guest
 
 all: test
 
@@ -28,8 +28,14 @@ guest: bootstrap
 test-e2e: guest
 	$(PY) tests/guest.py run --times --timeout 1200 -- $(PYTEST) -p no:cacheprovider tests/e2e
 
+# The main job (scripts/lab): one guest, the world in namespaces (LAN hosts, a home router, one behind NAT, an
+# IPv4 internet, the VPS, an IPv6 host beyond it), both ends up by `sixbroker server` and `sixbroker router`, a
+# report; exit 0 only when IPv6 works end to end.
+lab: guest
+	$(PY) scripts/lab
+
 # Benchmarks print ratios against a baseline measured in the same run; they assert nothing.
-bench: bench-handler bench-broker
+bench: bench-handler bench-broker bench-dataplane
 
 bench-handler: bootstrap
 	$(PY) bench/handler
@@ -37,6 +43,10 @@ bench-handler: bootstrap
 # The broker's scaling numbers (bench/broker): add, allocator and desired-state cost at 1000-10000 tunnels.
 bench-broker: bootstrap
 	$(PY) bench/broker/bench_broker.py
+
+# TCP through the tunnel as a ratio to plain IPv4 between the same namespaces, in one guest.
+bench-dataplane: guest
+	$(PY) bench/dataplane
 
 # The router packages, built as OpenWrt's ipkg-build builds them (scripts/mkipk.py, packaging/):
 # dist/sixbroker_<version>_all.ipk and dist/luci-app-sixbroker_<version>_all.ipk, sizes printed.
