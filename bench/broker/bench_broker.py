@@ -3,6 +3,10 @@
 
     .venv/bin/python bench/broker/bench_broker.py [--sizes 1000,5000,10000]          # database + allocator
     .venv/bin/python tests/guest.py run -- .venv/bin/python bench/broker/bench_broker.py --real --sizes 100,300
+    .venv/bin/python tests/guest.py run --timeout 900 -- .venv/bin/python bench/broker/bench_broker.py --vs-raw
+
+--vs-raw (make bench-broker-guest) is issue 5's comparison: add, remove and apply at 1, 100 and 1000 tunnels as
+a ratio to the raw ip/nft commands for the same plans, in the same guest run (vs_raw.py says how).
 
 Without --real the applier is a no-op that still receives the whole desired state (plans for every
 tunnel), so the numbers are sixbroker's own cost: the transaction, the allocator's SQL, building the plans.
@@ -22,7 +26,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src"))
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src")
+sys.path.insert(0, SRC)
 
 from sixbroker import addr  # noqa: E402
 from sixbroker.broker import db, reconcile, service  # noqa: E402
@@ -71,11 +76,19 @@ def window(conn, n, size, applier):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="1000,5000,10000")
-    ap.add_argument("--window", type=int, default=50, help="adds and removes timed at each size")
+    ap.add_argument("--sizes", help="tunnel counts (default 1000,5000,10000; with --vs-raw 1,100,1000)")
+    ap.add_argument("--window", type=int, help="adds and removes timed at each size (default 50; --vs-raw 3)")
     ap.add_argument("--real", action="store_true", help="reconcile the real kernel and nftables (root, sit)")
+    ap.add_argument("--vs-raw", action="store_true",
+                    help="add/remove/apply as ratios to the raw ip -batch and nft commands (root, sit)")
     args = ap.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.vs_raw:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import vs_raw
+        sizes = [int(s) for s in (args.sizes or "1,100,1000").split(",")]
+        return vs_raw.main(sizes, args.window or 3, SRC)
+    sizes = [int(s) for s in (args.sizes or "1000,5000,10000").split(",")]
+    args.window = args.window or 50
 
     tmp = tempfile.mkdtemp(prefix="sixbroker-bench-")
     path = os.path.join(tmp, "broker.db")

@@ -1,37 +1,21 @@
 """Fixtures of the real-kernel suite.  It needs a kernel with sit: run it in the QEMU guest with
 `make test-e2e` (one boot for the whole session); elsewhere every test is skipped, saying why."""
 
-import os
 import time
 
 import pytest
 
+import lab_world
 import topo
 
 _T0 = time.time()
 
 
-def _sit_works():
-    from pyroute2 import IPRoute
-    name = "sb-e2e-probe"
-    topo.run(["ip", "netns", "add", name], check=False)
-    try:
-        with IPRoute(netns=name, flags=0, groups=0) as ipr:
-            ipr.link("add", ifname="probe", kind="sit", sit_local="192.0.2.1", sit_remote="192.0.2.2")
-        return None
-    except Exception as e:
-        return "%s: %s" % (type(e).__name__, e)
-    finally:
-        topo.run(["ip", "netns", "del", name], check=False)
-
-
 @pytest.fixture(scope="session")
 def world():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    why = _sit_works()
+    why = lab_world.sit_missing()
     if why:
-        pytest.skip("this kernel cannot make sit devices (%s): run `make test-e2e`, which boots one" % why)
+        pytest.skip(why + ": run `make test-e2e`, which boots a kernel that has sit")
     topo.build()
     yield topo
     topo.teardown()
