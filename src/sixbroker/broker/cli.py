@@ -127,6 +127,16 @@ def _list_text(tunnels):
     return "\n".join(lines) + "\n"
 
 
+def _count(n):
+    """A pool size people can read: 2^63 transfer /127s is true, and unreadable."""
+    if n < 1000000:
+        return str(n)
+    bits = n.bit_length()
+    if n < (1 << bits) * 3 // 4:
+        bits -= 1           # the nearer power of two
+    return "2^%d" % bits if n == 1 << bits else "about 2^%d" % bits
+
+
 def _server_text(s):
     lines = ["prefix          %s" % s["prefix"],
              "transfer prefix %s" % s["transfer_prefix"]]
@@ -136,8 +146,9 @@ def _server_text(s):
               "local IPv4      %s" % s["local_ipv4"],
               "uplink          %s%s" % (s["uplink"] or "-", " (accept_ra=2)" if s["uplink_accept_ra"] else ""),
               "netns           %s" % (s["netns"] or "-"),
-              "tunnels         %d (of %d transfer /127s)" % (s["tunnels"], s["usage"]["transfer_total"]),
-              "routed /64s     %d used of %d" % (s["usage"]["routed_64s_used"], s["usage"]["routed_64s_total"])]
+              "tunnels         %d (room for %s)" % (s["tunnels"], _count(s["usage"]["transfer_total"])),
+              "routed /64s     %d used of %s" % (s["usage"]["routed_64s_used"],
+                                                 _count(s["usage"]["routed_64s_total"]))]
     return "\n".join(lines) + "\n"
 
 
