@@ -81,7 +81,8 @@ stage1() {
 	readline /newroot$SHARE/moddir
 	kver=$($BB uname -r)
 	$BB mkdir -p "/newroot/lib/modules/$kver"
-	$BB mount --bind "/newroot$REPLY" "/newroot/lib/modules/$kver" || die "cannot bind the module tree $REPLY"
+	# from the read-only lower layer: the tree may live under /tmp, which is the guest's own tmpfs
+	$BB mount --bind "/newroot/run/guest-init/host$REPLY" "/newroot/lib/modules/$kver" || die "cannot bind the module tree $REPLY"
 	exec $BB switch_root /newroot /run/guest-init/busybox sh /run/guest-init/init stage2
 }
 
