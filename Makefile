@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 MPY     := .venv/bin/micropython
 PYTEST  := $(PY) -m pytest
 
-.PHONY: all test test-unit test-micropython test-e2e lab ipk bench bench-handler bench-broker bench-dataplane bootstrap clean guest
+.PHONY: all test test-unit test-micropython test-e2e lab ipk bench bench-handler bench-broker bench-broker-guest bench-dataplane bootstrap clean guest
 
 all: test
 
@@ -43,6 +43,11 @@ bench-handler: bootstrap
 # The broker's scaling numbers (bench/broker): add, allocator and desired-state cost at 1000-10000 tunnels.
 bench-broker: bootstrap
 	$(PY) bench/broker/bench_broker.py
+
+# Issue 5: add, remove and apply at 1, 100 and 1000 tunnels as ratios to the raw ip -batch/nft commands for
+# the same plans, both in one guest run (~3 min under TCG).
+bench-broker-guest: guest
+	$(PY) tests/guest.py run --timeout 900 -- $(PY) bench/broker/bench_broker.py --vs-raw --sizes 1,100,1000
 
 # TCP through the tunnel as a ratio to plain IPv4 between the same namespaces, in one guest.
 bench-dataplane: guest

@@ -113,24 +113,11 @@ def test_behind_nat_the_vps_sees_the_nat_and_the_nat_forwards_protocol_41(lab):
 
 def _flush_conntrack(ns):
     from pyroute2 import Conntrack
-    out = {}
-
-    def work():
-        try:
-            with apply_kernel._InNetns(ns):
-                ct = Conntrack()
-            try:
-                ct.flush()
-            finally:
-                ct.close()
-        except Exception as e:  # handed to the test
-            out["e"] = e
-
-    t = threading.Thread(target=work)
-    t.start()
-    t.join()
-    if "e" in out:
-        raise out["e"]
+    ct = topo.in_ns(ns, Conntrack)      # the netlink socket opens in ns and stays there
+    try:
+        ct.flush()
+    finally:
+        ct.close()
 
 
 def test_a_full_size_packet_crosses_whole_and_a_larger_one_gets_packet_too_big(lab):

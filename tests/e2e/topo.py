@@ -111,14 +111,15 @@ def dumps(ns):
     }
 
 
-def ns_socket(ns, family, kind, proto=0):
-    """A socket in namespace ns (made by a thread that enters it; the socket stays there)."""
+def in_ns(ns, make):
+    """make() called in namespace ns, from a thread that enters it (setns is per thread, and what the call
+    opens, a socket, a netlink handle, stays in that namespace); its result, or its exception raised here."""
     out = {}
 
     def work():
         try:
             with apply_kernel._InNetns(ns):
-                out["s"] = socket.socket(family, kind, proto)
+                out["r"] = make()
         except Exception as e:  # handed to the caller
             out["e"] = e
 
@@ -127,7 +128,12 @@ def ns_socket(ns, family, kind, proto=0):
     t.join()
     if "e" in out:
         raise out["e"]
-    return out["s"]
+    return out["r"]
+
+
+def ns_socket(ns, family, kind, proto=0):
+    """A socket in namespace ns."""
+    return in_ns(ns, lambda: socket.socket(family, kind, proto))
 
 
 def _checksum(data):
