@@ -271,8 +271,23 @@ def agree(js, form, config):
     for name, got in fields.items():
         want = [c for c, opt in py if opt == name]
         want = ["MISSING" if c == REQUIRED.get(name) else c for c in want]
+        items = config.get(name)
+        if isinstance(items, list):
+            # LuCI validates a list entry by its value alone: every copy of a repeated valid entry is
+            # flagged, where the handler, reading the list in order, flags all but the first
+            for value in sorted(set(items), key=items.index):
+                if items.count(value) > 1 and got.count("PREFIXES_OVERLAP") > want.count("PREFIXES_OVERLAP"):
+                    got.remove("PREFIXES_OVERLAP")
         assert got == want, (name, config, got, want)
     return py
+
+
+def test_a_repeated_prefix_is_flagged_in_the_form(js, form):
+    same = "2001:db8:5b11::/64"
+    answer = js(dict(SEED, ip6prefix=[same, same]))
+    verdicts = field_codes(form["errors"], answer["form"]["fields"])["ip6prefix"]
+    assert verdicts == ["PREFIXES_OVERLAP", "PREFIXES_OVERLAP"]
+    assert [e["code"] for e in answer["validate"]] == ["PREFIXES_OVERLAP"]
 
 
 @pytest.mark.parametrize("config,codes", CASES)

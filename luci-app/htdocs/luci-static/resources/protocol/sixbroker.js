@@ -55,13 +55,16 @@ function formConfig(option, section_id) {
  */
 function validator(name) {
 	return function(section_id, value) {
-		var config = formConfig(this, section_id), index = null;
+		var config = formConfig(this, section_id), index = null, repeated = false;
 
 		if (sbopts.schema[name] == 'list') {
 			var v = config[name],
 			    items = Array.isArray(v) ? v.slice() : (v ? [ v ] : []),
 			    at = items.indexOf(value);
 
+			/* LuCI hands over the value alone, so the copies of a repeated entry look the same: each
+			 * is flagged, where the handler flags all but the first. */
+			repeated = (at >= 0 && items.lastIndexOf(value) != at);
 			items = (at >= 0) ? items.slice(0, at) : items;
 			index = items.length;
 			items.push(value);
@@ -77,7 +80,7 @@ function validator(name) {
 			if (errors[i].option == name && (index === null || errors[i].index === index))
 				return sbopts.errorText(errors[i].code);
 
-		return true;
+		return repeated ? sbopts.errorText('PREFIXES_OVERLAP') : true;
 	};
 }
 
