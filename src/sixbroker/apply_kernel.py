@@ -185,6 +185,17 @@ def _netlink_error():
     return NetlinkError
 
 
+def _messages(data, what):
+    """(type, flags, seq, payload start, end) of each netlink message in one datagram."""
+    pos = 0
+    while pos + 16 <= len(data):
+        length, typ, flags, seq, _ = struct.unpack_from("IHHII", data, pos)
+        if length < 16:
+            raise SixbrokerError("NETLINK_FAIL", what + ": bad message")
+        yield typ, flags, seq, pos + 16, pos + length
+        pos += (length + 3) & ~3
+
+
 def _os_error(e, what):
     code = getattr(e, "code", None) or getattr(e, "errno", None)
     if code in (errno.EPERM, errno.EACCES):
@@ -320,22 +331,17 @@ class _Reader:
         out, interrupted = [], False
         while True:
             data = self.sock.recv(1 << 20)
-            pos = 0
-            while pos + 16 <= len(data):
-                length, typ, flags, seq, _ = struct.unpack_from("IHHII", data, pos)
-                if length < 16:
-                    raise SixbrokerError("NETLINK_FAIL", what + ": bad message")
+            for typ, flags, seq, pos, end in _messages(data, what):
                 if seq == self.seq:
                     if typ == NLMSG_DONE:
                         return out, interrupted
                     if typ == NLMSG_ERROR:
-                        code = -struct.unpack_from("i", data, pos + 16)[0]
+                        code = -struct.unpack_from("i", data, pos)[0]
                         if code:
                             raise _os_error(OSError(code, os.strerror(code)), what)
                         return out, interrupted
                     interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
-                    out.append((data, pos + 16, pos + length))
-                pos += (length + 3) & ~3
+                    out.append((data, pos, end))
 
     def request(self, msg_type, body, what):
         """One answer to one request (not a dump)."""
@@ -343,17 +349,12 @@ class _Reader:
         self.sock.send(struct.pack("IHHII", 16 + len(body), msg_type, NLM_F_REQUEST, self.seq, 0) + body)
         while True:
             data = self.sock.recv(1 << 16)
-            pos = 0
-            while pos + 16 <= len(data):
-                length, typ, _, seq, _ = struct.unpack_from("IHHII", data, pos)
-                if length < 16:
-                    raise SixbrokerError("NETLINK_FAIL", what + ": bad message")
+            for typ, _, seq, pos, end in _messages(data, what):
                 if seq == self.seq:
                     if typ == NLMSG_ERROR:
-                        code = -struct.unpack_from("i", data, pos + 16)[0]
+                        code = -struct.unpack_from("i", data, pos)[0]
                         raise OSError(code, os.strerror(code))
-                    return data, pos + 16, pos + length
-                pos += (length + 3) & ~3
+                    return data, pos, end
 
     def route_get4(self, dst):
         """(preferred source, output device index) of the kernel's route to IPv4 dst."""
