@@ -184,24 +184,21 @@ def broker_round(tmp, n, window, tag="run"):
 # ---- one-time costs ------------------------------------------------------------------------------------
 
 def startup_costs(src):
-    """(interpreter start s, imports of the CLI and appliers s, pyroute2 import s): what each
-    `sixbroker server` process pays before its first instruction of work; pyroute2 only when it changes
-    something (a no-op apply never loads it).  Imports are timed inside a fresh interpreter, so the start's
-    own noise does not leak into them."""
+    """(interpreter start s, imports of the CLI and appliers s): what each `sixbroker server` process pays
+    before its first instruction of work.  Imports are timed inside a fresh interpreter, so the start's own
+    noise does not leak into them."""
     env = dict(os.environ)
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     code = ("import time; t0 = time.perf_counter(); "
             "import sixbroker.broker.cli, sixbroker.broker.reconcile, sixbroker.apply_kernel, sixbroker.apply_nft; "
-            "t1 = time.perf_counter(); import pyroute2; t2 = time.perf_counter(); print(t1 - t0, t2 - t1)")
+            "t1 = time.perf_counter(); print(t1 - t0)")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)   # warm the caches
-    starts, imports, pyroute2 = [], [], []
+    starts, imports = [], []
     for _ in range(3):
         starts.append(timed(lambda: subprocess.run([sys.executable, "-c", "pass"], env=env, check=True))[0])
         out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
-        a, b = out.stdout.split()
-        imports.append(float(a))
-        pyroute2.append(float(b))
-    return min(starts), min(imports), min(pyroute2)
+        imports.append(float(out.stdout.split()[0]))
+    return min(starts), min(imports)
 
 
 def raise_neigh_thresholds():
@@ -226,13 +223,11 @@ def main(sizes, window, src):
         return 2
     tmp = tempfile.mkdtemp(prefix="sixbroker-bench-")
     raised = raise_neigh_thresholds()
-    start, imports, pyroute2 = startup_costs(src)
-    # this process pays them once, here, not inside the first timed operation
-    import pyroute2 as _  # noqa: F401
+    start, imports = startup_costs(src)
     print("sixbroker server vs the raw ip/nft commands, the same plans, one run (%s)" % (
         "QEMU guest" if os.environ.get("SIXBROKER_GUEST") == "1" else "this host"))
     print("one-time per `sixbroker server` process, not in the rows below: interpreter start %.3f s, "
-          "imports %.3f s, pyroute2 %.3f s (on a change only)" % (start, imports, pyroute2))
+          "imports %.3f s" % (start, imports))
     if raised:
         print("(IPv6 neighbour gc_thresh raised to 8192 in the guest: two namespaces of tunnels share it)")
     print("add/remove: median of %d; raw add = ip -batch + nft add element (peer only), raw remove = "

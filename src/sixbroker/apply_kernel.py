@@ -3,11 +3,12 @@
 CPython only.  `apply()` reconciles: it reads what is there (one dump each of links, IPv6 addresses and
 our IPv6 routes per apply, and one more link dump when devices were created or re-keyed), changes only
 what differs, and removes what it owns that no plan wants.  Every netlink change and sysctl write is
-counted (Result.changes), so a test or benchmark can hold a second apply to zero.
+counted (Result.changes), so a test or benchmark can hold a second apply to zero.  `apply(only=...)` does
+the same for a few named devices and reads nothing else: the broker's add and remove of one tunnel cost
+the same with 1 or 1000 others.
 
-Reading is a small dump reader of our own (_Reader, struct over a plain netlink socket); changing is
-pyroute2, loaded on the first change, so an apply with nothing to do never imports it.  With 100 tunnels
-in the QEMU guest (TCG) a no-op apply went from 18 s with pyroute2's decoder to 0.4 s.
+Netlink is our own (sixbroker/netlink.py): dumps decode only the fields compared, and changes go to the
+kernel in batches, in order (links first, then addresses and routes, which need the links' indexes).
 
 Ownership, which survives a restart and is not a matter of names:
 - a device is ours when its alias (IFLA_IFALIAS) is `sixbroker:<scope>`.  The scope keeps the broker's
@@ -34,11 +35,13 @@ when it is created or re-keyed, so the MTU is always set explicitly.
 """
 
 import errno
+import hashlib
 import os
 import socket
 import struct
 
 from sixbroker import addr
+from sixbroker import netlink as nl
 from sixbroker.errors import SixbrokerError
 
 ALIAS_PREFIX = "sixbroker:"
@@ -58,6 +61,7 @@ class Result:
     def __init__(self):
         self.changes = []
         self.foreign_tunnels = []     # (local, remote) of up sit devices that are not ours
+        self.fingerprint = None       # see fingerprint()
 
     @property
     def count(self):
@@ -164,72 +168,11 @@ def _netns_path(netns):
     return netns if "/" in netns else "/run/netns/" + netns
 
 
-def _open(netns):
-    try:
-        from pyroute2 import IPRoute
-    except ImportError:
-        raise SixbrokerError("PYROUTE2_MISSING")
-    if netns is not None and not os.path.exists(_netns_path(netns)):
-        raise SixbrokerError("NETNS_NOT_FOUND", netns)
-    try:
-        # made by this thread inside the namespace, its socket stays there: no helper process (which
-        # IPRoute(netns=...) forks), and never a namespace created by mistake; groups=0: no events
-        with _InNetns(netns):
-            return IPRoute(groups=0)
-    except OSError as e:
-        raise _os_error(e, "netlink socket")
-
-
-def _netlink_error():
-    from pyroute2.netlink.exceptions import NetlinkError
-    return NetlinkError
-
-
-def _messages(data, what):
-    """(type, flags, seq, payload start, end) of each netlink message in one datagram."""
-    pos = 0
-    while pos + 16 <= len(data):
-        length, typ, flags, seq, _ = struct.unpack_from("IHHII", data, pos)
-        if length < 16:
-            raise SixbrokerError("NETLINK_FAIL", what + ": bad message")
-        yield typ, flags, seq, pos + 16, pos + length
-        pos += (length + 3) & ~3
-
-
 def _os_error(e, what):
     code = getattr(e, "code", None) or getattr(e, "errno", None)
     if code in (errno.EPERM, errno.EACCES):
         return SixbrokerError("NOT_PERMITTED", what)
     return SixbrokerError("NETLINK_FAIL", what + ": " + os.strerror(code) if code else what + ": " + str(e))
-
-
-# pyroute2 decodes every attribute of every message into objects: ~1.4 ms per link natively (20x under
-# TCG), seconds for a no-op apply of 1000 tunnels.  This reads only the fields we compare (~0.1 ms a link).
-
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
-RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE = 18, 22, 26
-SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
-IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_STATS64 = 3, 4, 18, 20, 23
-IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
-IFLA_IPTUN_LINK, IFLA_IPTUN_LOCAL, IFLA_IPTUN_REMOTE, IFLA_IPTUN_TTL, IFLA_IPTUN_TOS = 1, 2, 3, 4, 5
-IFLA_IPTUN_PMTUDISC = 10
-IFA_ADDRESS, IFA_LOCAL, IFA_RT_PRIORITY = 1, 2, 9
-RTA_DST, RTA_SRC, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 2, 4, 5, 6, 7, 15
-_STATS64 = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_errors", "tx_errors", "rx_dropped",
-            "tx_dropped")
-
-
-def _attrs(buf, start, end):
-    """{type: bytes} of the rtattrs in buf[start:end] (the nested flag masked off)."""
-    out = {}
-    while start + 4 <= end:
-        length, typ = struct.unpack_from("HH", buf, start)
-        if length < 4:
-            break
-        out[typ & 0x3FFF] = buf[start + 4:start + length]
-        start += (length + 3) & ~3
-    return out
 
 
 def _u32(b):
@@ -244,238 +187,207 @@ def _ip6(b):
     return socket.inet_ntop(AF_INET6, b[:16])
 
 
+_STATS64 = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_errors", "tx_errors", "rx_dropped",
+            "tx_dropped")
+
+
 class _Link:
     def __init__(self, index, flags, a):
         self.index = index
-        self.name = _text(a[IFLA_IFNAME]) if IFLA_IFNAME in a else None
-        self.alias = _text(a[IFLA_IFALIAS]) if IFLA_IFALIAS in a else None
+        self.name = _text(a[nl.IFLA_IFNAME]) if nl.IFLA_IFNAME in a else None
+        self.alias = _text(a[nl.IFLA_IFALIAS]) if nl.IFLA_IFALIAS in a else None
         self.alias = self.alias or None
-        self.mtu = _u32(a[IFLA_MTU]) if IFLA_MTU in a else None
+        self.mtu = _u32(a[nl.IFLA_MTU]) if nl.IFLA_MTU in a else None
         self.up = bool(flags & IFF_UP)
         self.kind = None
         self.params = {}
         self.stats = None
-        if IFLA_STATS64 in a and len(a[IFLA_STATS64]) >= 64:
-            self.stats = dict(zip(_STATS64, struct.unpack_from("8Q", a[IFLA_STATS64])))
-        if IFLA_LINKINFO in a:
-            info = a[IFLA_LINKINFO]
-            info = _attrs(info, 0, len(info))
-            if IFLA_INFO_KIND in info:
-                self.kind = _text(info[IFLA_INFO_KIND])
-            if self.kind == "sit" and IFLA_INFO_DATA in info:
-                d = info[IFLA_INFO_DATA]
-                d = _attrs(d, 0, len(d))
-                self.params = {"local": socket.inet_ntoa(d[IFLA_IPTUN_LOCAL][:4]),
-                               "remote": socket.inet_ntoa(d[IFLA_IPTUN_REMOTE][:4]),
-                               "ttl": d[IFLA_IPTUN_TTL][0], "tos": d[IFLA_IPTUN_TOS][0],
-                               "link": _u32(d[IFLA_IPTUN_LINK]) if IFLA_IPTUN_LINK in d else 0,
-                               "pmtudisc": d[IFLA_IPTUN_PMTUDISC][0] if IFLA_IPTUN_PMTUDISC in d else 1}
+        if nl.IFLA_STATS64 in a and len(a[nl.IFLA_STATS64]) >= 64:
+            self.stats = dict(zip(_STATS64, struct.unpack_from("8Q", a[nl.IFLA_STATS64])))
+        if nl.IFLA_LINKINFO in a:
+            info = a[nl.IFLA_LINKINFO]
+            info = nl.attrs(info, 0, len(info))
+            if nl.IFLA_INFO_KIND in info:
+                self.kind = _text(info[nl.IFLA_INFO_KIND])
+            if self.kind == "sit" and nl.IFLA_INFO_DATA in info:
+                d = info[nl.IFLA_INFO_DATA]
+                d = nl.attrs(d, 0, len(d))
+                self.params = {"local": socket.inet_ntoa(d[nl.IFLA_IPTUN_LOCAL][:4]),
+                               "remote": socket.inet_ntoa(d[nl.IFLA_IPTUN_REMOTE][:4]),
+                               "ttl": d[nl.IFLA_IPTUN_TTL][0], "tos": d[nl.IFLA_IPTUN_TOS][0],
+                               "link": _u32(d[nl.IFLA_IPTUN_LINK]) if nl.IFLA_IPTUN_LINK in d else 0,
+                               "pmtudisc": d[nl.IFLA_IPTUN_PMTUDISC][0] if nl.IFLA_IPTUN_PMTUDISC in d else 1}
+
+    def facts(self):
+        """What a fingerprint covers of the device itself."""
+        return (self.name, self.kind, sorted(self.params.items()), self.mtu, self.up, self.alias)
 
 
 class _Addr:
     def __init__(self, index, length, a):
         self.index = index
-        raw = a[IFA_ADDRESS][:16]
+        raw = a[nl.IFA_ADDRESS][:16]
         self.address = _ip6(raw)
         self.length = length
-        self.metric = _u32(a[IFA_RT_PRIORITY]) if IFA_RT_PRIORITY in a else 0
+        self.metric = _u32(a[nl.IFA_RT_PRIORITY]) if nl.IFA_RT_PRIORITY in a else 0
         # the kernel's own: link-local (fe80::/10), and the IPv4-compatible ::a.b.c.d of a local-only sit
         self.kernel_made = (raw[0] == 0xFE and raw[1] & 0xC0 == 0x80) or raw[:12] == bytes(12)
 
 
 class _Route:
     def __init__(self, dst_len, src_len, table, proto, a):
-        self.table = _u32(a[RTA_TABLE]) if RTA_TABLE in a else table
+        self.table = _u32(a[nl.RTA_TABLE]) if nl.RTA_TABLE in a else table
         self.proto = proto
-        self.oif = _u32(a[RTA_OIF]) if RTA_OIF in a else None
-        self.dst = _ip6(a[RTA_DST]) if RTA_DST in a else "::"
+        self.oif = _u32(a[nl.RTA_OIF]) if nl.RTA_OIF in a else None
+        self.dst = _ip6(a[nl.RTA_DST]) if nl.RTA_DST in a else "::"
         self.dst_len = dst_len
-        self.src = _ip6(a[RTA_SRC]) if RTA_SRC in a else None
+        self.src = _ip6(a[nl.RTA_SRC]) if nl.RTA_SRC in a else None
         self.src_len = src_len
-        self.gateway = _ip6(a[RTA_GATEWAY]) if RTA_GATEWAY in a else None
-        self.metric = _u32(a[RTA_PRIORITY]) if RTA_PRIORITY in a else 0
+        self.gateway = _ip6(a[nl.RTA_GATEWAY]) if nl.RTA_GATEWAY in a else None
+        self.metric = _u32(a[nl.RTA_PRIORITY]) if nl.RTA_PRIORITY in a else 0
 
     def key(self):
         return (self.dst, self.dst_len, self.src, self.src_len, self.metric)
 
 
-class _Reader:
-    """Netlink dumps on a plain socket opened inside the namespace."""
-
-    def __init__(self, netns):
-        with _InNetns(netns):
-            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)   # NETLINK_ROUTE
-        self.sock.bind((0, 0))
-        self.seq = 0
-        try:
-            # filters in a dump request are applied by the kernel (Linux 4.20+); older ones ignore them
-            # and we filter again below anyway
-            self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
-        except OSError:
-            pass
-
-    def close(self):
-        self.sock.close()
-
-    def dump(self, msg_type, body, what):
-        for _ in range(5):
-            self.seq += 1
-            self.sock.send(struct.pack("IHHII", 16 + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, self.seq, 0)
-                           + body)
-            out, interrupted = self._receive(what)
-            if not interrupted:
-                return out
-        raise SixbrokerError("NETLINK_FAIL", what + ": the dump kept being interrupted by changes")
-
-    def _receive(self, what):
-        out, interrupted = [], False
-        while True:
-            data = self.sock.recv(1 << 20)
-            for typ, flags, seq, pos, end in _messages(data, what):
-                if seq == self.seq:
-                    if typ == NLMSG_DONE:
-                        return out, interrupted
-                    if typ == NLMSG_ERROR:
-                        code = -struct.unpack_from("i", data, pos)[0]
-                        if code:
-                            raise _os_error(OSError(code, os.strerror(code)), what)
-                        return out, interrupted
-                    interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
-                    out.append((data, pos, end))
-
-    def request(self, msg_type, body, what):
-        """One answer to one request (not a dump)."""
-        self.seq += 1
-        self.sock.send(struct.pack("IHHII", 16 + len(body), msg_type, NLM_F_REQUEST, self.seq, 0) + body)
-        while True:
-            data = self.sock.recv(1 << 16)
-            for typ, _, seq, pos, end in _messages(data, what):
-                if seq == self.seq:
-                    if typ == NLMSG_ERROR:
-                        code = -struct.unpack_from("i", data, pos)[0]
-                        raise OSError(code, os.strerror(code))
-                    return data, pos, end
-
-    def route_get4(self, dst):
-        """(preferred source, output device index) of the kernel's route to IPv4 dst."""
-        attr = struct.pack("HH", 8, RTA_DST) + socket.inet_aton(dst)
-        body = struct.pack("BBBBBBBBI", socket.AF_INET, 32, 0, 0, 0, 0, 0, 0, 0) + attr
-        buf, start, end = self.request(RTM_GETROUTE, body, "route get " + dst)
-        a = _attrs(buf, start + 12, end)
-        src = socket.inet_ntoa(a[RTA_PREFSRC][:4]) if RTA_PREFSRC in a else None
-        return src, (_u32(a[RTA_OIF]) if RTA_OIF in a else None)
-
-    def addrs4(self):
-        """[(device index, IPv4 address)] in the kernel's order (primary addresses first)."""
-        out = []
-        for buf, start, end in self.dump(RTM_GETADDR, struct.pack("BBBBI", socket.AF_INET, 0, 0, 0, 0),
-                                         "address dump"):
-            family, _, _, _, index = struct.unpack_from("BBBBI", buf, start)
-            a = _attrs(buf, start + 8, end)
-            raw = a.get(IFA_LOCAL) or a.get(IFA_ADDRESS)
-            if family == socket.AF_INET and raw:
-                out.append((index, socket.inet_ntoa(raw[:4])))
-        return out
-
-    def links(self):
-        out = []
-        for buf, start, end in self.dump(RTM_GETLINK, struct.pack("BxHiII", 0, 0, 0, 0, 0), "link dump"):
-            _, _, index, flags, _ = struct.unpack_from("BxHiII", buf, start)
-            out.append(_Link(index, flags, _attrs(buf, start + 16, end)))
-        return out
-
-    def addrs6(self):
-        out = []
-        for buf, start, end in self.dump(RTM_GETADDR, struct.pack("BBBBI", AF_INET6, 0, 0, 0, 0), "address dump"):
-            family, length, _, _, index = struct.unpack_from("BBBBI", buf, start)
-            a = _attrs(buf, start + 8, end)
-            if family == AF_INET6 and IFA_ADDRESS in a:
-                out.append(_Addr(index, length, a))
-        return out
-
-    def routes6(self, proto=None):
-        """IPv6 routes of the main table (of one protocol, when given)."""
-        body = struct.pack("BBBBBBBBI", AF_INET6, 0, 0, 0, MAIN_TABLE, proto or 0, 0, 0, 0)
-        out = []
-        for buf, start, end in self.dump(RTM_GETROUTE, body, "route dump"):
-            family, dst_len, src_len, _, table, rproto, _, _, _ = struct.unpack_from("BBBBBBBBI", buf, start)
-            r = _Route(dst_len, src_len, table, rproto, _attrs(buf, start + 12, end))
-            if family == AF_INET6 and r.table == MAIN_TABLE and (proto is None or rproto == proto):
-                out.append(r)
-        return out
-
-
 class _Kernel:
-    """Reads by _Reader, changes through pyroute2 (opened on the first change: a no-op apply never loads
-    it), each change counted into a Result, each refusal turned into an error code."""
+    """One netlink socket in the namespace.  Reads come back as _Link/_Addr/_Route; changes are queued
+    (`queue`) and sent in batches (`flush`), each counted into the Result once the kernel acked it, each
+    refusal turned into an error code."""
 
     def __init__(self, netns, result):
         if netns is not None and not os.path.exists(_netns_path(netns)):
             raise SixbrokerError("NETNS_NOT_FOUND", netns)
         self.netns = netns
         self.result = result
+        self.pending = []
         try:
-            self.reader = _Reader(netns)
+            with _InNetns(netns):
+                self.sock = nl.Socket()
         except OSError as e:
             raise _os_error(e, "netlink socket")
-        self._ipr = None
-        self.NetlinkError = OSError
-
-    @property
-    def ipr(self):
-        if self._ipr is None:
-            self._ipr = _open(self.netns)
-            self.NetlinkError = _netlink_error()
-        return self._ipr
 
     def close(self):
-        self.reader.close()
-        if self._ipr is not None:
-            self._ipr.close()
+        self.sock.close()
 
-    def _call(self, what, fn, *args, **kw):
-        """fn(*args, **kw); `on_error` maps an errno to the error to raise instead of NETLINK_FAIL."""
-        on_error = kw.pop("on_error", None) or {}
+    def _read(self, fn, what, *args):
         try:
-            return fn(*args, **kw)
-        except (self.NetlinkError, OSError) as e:
-            code = getattr(e, "code", None) or getattr(e, "errno", None)
-            if code in on_error:
-                raise on_error[code]
+            return fn(*args)
+        except OSError as e:
             raise _os_error(e, what)
 
-    def change(self, what, method, *args, **kw):
-        """method: the name of an IPRoute method ("link", "addr", "route")."""
-        fn = getattr(self.ipr, method)
-        out = self._call(what, fn, *args, **kw)
-        self.result.add(what)
+    def links(self, stats=False):
+        """Every device; sit parameters decoded.  Counters only with stats (the kernel leaves them out
+        otherwise: a third of each message)."""
+        body = nl.ifinfo() + nl.attr_u32(nl.IFLA_EXT_MASK, 0 if stats else nl.RTEXT_FILTER_SKIP_STATS)
+        out = []
+        for buf, start, end in self._read(self.sock.dump, "link dump", nl.RTM_GETLINK, body):
+            _, _, index, flags, _ = struct.unpack_from("BxHiII", buf, start)
+            out.append(_Link(index, flags, nl.attrs(buf, start + 16, end)))
         return out
 
-    def links(self):
-        return self.reader.links()
+    def link(self, name):
+        """The device called name, or None."""
+        body = nl.ifinfo() + nl.attr_str(nl.IFLA_IFNAME, name) + nl.attr_u32(nl.IFLA_EXT_MASK,
+                                                                           nl.RTEXT_FILTER_SKIP_STATS)
+        try:
+            buf, start, end = self.sock.request(nl.RTM_GETLINK, body)
+        except OSError as e:
+            if e.errno == errno.ENODEV:
+                return None
+            raise _os_error(e, "link get " + name)
+        _, _, index, flags, _ = struct.unpack_from("BxHiII", buf, start)
+        return _Link(index, flags, nl.attrs(buf, start + 16, end))
 
-    def addrs6(self):
-        return self.reader.addrs6()
+    def addrs6(self, index=0):
+        """IPv6 addresses, of one device when index is given (the kernel filters: Linux 4.20+)."""
+        out = []
+        body = struct.pack("BBBBI", AF_INET6, 0, 0, 0, index)
+        for buf, start, end in self._read(self.sock.dump, "address dump", nl.RTM_GETADDR, body):
+            family, length, _, _, idx = struct.unpack_from("BBBBI", buf, start)
+            a = nl.attrs(buf, start + 8, end)
+            if family == AF_INET6 and nl.IFA_ADDRESS in a and (not index or idx == index):
+                out.append(_Addr(idx, length, a))
+        return out
 
-    def routes6(self, proto=None):
-        return self.reader.routes6(proto)
+    def addrs4(self, universe=False):
+        """[(device index, IPv4 address)] in the kernel's order (primary addresses first); with universe,
+        global-scope ones only."""
+        out = []
+        body = struct.pack("BBBBI", socket.AF_INET, 0, 0, 0, 0)
+        for buf, start, end in self._read(self.sock.dump, "address dump", nl.RTM_GETADDR, body):
+            family, _, _, scope, index = struct.unpack_from("BBBBI", buf, start)
+            a = nl.attrs(buf, start + 8, end)
+            raw = a.get(nl.IFA_LOCAL) or a.get(nl.IFA_ADDRESS)
+            if family == socket.AF_INET and raw and not (universe and scope != nl.RT_SCOPE_UNIVERSE):
+                out.append((index, socket.inet_ntoa(raw[:4])))
+        return out
+
+    def default_route_device4(self):
+        """The output device index of the main table's IPv4 default route, or None."""
+        body = struct.pack("BBBBBBBBI", socket.AF_INET, 0, 0, 0, MAIN_TABLE, 0, 0, 0, 0)
+        for buf, start, end in self._read(self.sock.dump, "route dump", nl.RTM_GETROUTE, body):
+            family, dst_len, _, _, table, _, _, _, _ = struct.unpack_from("BBBBBBBBI", buf, start)
+            a = nl.attrs(buf, start + 12, end)
+            table = _u32(a[nl.RTA_TABLE]) if nl.RTA_TABLE in a else table
+            if family == socket.AF_INET and dst_len == 0 and table == MAIN_TABLE and nl.RTA_OIF in a:
+                return _u32(a[nl.RTA_OIF])
+        return None
+
+    def routes6(self, proto=None, oif=None):
+        """IPv6 routes of the main table (of one protocol and one output device, when given)."""
+        body = struct.pack("BBBBBBBBI", AF_INET6, 0, 0, 0, MAIN_TABLE, proto or 0, 0, 0, 0)
+        if oif:
+            body += nl.attr_u32(nl.RTA_OIF, oif)
+        out = []
+        for buf, start, end in self._read(self.sock.dump, "route dump", nl.RTM_GETROUTE, body):
+            family, dst_len, src_len, _, table, rproto, _, _, _ = struct.unpack_from("BBBBBBBBI", buf, start)
+            r = _Route(dst_len, src_len, table, rproto, nl.attrs(buf, start + 12, end))
+            if (family == AF_INET6 and r.table == MAIN_TABLE and (proto is None or rproto == proto)
+                    and (not oif or r.oif == oif)):
+                out.append(r)
+        return out
+
+    def route_get4(self, dst):
+        """(preferred source, output device index) of the kernel's route to IPv4 dst."""
+        attr = nl.attr(nl.RTA_DST, socket.inet_aton(dst))
+        body = struct.pack("BBBBBBBBI", socket.AF_INET, 32, 0, 0, 0, 0, 0, 0, 0) + attr
+        buf, start, end = self.sock.request(nl.RTM_GETROUTE, body)
+        a = nl.attrs(buf, start + 12, end)
+        src = socket.inet_ntoa(a[nl.RTA_PREFSRC][:4]) if nl.RTA_PREFSRC in a else None
+        return src, (_u32(a[nl.RTA_OIF]) if nl.RTA_OIF in a else None)
+
+    def queue(self, what, request, on_error=None):
+        """request: (type, flags, body) from sixbroker.netlink; on_error: {errno: SixbrokerError}."""
+        self.pending.append((what, request, on_error or {}))
+
+    def flush(self):
+        """Send what is queued, in order; raise the first refusal's error after all were answered."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        try:
+            codes = self.sock.batch([req for _, req, _ in pending])
+        except OSError as e:
+            raise _os_error(e, "netlink")
+        first = None
+        for (what, _, on_error), code in zip(pending, codes):
+            if not code:
+                self.result.add(what)
+            elif first is None:
+                first = on_error.get(code) or _os_error(OSError(code, os.strerror(code)), what)
+        if first is not None:
+            raise first
 
 
-def _sit_kwargs(params, link_index):
-    return {"sit_local": params["local"], "sit_remote": params["remote"], "sit_ttl": params["ttl"],
-            "sit_tos": params["tos"], "sit_link": link_index, "sit_pmtudisc": params["pmtudisc"]}
-
-
-def _links_by_name(links):
-    return dict((li.name, li) for li in links)
-
-
-def _resolve_link_param(spec, by_name):
-    if not spec.params.get("link"):
+def _link_index(spec, by_name, k):
+    """The index of the device a tunnel is bound to (its `link`), 0 for none."""
+    name = spec.params.get("link")
+    if not name:
         return 0
-    under = by_name.get(spec.params["link"])
+    under = by_name.get(name) if name in by_name else k.link(name)
     if under is None:
-        raise SixbrokerError("TUNLINK_NOT_UP", spec.params["link"] + " does not exist", "tunlink")
+        raise SixbrokerError("TUNLINK_NOT_UP", name + " does not exist", "tunlink")
     return under.index
 
 
@@ -483,6 +395,18 @@ def _params_differ(spec, cur, link_index):
     want = dict(spec.params)
     want["link"] = link_index
     return any(cur.params.get(k) != v for k, v in want.items())
+
+
+def _sit_request(spec, link_index, index=None):
+    p = spec.params
+    if index is None:
+        return nl.link_add_sit(spec.name, spec.mtu, p["local"], p["remote"], p["ttl"], p["tos"], link_index,
+                               p["pmtudisc"])
+    return nl.link_change_sit(index, p["local"], p["remote"], p["ttl"], p["tos"], link_index, p["pmtudisc"])
+
+
+def _links_by_name(links):
+    return dict((li.name, li) for li in links)
 
 
 # ---- sysctls -----------------------------------------------------------------------------------
@@ -606,13 +530,47 @@ def _owned(li, mark, prefix):
     return li.alias == mark and (not prefix or li.name.startswith(prefix))
 
 
-def apply(plans, netns=None, scope=DEFAULT_SCOPE, prefix=None, lan_addresses=None, mapping=None):
+class _View:
+    """What the reconciler reads: the whole namespace (only=None), or just the devices named in `only`
+    (one request each, and their own addresses and routes: an add or remove of one tunnel among
+    thousands reads that tunnel alone)."""
+
+    def __init__(self, k, only=None):
+        self.k = k
+        self.only = None if only is None else sorted(set(only))
+
+    def links(self):
+        if self.only is None:
+            return self.k.links()
+        return [li for li in (self.k.link(n) for n in self.only) if li is not None]
+
+    def addrs6(self, indexes):
+        if self.only is None:
+            return self.k.addrs6()
+        out = []
+        for idx in sorted(indexes):
+            out.extend(self.k.addrs6(idx))
+        return out
+
+    def routes6(self, indexes):
+        if self.only is None:
+            return self.k.routes6(RTPROT)
+        out = []
+        for idx in sorted(indexes):
+            out.extend(self.k.routes6(RTPROT, idx))
+        return out
+
+
+def apply(plans, netns=None, scope=DEFAULT_SCOPE, prefix=None, lan_addresses=None, mapping=None, only=None):
     """Make the namespace hold exactly what the plans want of what this scope owns.
 
     netns: a name under /run/netns (or a path), None for our own namespace.  prefix: when given, every
     device of ours must start with it, and nothing else is ever taken for ours.  lan_addresses: None to
     leave LAN addresses alone (the broker), else a list of {"device", "address", "length"} to hold.
-    Returns a Result.
+    only: device names; when given, the plans are those devices' (a name with no plan is removed when
+    ours) and nothing else in the namespace is read or touched: the broker's add and remove.
+    Returns a Result; its `fingerprint` is the state of what the scope owns afterwards (see fingerprint()),
+    or with `only`, what the change added to it (fingerprints add up), and foreign_tunnels is None.
     """
     mark = tag(scope)
     mapping = mapping or PerTunnelSit()
@@ -620,10 +578,25 @@ def apply(plans, netns=None, scope=DEFAULT_SCOPE, prefix=None, lan_addresses=Non
     want_addrs = mapping.addresses(plans)
     want_routes = mapping.routes(plans)
     _check_plans(specs, want_routes, prefix)
+    if only is not None:
+        if lan_addresses is not None:
+            raise ValueError("apply(only=...) leaves LAN addresses alone")
+        stray = [s.name for s in specs if s.name not in only]
+        if stray:
+            raise ValueError("plans for devices outside `only`: %s" % ", ".join(stray))
     result = Result()
     k = _Kernel(netns, result)
     try:
-        _reconcile(k, specs, want_addrs, want_routes, lan_addresses, mark, prefix)
+        view = _View(k, only)
+        before = _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, prefix)
+        if only is not None:
+            after = _state(_View(k, only), mark, prefix)
+            result.foreign_tunnels = None
+            result.fingerprint = (after - before) % FP_MOD
+        elif result.changes:
+            result.fingerprint = _state(_View(k), mark, prefix)
+        else:
+            result.fingerprint = before
     finally:
         k.close()
     sysctls = []
@@ -633,8 +606,10 @@ def apply(plans, netns=None, scope=DEFAULT_SCOPE, prefix=None, lan_addresses=Non
     return result
 
 
-def _reconcile(k, specs, want_addrs, want_routes, lan_addresses, mark, prefix):
-    by_name = _links_by_name(k.links())
+def _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, prefix):
+    """Queue and send the changes; the fingerprint of what the view showed before them."""
+    links = view.links()
+    by_name = _links_by_name(links)
     wanted = dict((s.name, s) for s in specs)
     for la in lan_addresses or ():
         if la["device"] not in by_name:
@@ -645,51 +620,65 @@ def _reconcile(k, specs, want_addrs, want_routes, lan_addresses, mark, prefix):
             raise SixbrokerError("DEVICE_NOT_OURS", _not_ours_detail(cur, mark))
         if cur is not None and cur.kind != s.kind:
             raise SixbrokerError("DEVICE_NOT_OURS", "%s is ours but a %s device, not %s" % (s.name, cur.kind, s.kind))
+    ours = dict((li.index, li.name) for li in links if _owned(li, mark, prefix))
+    addrs = view.addrs6(ours)
+    routes = view.routes6(ours)
+    before = _fingerprint(links, addrs, routes, mark, prefix)
 
     # First free what no plan wants: a device going away may free the (local, remote) pair a new one needs.
-    for li in sorted(by_name.values(), key=lambda x: x.name):
-        if _owned(li, mark, prefix) and li.name not in wanted:
-            k.change("link del " + li.name, "link", "del", index=li.index)
+    deleted = [li for li in sorted(links, key=lambda x: x.name) if _owned(li, mark, prefix) and li.name not in wanted]
+    for li in deleted:
+        k.queue("link del " + li.name, nl.link_del(li.index))
+    k.flush()
 
     relisted = False
     for s in specs:
         cur = by_name.get(s.name)
-        link_index = _resolve_link_param(s, by_name)
+        link_index = _link_index(s, by_name, k)
         in_use = {errno.EEXIST: SixbrokerError("SIT_PAIR_IN_USE", "%s: another sit device runs from %s to %s"
                                                % (s.name, s.params["local"], s.params["remote"]))}
         if cur is None:
             # down until marked: see the module's docstring
-            k.change("link add " + s.name, "link", "add", ifname=s.name, kind=s.kind, mtu=s.mtu,
-                     on_error=in_use, **_sit_kwargs(s.params, link_index))
+            k.queue("link add " + s.name, _sit_request(s, link_index), in_use)
             relisted = True
         elif _params_differ(s, cur, link_index):
-            k.change("link set %s local %s remote %s ttl %d tos %d" % (s.name, s.params["local"],
-                     s.params["remote"], s.params["ttl"], s.params["tos"]), "link", "set", index=cur.index,
-                     kind=s.kind, on_error=in_use, **_sit_kwargs(s.params, link_index))
+            k.queue("link set %s local %s remote %s ttl %d tos %d" % (s.name, s.params["local"],
+                    s.params["remote"], s.params["ttl"], s.params["tos"]), _sit_request(s, link_index, cur.index),
+                    in_use)
             relisted = True       # a re-keyed sit recomputes its MTU
+    k.flush()
     if relisted:
-        by_name = _links_by_name(k.links())
-    k.result.foreign_tunnels = _foreign(by_name.values(), mark)
+        links = view.links()
+        by_name = _links_by_name(links)
+    k.result.foreign_tunnels = _foreign(links, mark)
 
     for s in specs:
         cur = by_name[s.name]
-        change = {}
         words = []
         if cur.alias != mark:
-            change["ifalias"] = mark
             words.append("alias " + mark)
         if cur.mtu != s.mtu:
-            change["mtu"] = s.mtu
             words.append("mtu %d" % s.mtu)
         if not cur.up:
-            change["state"] = "up"
             words.append("up")
-        if change:
-            k.change("link set " + s.name + " " + " ".join(words), "link", "set", index=cur.index, **change)
+        if words:
+            k.queue("link set " + s.name + " " + " ".join(words),
+                    nl.link_set(cur.index, mark if cur.alias != mark else None, s.mtu if cur.mtu != s.mtu else None,
+                                True if not cur.up else None))
 
     index_of = dict((s.name, by_name[s.name].index) for s in specs)
-    _reconcile_addresses(k, by_name, index_of, want_addrs, lan_addresses, mark, prefix)
-    _reconcile_routes(k, by_name, index_of, want_routes, mark, prefix)
+    # devices made a moment ago are ours too, though the dump we hold shows them before their alias
+    # ... and the ones deleted above are gone with their addresses and routes
+    ours = (set(ours) - set(li.index for li in deleted)) | set(index_of.values())
+    if relisted and view.only is not None:
+        addrs = view.addrs6(ours)
+        routes = view.routes6(ours)
+    # (a whole-namespace view keeps its first reads: new devices have nothing of ours yet, re-keyed ones
+    # keep their addresses and routes)
+    _reconcile_addresses(k, by_name, index_of, addrs, ours, want_addrs, lan_addresses)
+    _reconcile_routes(k, by_name, index_of, routes, ours, want_routes)
+    k.flush()
+    return before
 
 
 def _not_ours_detail(cur, mark):
@@ -701,13 +690,11 @@ def _not_ours_detail(cur, mark):
     return text
 
 
-def _reconcile_addresses(k, by_name, index_of, want_addrs, lan_addresses, mark, prefix):
+def _reconcile_addresses(k, by_name, index_of, addrs, ours, want_addrs, lan_addresses):
     name_of = dict((li.index, li.name) for li in by_name.values())
-    # devices made a moment ago are ours too, though the dump we hold shows them before their alias
-    ours = set(li.index for li in by_name.values() if _owned(li, mark, prefix)) | set(index_of.values())
     have = {}
     lan_have = {}
-    for a in k.addrs6():
+    for a in addrs:
         if a.index in ours and not a.kernel_made:
             have.setdefault(a.index, set()).add((a.address, a.length))
         elif a.metric == LAN_METRIC:
@@ -719,11 +706,9 @@ def _reconcile_addresses(k, by_name, index_of, want_addrs, lan_addresses, mark, 
         want = set(want_addrs.get(dev, ()))
         cur = have.get(idx, set())
         for address, length in sorted(cur - want):
-            k.change("addr del %s/%d dev %s" % (address, length, dev), "addr", "del", index=idx,
-                     address=address, prefixlen=length, family=AF_INET6)
+            k.queue("addr del %s/%d dev %s" % (address, length, dev), nl.addr6(False, idx, address, length))
         for address, length in sorted(want - cur):
-            k.change("addr add %s/%d dev %s" % (address, length, dev), "addr", "add", index=idx,
-                     address=address, prefixlen=length, family=AF_INET6)
+            k.queue("addr add %s/%d dev %s" % (address, length, dev), nl.addr6(True, idx, address, length))
     if lan_addresses is None:
         return
     want_lan = set()
@@ -734,41 +719,32 @@ def _reconcile_addresses(k, by_name, index_of, want_addrs, lan_addresses, mark, 
         want_lan.add((li.index, _canon6(la["address"]), int(la["length"])))
     for key in sorted(kk for kk, marked in lan_have.items() if marked and kk not in want_lan):
         idx, address, length = key
-        k.change("addr del %s/%d dev %s" % (address, length, name_of.get(idx, idx)), "addr", "del",
-                 index=idx, address=address, prefixlen=length, family=AF_INET6)
+        k.queue("addr del %s/%d dev %s" % (address, length, name_of.get(idx, idx)),
+                nl.addr6(False, idx, address, length))
     for key in sorted(want_lan):
         if key in lan_have:
             continue        # ours already, or the admin's own: either way it is there
         idx, address, length = key
-        k.change("addr add %s/%d dev %s metric %d" % (address, length, name_of[idx], LAN_METRIC), "addr",
-                 "add", index=idx, address=address, prefixlen=length, family=AF_INET6,
-                 IFA_RT_PRIORITY=LAN_METRIC)
+        k.queue("addr add %s/%d dev %s metric %d" % (address, length, name_of[idx], LAN_METRIC),
+                nl.addr6(True, idx, address, length, LAN_METRIC))
 
 
-def _route_args(r, idx):
-    kw = {"family": AF_INET6, "dst": r.dst, "dst_len": r.dst_len, "oif": idx, "priority": r.metric,
-          "proto": RTPROT, "table": MAIN_TABLE}
-    if r.gateway:
-        kw["gateway"] = r.gateway
-    if r.src:
-        kw["src"] = r.src
-        kw["src_len"] = r.src_len
-    return kw
+def _route_request(cmd, r, idx):
+    return nl.route6(cmd, idx, r.dst, r.dst_len, r.gateway, r.src, r.src_len, r.metric, RTPROT, MAIN_TABLE)
 
 
-def _reconcile_routes(k, by_name, index_of, want_routes, mark, prefix):
-    ours = dict((li.index, li.name) for li in by_name.values() if _owned(li, mark, prefix))
-    ours.update((idx, name) for name, idx in index_of.items())
+def _reconcile_routes(k, by_name, index_of, routes, ours, want_routes):
+    name_of = dict((li.index, li.name) for li in by_name.values())
     have = {}
-    for r in k.routes6(RTPROT):
+    for r in routes:
         if r.oif in ours:
             have[r.key()] = r
     want = dict((r.key(), r) for r in want_routes)
     for key in sorted(have, key=str):
         if key not in want:
             r = have[key]
-            spec = RouteSpec(ours[r.oif], r.dst, r.dst_len, r.gateway, r.src, r.src_len, r.metric)
-            k.change("route del " + spec.text(), "route", "del", **_route_args(spec, r.oif))
+            spec = RouteSpec(name_of.get(r.oif, str(r.oif)), r.dst, r.dst_len, r.gateway, r.src, r.src_len, r.metric)
+            k.queue("route del " + spec.text(), _route_request("del", spec, r.oif))
     for key in sorted(want, key=str):
         w = want[key]
         idx = index_of[w.device]
@@ -777,8 +753,54 @@ def _reconcile_routes(k, by_name, index_of, want_routes, mark, prefix):
             continue
         # add is exclusive: a route of someone else's with this key (destination, source, metric) is EEXIST
         cmd = "add" if cur is None else "replace"
-        k.change("route %s %s" % (cmd, w.text()), "route", cmd,
-                 on_error={errno.EEXIST: SixbrokerError("ROUTE_NOT_OURS", w.text())}, **_route_args(w, idx))
+        k.queue("route %s %s" % (cmd, w.text()), _route_request(cmd, w, idx),
+                {errno.EEXIST: SixbrokerError("ROUTE_NOT_OURS", w.text())})
+
+
+# ---- fingerprints ------------------------------------------------------------------------------
+# A number for "what this scope owns in the kernel": the sum of one hash per owned device (its
+# parameters, addresses and routes) and per foreign sit device (the firewall exempts their pairs), so the
+# broker can tell a namespace that is exactly as it left it from one dump, without building any plan, and
+# a change to one device updates the sum from that device alone.
+
+FP_MOD = 1 << 128
+
+
+def _hash(obj):
+    return int.from_bytes(hashlib.sha256(repr(obj).encode()).digest()[:16], "big")
+
+
+def _fingerprint(links, addrs, routes, mark, prefix):
+    by_index = {}
+    for a in addrs:
+        if not a.kernel_made:
+            by_index.setdefault(a.index, []).append((a.address, a.length))
+    rts = {}
+    for r in routes:
+        rts.setdefault(r.oif, []).append((r.key(), r.gateway))
+    total = 0
+    for li in links:
+        if _owned(li, mark, prefix):
+            total += _hash(("ours", li.facts(), sorted(by_index.get(li.index, ())), sorted(rts.get(li.index, ()))))
+        elif li.kind == "sit" and li.up and li.params:
+            total += _hash(("foreign", li.name, li.params["local"], li.params["remote"]))
+    return total % FP_MOD
+
+
+def _state(view, mark, prefix):
+    links = view.links()
+    ours = set(li.index for li in links if _owned(li, mark, prefix))
+    return _fingerprint(links, view.addrs6(ours), view.routes6(ours), mark, prefix)
+
+
+def fingerprint(netns=None, scope=DEFAULT_SCOPE, prefix=None):
+    """The fingerprint of what this scope owns in the namespace now (one dump each of links, IPv6
+    addresses and our routes); equal to an apply's Result.fingerprint while nothing changed."""
+    k = _Kernel(netns, Result())
+    try:
+        return _state(_View(k), tag(scope), prefix)
+    finally:
+        k.close()
 
 
 # ---- removing and reading ----------------------------------------------------------------------
@@ -793,14 +815,14 @@ def remove_all(netns=None, scope=DEFAULT_SCOPE, prefix=None, lan=False):
         links = k.links()
         for li in sorted(links, key=lambda x: x.name):
             if _owned(li, mark, prefix):
-                k.change("link del " + li.name, "link", "del", index=li.index)
+                k.queue("link del " + li.name, nl.link_del(li.index))
         if lan:
             name_of = dict((li.index, li.name) for li in links)
             for a in k.addrs6():
                 if a.metric == LAN_METRIC:
-                    k.change("addr del %s/%d dev %s" % (a.address, a.length, name_of.get(a.index, a.index)),
-                             "addr", "del", index=a.index, address=a.address, prefixlen=a.length,
-                             family=AF_INET6)
+                    k.queue("addr del %s/%d dev %s" % (a.address, a.length, name_of.get(a.index, a.index)),
+                            nl.addr6(False, a.index, a.address, a.length))
+        k.flush()
     finally:
         k.close()
     return result
@@ -811,21 +833,20 @@ def ipv4_facts(netns=None, device=None, peer=None):
     else of the kernel's route to `peer` (its preferred source and output device)."""
     k = _Kernel(netns, Result())
     try:
-        links = k.links()
         if device is not None:
-            li = _links_by_name(links).get(device)
+            li = k.link(device)
             if li is None:
                 raise SixbrokerError("TUNLINK_NOT_UP", device + " does not exist", "tunlink")
-            for index, a in k.reader.addrs4():
+            for index, a in k.addrs4():
                 if index == li.index:
                     return a, li.mtu
             return None, li.mtu
         try:
-            src, oif = k.reader.route_get4(peer)
+            src, oif = k.route_get4(peer)
         except OSError as e:
             raise SixbrokerError("NO_LOCAL_ADDRESS", "no IPv4 route to %s (%s)" % (peer, e.strerror))
         mtu = None
-        for li in links:
+        for li in k.links():
             if li.index == oif:
                 mtu = li.mtu
         return src, mtu
@@ -853,7 +874,7 @@ def status(netns=None, scope=DEFAULT_SCOPE, prefix=None, lan=False):
     mark = tag(scope)
     k = _Kernel(netns, Result())
     try:
-        links = k.links()
+        links = k.links(stats=True)
         addrs = k.addrs6()
         routes = k.routes6(RTPROT)
     finally:

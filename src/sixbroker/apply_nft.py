@@ -32,6 +32,7 @@ when they are equal; counters keep counting.  tests/host/test_nft_host.py holds 
 
 import json
 import os
+import struct
 import subprocess
 
 from sixbroker.errors import SixbrokerError
@@ -47,6 +48,7 @@ TUNNELS = "tunnels"          # our tunnel devices, for MSS clamping
 
 ANY4 = "0.0.0.0"
 PROTO_6IN4 = 41
+SO_NETNS_COOKIE = 71     # asm-generic/socket.h, Linux 5.14+
 
 # `nft list` writes ct states in the kernel's bit order
 _CT_ORDER = ("invalid", "established", "related", "new", "untracked")
@@ -184,6 +186,24 @@ def ruleset(plans, table=TABLE, exempt=(), mss_clamp=True):
     exempt: (local, remote) pairs of sit devices that are not ours; "0.0.0.0" or None is a wildcard.
     """
     _check_name(table)
+    sets, chains = _build(plans, exempt, mss_clamp)
+    if not any(chains.values()):
+        return None
+    out = ["table " + FAMILY + " " + table + " {", "\tcomment " + _quote(COMMENT)]
+    out.extend(_set_block(*s) for s in sets)
+    for chain in _CHAINS:
+        if not chains[chain]:
+            continue
+        out.append("\tchain " + chain + " {")
+        out.append("\t\ttype filter hook " + chain + " priority filter; policy accept;")
+        out.extend("\t\t" + line for line in chains[chain])
+        out.append("\t}")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _build(plans, exempt, mss_clamp):
+    """([(set name, type, [element], [flag])], {chain: [rule text]}): the table before it is text."""
     peers, locals_, tunnels = [], [], []
     accepts = {"input": [], "forward": [], "output": []}    # [(shape or None, rule)] in first-seen order
     groups = {}                                             # shape -> [values]
@@ -241,11 +261,11 @@ def ruleset(plans, table=TABLE, exempt=(), mss_clamp=True):
     chains = {"input": [], "forward": [], "output": []}
     sets = []
     if peers:
-        sets.append(_set_block(PEERS, "ipv4_addr . ipv4_addr", [e + " counter" for e in peers], ["counter"]))
+        sets.append((PEERS, "ipv4_addr . ipv4_addr", [e + " counter" for e in peers], ("counter",)))
         chains["input"].append("meta l4proto ipv6 ip daddr . ip saddr @" + PEERS + ' counter accept comment "'
                                + PEERS + '"')
     if foreign_pairs and drop_locals:
-        sets.append(_set_block(FOREIGN, "ipv4_addr . ipv4_addr", foreign_pairs))
+        sets.append((FOREIGN, "ipv4_addr . ipv4_addr", foreign_pairs, ()))
         chains["input"].append("meta l4proto ipv6 ip daddr . ip saddr @" + FOREIGN + " accept")
     for chain in _CHAINS:
         for shape, r in accepts[chain]:
@@ -258,35 +278,22 @@ def ruleset(plans, table=TABLE, exempt=(), mss_clamp=True):
             if field == "src_ip":
                 typ = "ipv6_addr" if r["family"] == "ipv6" or ":" in values[0] else "ipv4_addr"
                 flags = ["flags interval"] if any("/" in v for v in values) else []
-                sets.append(_set_block(name, typ, values, flags))
+                sets.append((name, typ, values, tuple(flags)))
             else:
-                sets.append(_set_block(name, "ifname", [_quote(v) for v in values]))
+                sets.append((name, "ifname", [_quote(v) for v in values], ()))
             chains[chain].append(_rule_text(r, field, name, comment=False) + " comment " + _quote(name))
     if drop_locals:
-        sets.append(_set_block(LOCALS, "ipv4_addr", drop_locals))
+        sets.append((LOCALS, "ipv4_addr", drop_locals, ()))
         chains["input"].append("meta l4proto ipv6 ip daddr @" + LOCALS + ' counter drop comment "'
                                + LOCALS + '"')
     for chain in _CHAINS:
         chains[chain].extend(others[chain])
     if mss_clamp and tunnels and any(chains.values()):
-        sets.append(_set_block(TUNNELS, "ifname", [_quote(d) for d in dict.fromkeys(tunnels)]))
+        sets.append((TUNNELS, "ifname", [_quote(d) for d in dict.fromkeys(tunnels)], ()))
         # both ends clamp the SYNs that leave through their tunnel, so every handshake crossing it is
         # clamped once; `rt mtu` is the route's MTU (the tunnel's), and the kernel only ever lowers an MSS
         chains["forward"].insert(0, "oifname @" + TUNNELS + " tcp flags syn tcp option maxseg size set rt mtu")
-    if not any(chains.values()):
-        return None
-
-    out = ["table " + FAMILY + " " + table + " {", "\tcomment " + _quote(COMMENT)]
-    out.extend(sets)
-    for chain in _CHAINS:
-        if not chains[chain]:
-            continue
-        out.append("\tchain " + chain + " {")
-        out.append("\t\ttype filter hook " + chain + " priority filter; policy accept;")
-        out.extend("\t\t" + line for line in chains[chain])
-        out.append("\t}")
-    out.append("}")
-    return "\n".join(out) + "\n"
+    return sets, chains
 
 
 # ---- comparing ---------------------------------------------------------------------------------
@@ -370,6 +377,95 @@ def apply(plans, netns=None, table=TABLE, exempt=(), mss_clamp=True):
         return Result(False, desired)
     _load(_replace_text(table, desired), netns)
     return Result(True, desired)
+
+
+# ---- one tunnel at a time -----------------------------------------------------------------------
+# The broker's add and remove change one tunnel among many: its set elements, never a rule.  Loading the
+# whole table again would cost the same at 1000 tunnels as creating it; `nft add/delete element` costs
+# the same at any size.
+
+def _shape_and_elements(plans, mss_clamp):
+    sets, chains = _build(plans, (), mss_clamp)
+    shape = ([(name, typ, tuple(flags)) for name, typ, _, flags in sets if name != FOREIGN],
+             dict((c, list(rules)) for c, rules in chains.items() if rules))
+    elements = dict((name, set(els)) for name, _, els, _ in sets if name != FOREIGN)
+    return shape, elements
+
+
+def _key(element):
+    # a set element with its statements (`a . b counter`) as a delete names it: by its key alone
+    return element[:-len(" counter")] if element.endswith(" counter") else element
+
+
+def change_text(before, after, other, table=TABLE, mss_clamp=True):
+    """The nft script that turns the table of (other tunnels + before) into the table of (other tunnels +
+    after) by set elements alone, or None when the rules themselves would change (the first tunnel, the
+    last one, a tunnel unlike the others): the caller then applies the whole table.
+
+    before, after: the changed tunnels' plans (old and new); other: the plan of one tunnel that stays.
+    A tunnel's own elements (its device's name, its `local . peer` pair: the kernel keeps both unique) go
+    with it.  Any other element (an endpoint address, a source address) may be shared with tunnels not
+    named here: it stays when `other` has it too, and when it does not, nobody can say without all the
+    plans, so None.
+    """
+    _check_name(table)
+    if other is None:
+        return None
+    shape, other_els = _shape_and_elements([other], mss_clamp)
+    with_before, before_els = _shape_and_elements([other] + list(before), mss_clamp)
+    with_after, after_els = _shape_and_elements([other] + list(after), mss_clamp)
+    if not shape[1] or with_before != shape or with_after != shape:
+        return None
+    own = set(_quote(p["tunnel"]["device"]) for p in before)
+    lines = []
+    for name in sorted(before_els):
+        gone = sorted(before_els[name] - after_els.get(name, set()) - other_els.get(name, set()))
+        if any(name != PEERS and e not in own for e in gone):
+            return None
+        if gone:
+            lines.append("delete element %s %s %s { %s }" % (FAMILY, table, name, ", ".join(_key(e) for e in gone)))
+    for name in sorted(after_els):
+        new = sorted(after_els[name] - before_els.get(name, set()))
+        if new:
+            lines.append("add element %s %s %s { %s }" % (FAMILY, table, name, ", ".join(new)))
+    return "".join(line + "\n" for line in lines)
+
+
+def change(before, after, other, netns=None, table=TABLE, mss_clamp=True):
+    """Apply change_text() as one transaction; a Result, or None when it cannot be done by elements or
+    the table refused it (not there, an element already gone): the caller applies the whole table."""
+    text = change_text(before, after, other, table, mss_clamp)
+    if text is None:
+        return None
+    if not text:
+        return Result(False, text)
+    p = _nft(["-f", "-"], netns, stdin=text)
+    if p.returncode != 0:
+        return None
+    return Result(True, text)
+
+
+def token(netns=None):
+    """Who and when of the namespace's nftables state: "boot id/namespace cookie/ruleset generation", or
+    None where the kernel cannot say (Linux < 5.14 has no namespace cookie).  The generation counts every
+    committed nftables transaction of any table, so an equal token proves nothing was loaded since, in
+    this very namespace (cookies are never reused within a boot) of this very boot."""
+    import socket
+    from sixbroker import netlink
+    from sixbroker.apply_kernel import _InNetns
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        with _InNetns(netns):
+            s = netlink.Socket(netlink.NETLINK_NETFILTER)
+        try:
+            cookie = struct.unpack("Q", s.sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
+            gen = netlink.nft_generation(s)
+        finally:
+            s.close()
+    except OSError:
+        return None
+    return "%s/%d/%d" % (boot, cookie, gen)
 
 
 def remove(table=TABLE, netns=None):

@@ -1,5 +1,5 @@
 """`sixbroker`: one command, both ends.  Each subcommand imports only what it needs, so the router's
-`sixbroker status` never loads broker code or pyroute2."""
+`sixbroker status` never loads broker code or the kernel appliers."""
 
 import sys
 
@@ -32,7 +32,7 @@ def main(argv=None):
     try:
         run = __import__(module, None, None, ["main"]).main
     except ImportError as e:
-        # the OpenWrt package ships the router end only; the broker and standalone mode need pyroute2
+        # the OpenWrt package ships the router end only, not the broker or the standalone mode
         sys.stderr.write("sixbroker: '" + cmd + "' is not available here: " + str(e) + "\n")
         return 1
     return run(rest)

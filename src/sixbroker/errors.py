@@ -89,7 +89,6 @@ CODES = {
     "NOT_PERMITTED": "Not permitted: run as root (CAP_NET_ADMIN)",
     "NETLINK_FAIL": "The kernel refused a network change",
     "SYSCTL_FAIL": "Could not set a kernel setting (sysctl)",
-    "PYROUTE2_MISSING": "The Python module pyroute2 is not installed (pip install pyroute2)",
     "NFT_MISSING": "The nft program (nftables) is not installed",
     "NFT_FAIL": "nftables refused the firewall table",
     "CONFIG_NOT_FOUND": "The configuration file cannot be read",

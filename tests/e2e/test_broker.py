@@ -295,3 +295,87 @@ def test_a_big_broker_sizes_the_neighbour_table(world):
         assert len(result.changes) >= 3
     finally:
         apply_kernel.apply_sysctls([[k, v] for k, v in zip(keys, old)], None)
+
+
+def _forget_record(path):
+    """Drop the `applied` record, so the next apply compares everything (the full reconcile)."""
+    import sqlite3
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("DELETE FROM applied")
+    conn.close()
+
+
+def _full_apply_finds_nothing(server):
+    _forget_record(server.path)
+    report = server.json("apply")["apply"]
+    assert "unchanged" not in report
+    assert report["kernel"]["changes"] == [] and report["firewall"]["changed"] is False, report
+
+
+def test_one_tunnel_changes_touch_that_tunnel_only_and_leave_what_a_full_apply_would(server, tmp_path):
+    server.ok("init", "--prefix", PREFIX, "--public-ipv4", topo.X, "--netns", "vps")
+    first = server.json("add", "r1", "--remote", topo.Y)
+    # the first tunnel brings the table's rules: a full reconcile
+    assert "incremental" not in first["apply"]
+    router_up(tmp_path, "r1", first["router"])
+    tunnels = {"r1": first["tunnel"]}
+    for name in ("r2", "r3"):
+        body = server.json("add", name, "--remote", HOMES[name][1])
+        report = body["apply"]
+        assert report.get("incremental") is True, report
+        dev = "sbs-" + name
+        # every netlink change names the new device; nothing else in the namespace was touched
+        assert report["kernel"]["changes"] and all(dev in c for c in report["kernel"]["changes"]), report
+        assert report["firewall"]["changed"] is True
+        tunnels[name] = body["tunnel"]
+        router_up(tmp_path, name, body["router"])
+    for t in tunnels.values():
+        assert reachable(t), t["name"]
+    # what the one-tunnel changes left is exactly what the whole database wants
+    _full_apply_finds_nothing(server)
+
+    # a re-key (new remote) and an MTU change, one tunnel each
+    body = server.json("set", "r3", "--remote", "192.0.2.131")
+    assert body["apply"].get("incremental") is True
+    assert "192.0.2.131" in topo.nft("vps", "list", "table", "inet", "sixbroker").stdout
+    body = server.json("set", "r3", "--remote", HOMES["r3"][1], "--mtu", "1400")
+    assert body["apply"].get("incremental") is True
+    _full_apply_finds_nothing(server)
+    assert reachable(tunnels["r3"])
+
+    # remove: the tunnel's device and elements go, the others stay and still work
+    body = server.json("remove", "r2")
+    assert body["apply"].get("incremental") is True
+    assert vps_devices() == ["sbs-r1", "sbs-r3"]
+    assert "sbs-r2" not in topo.nft("vps", "list", "table", "inet", "sixbroker").stdout
+    _full_apply_finds_nothing(server)
+    assert reachable(tunnels["r1"]) and reachable(tunnels["r3"])
+
+    # apply with nothing to do: the record and one dump prove it, no plan is built
+    report = server.json("apply")["apply"]
+    assert report.get("unchanged") is True and report["kernel"]["changes"] == []
+
+    # drift the record cannot miss: each makes apply compare in full and repair
+    topo.ip("vps", "link", "del", "sbs-r3")
+    report = server.json("apply")["apply"]
+    assert "unchanged" not in report and "link add sbs-r3" in report["kernel"]["changes"]
+    assert reachable(tunnels["r3"])
+    topo.ip("vps", "link", "set", "sbs-r1", "mtu", "1300")
+    report = server.json("apply")["apply"]
+    assert "unchanged" not in report and "link set sbs-r1 mtu 1480" in report["kernel"]["changes"]
+    topo.nft("vps", "delete", "element", "inet", "sixbroker", "peers6in4", "{ %s . %s }" % (topo.X, topo.Y))
+    report = server.json("apply")["apply"]
+    assert "unchanged" not in report and report["firewall"]["changed"] is True
+    assert server.json("apply")["apply"].get("unchanged") is True
+    # another table loaded meanwhile: ours is compared (and found in line), not trusted
+    topo.nft("vps", "add", "table", "inet", "someone_else")
+    report = server.json("apply")["apply"]
+    assert "unchanged" not in report and report["firewall"]["changed"] is False
+    assert reachable(tunnels["r1"])
+
+    # an add after someone deleted our table: the element change fails, the whole table is loaded
+    topo.nft("vps", "delete", "table", "inet", "sixbroker")
+    body = server.json("add", "r2", "--remote", HOMES["r2"][1])
+    assert "incremental" not in body["apply"] and body["apply"]["firewall"]["changed"] is True
+    _full_apply_finds_nothing(server)

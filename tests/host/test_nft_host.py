@@ -427,3 +427,55 @@ def test_a_thousand_tunnels_load_in_one_transaction(nets):
     second = time.time() - t
     assert r.transactions == 1 and again.transactions == 0
     print("nft: 1000 tunnels: first apply %.2f s, second %.2f s" % (first, second))
+
+
+# ---- one tunnel at a time ----------------------------------------------------------------------
+
+def _loaded_is(ns, plans):
+    return apply_nft.normalise(apply_nft.loaded(netns=ns)) == apply_nft.normalise(apply_nft.ruleset(plans))
+
+
+def test_element_changes_make_the_same_table_as_loading_it_whole(nets):
+    ns = nets("v")["v"]
+    ps = many(600)          # two local addresses: the second one's LOCALS element is shared by 100
+    apply_nft.apply(ps[:599], netns=ns)
+    # add one tunnel, then re-key one (new remote), then remove two, by elements
+    assert apply_nft.change([], [ps[599]], ps[0], netns=ns).changed
+    assert _loaded_is(ns, ps)
+    moved = vps(7, remote="192.0.2.251", device="sbs-t7")
+    assert apply_nft.change([ps[7]], [moved], ps[0], netns=ns).changed
+    assert _loaded_is(ns, ps[:7] + [moved] + ps[8:])
+    # the second local address: ps[0] (on the first) cannot tell whether another tunnel still has it
+    assert apply_nft.change_text([ps[598]], [], ps[0]) is None
+    assert apply_nft.change([ps[598]], [], ps[500], netns=ns).changed
+    assert apply_nft.change([ps[599]], [], ps[500], netns=ns).changed
+    assert _loaded_is(ns, ps[:7] + [moved] + ps[8:598])
+    assert "203.0.113.11" in apply_nft.loaded(netns=ns)
+
+
+def test_element_changes_refuse_what_only_the_whole_table_can_do(nets):
+    ns = nets("v")["v"]
+    ps = many(3)
+    assert apply_nft.change_text([], [ps[0]], None) is None         # the first tunnel: the rules come
+    assert apply_nft.change_text([ps[0]], [], None) is None         # the last one: the table goes
+    assert apply_nft.change_text([], [home(device="sb-wan6")], ps[0]) is None   # a different shape
+    # no table, or an element already gone: refused (None), the caller loads the whole table
+    assert apply_nft.change([], [ps[1]], ps[0], netns=ns) is None
+    apply_nft.apply(ps[:2], netns=ns)
+    assert apply_nft.change([ps[2]], [], ps[0], netns=ns) is None
+    assert _loaded_is(ns, ps[:2])
+    assert apply_nft.change([ps[1]], [ps[1]], ps[0], netns=ns).changed is False
+
+
+def test_the_token_moves_with_every_nftables_transaction_and_only_then(nets):
+    n = nets("a", "b")
+    a = apply_nft.token(n["a"])
+    assert a is not None and a == apply_nft.token(n["a"])
+    assert a.rsplit("/", 1)[0] != apply_nft.token(n["b"]).rsplit("/", 1)[0]     # another namespace
+    apply_nft.apply(many(2), netns=n["a"])
+    b = apply_nft.token(n["a"])
+    assert int(b.rsplit("/", 1)[1]) == int(a.rsplit("/", 1)[1]) + 1
+    apply_nft.apply(many(2), netns=n["a"])               # equal: nothing loaded, nothing counted
+    assert apply_nft.token(n["a"]) == b
+    run(["nft", "add", "table", "inet", "someone_else"], ns=n["a"])
+    assert apply_nft.token(n["a"]) != b

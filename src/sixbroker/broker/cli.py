@@ -177,9 +177,12 @@ class _Lock:
         return False
 
 
-def _apply(conn):
-    """Reconcile; (report, None) or (None, SixbrokerError APPLY_FAILED) - the change itself is saved."""
+def _apply(conn, change=None):
+    """Reconcile (just the changed tunnel, when there is one); (report, None) or (None, SixbrokerError
+    APPLY_FAILED) - the change itself is saved."""
     try:
+        if change is not None:
+            return reconcile.reconcile_change(conn, change), None
         return reconcile.reconcile(conn), None
     except SixbrokerError as e:
         cause, why = e.code, e.text
@@ -240,6 +243,7 @@ def _run(args, path):
 
 def _change(conn, args, cmd, want_json):
     result = {}
+    change = None
     if cmd == "init":
         ra = {"auto": None, "yes": True, "no": False}[args.uplink_ra]
         from sixbroker.broker import hostfacts
@@ -259,12 +263,14 @@ def _change(conn, args, cmd, want_json):
                 result["warnings"] = ["could not clean the old namespace %s: %s" % (old["netns"] or "(main)", e)]
                 sys.stderr.write("%s: warning: %s\n" % (PROG, result["warnings"][0]))
     elif cmd == "add":
+        change = reconcile.Change(conn, args.name)
         t = service.add(conn, args.name, args.remote, args.routed_prefix_length, args.mtu)
         reconcile.crash_point("commit")
         result["tunnel"] = t
         result["router"] = routerconf.as_json(t)
         text = _tunnel_text(t) + routerconf.shell(t)
     elif cmd == "remove":
+        change = reconcile.Change(conn, args.name)
         t = service.remove(conn, args.name)
         reconcile.crash_point("commit")
         result["removed"] = t
@@ -273,6 +279,7 @@ def _change(conn, args, cmd, want_json):
     elif cmd == "set":
         if args.remote is None and args.mtu is None:
             raise _Usage("%s set: nothing to change: give --remote and/or --mtu" % PROG)
+        change = reconcile.Change(conn, args.name)
         t = service.update(conn, args.name, args.remote, args.mtu)
         reconcile.crash_point("commit")
         result["tunnel"] = t
@@ -280,7 +287,7 @@ def _change(conn, args, cmd, want_json):
     else:  # apply
         db.server(conn)
         text = ""
-    report, err = _apply(conn)
+    report, err = _apply(conn, change)
     result["applied"] = err is None
     if report is not None:
         result["apply"] = report

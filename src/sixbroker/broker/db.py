@@ -4,7 +4,7 @@ The database is the truth; the kernel and the firewall are made to match it afte
 every change is one transaction and a crash between the commit and the kernel change is repaired by the
 next `sixbroker server apply`.
 
-Layout (schema version 1, `PRAGMA user_version`):
+Layout (schema version 2, `PRAGMA user_version`):
 - `server`: one row, the broker's own facts (its prefix, transfer prefix, IPv4 addresses, uplink, netns).
 - `tunnels`: one row per tunnel; `transfer_index` numbers its /127 inside the transfer prefix.
 - `blocks`: what is taken out of the broker prefix, counted in /64s from its start (`start` inclusive,
@@ -14,6 +14,10 @@ Layout (schema version 1, `PRAGMA user_version`):
 
 Integers are /64 counts and /127 indexes rather than addresses because SQLite's integers are 64-bit: a
 /16 broker prefix holds 2**48 /64s, a /64 transfer prefix 2**63 /127s, both fit.
+
+- `generation`: one number, moved on by triggers at every change of the three tables above.
+- `applied`: the generation the kernel and the firewall were last made to match, with the kernel's
+  fingerprint and the nftables token seen then (reconcile.py: how `apply` tells "nothing to do" cheaply).
 """
 
 import os
@@ -67,6 +71,33 @@ MIGRATIONS = [
     BEGIN
         SELECT RAISE(ABORT, 'sixbroker: overlapping prefix');
     END;
+    """,
+    # 2: a generation number that every change of the desired state moves on, and the record of the last
+    # state the kernel and the firewall were seen in line with (see reconcile.py)
+    """
+    CREATE TABLE generation (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        n INTEGER NOT NULL
+    );
+    INSERT INTO generation (id, n) VALUES (1, 0);
+    CREATE TRIGGER server_insert AFTER INSERT ON server BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER server_update AFTER UPDATE ON server BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER server_delete AFTER DELETE ON server BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER tunnels_insert AFTER INSERT ON tunnels BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER tunnels_update AFTER UPDATE ON tunnels BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER tunnels_delete AFTER DELETE ON tunnels BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER blocks_insert AFTER INSERT ON blocks BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER blocks_update AFTER UPDATE ON blocks BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER blocks_delete AFTER DELETE ON blocks BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TABLE applied (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        generation INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        kernel TEXT NOT NULL,
+        nft TEXT,
+        foreign_tunnels TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -216,3 +247,25 @@ def has_tunnel(conn, name):
 
 def blocks(conn):
     return [dict(r) for r in conn.execute("SELECT * FROM blocks ORDER BY start")]
+
+
+# ---- what was applied ---------------------------------------------------------------------------------
+
+def generation(conn):
+    return conn.execute("SELECT n FROM generation WHERE id = 1").fetchone()[0]
+
+
+def applied(conn):
+    row = conn.execute("SELECT * FROM applied WHERE id = 1").fetchone()
+    return dict(row) if row is not None else None
+
+
+def record_applied(conn, gen, version, kernel, nft, foreign_tunnels):
+    with transaction(conn):
+        conn.execute("INSERT OR REPLACE INTO applied (id, generation, version, kernel, nft, foreign_tunnels, at)"
+                     " VALUES (1, ?, ?, ?, ?, ?, ?)", (gen, version, kernel, nft, foreign_tunnels, now()))
+
+
+def forget_applied(conn):
+    with transaction(conn):
+        conn.execute("DELETE FROM applied")

@@ -1,14 +1,8 @@
 """Facts `sixbroker server init` reads from the VPS when it is not told them: its public IPv4 address and
 whether the uplink configures itself from router advertisements."""
 
-import subprocess
-
 from sixbroker import addr
 from sixbroker.errors import SixbrokerError
-
-AF_INET = 2
-RT_SCOPE_UNIVERSE = 0
-
 
 def detect(uplink, netns):
     """{"public_ipv4": text, "public_ipv4_error": SixbrokerError, "uplink_ra": bool}, keys only for what
@@ -32,29 +26,25 @@ def public_ipv4(uplink, netns):
 
     A private address means the VPS is behind 1:1 NAT: routers must dial the public address, which only
     the user knows, so that is an error that says what to give."""
+    from sixbroker import apply_kernel
     try:
-        from pyroute2 import IPRoute
-    except ImportError:
-        return None
-    try:
-        # flags=0: never create a namespace that is not there
-        with IPRoute(netns=netns, flags=0, groups=0) if netns else IPRoute(groups=0) as ipr:
-            index = None
-            if uplink:
-                found = ipr.link_lookup(ifname=uplink)
-                index = found[0] if found else None
-            else:
-                for r in ipr.get_routes(family=AF_INET, table=254):
-                    if r["dst_len"] == 0 and r.get_attr("RTA_OIF"):
-                        index = r.get_attr("RTA_OIF")
-                        break
-            if index is None:
-                return None
-            addrs = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=AF_INET, index=index)
-                     if a["scope"] == RT_SCOPE_UNIVERSE]
-    except Exception:
+        k = apply_kernel._Kernel(netns, apply_kernel.Result())
+    except SixbrokerError:
         # a host we cannot read is a host we ask the user about; the error below says what to give
         return None
+    try:
+        if uplink:
+            li = k.link(uplink)
+            index = li.index if li is not None else None
+        else:
+            index = k.default_route_device4()
+        if index is None:
+            return None
+        addrs = [a for i, a in k.addrs4(universe=True) if i == index]
+    except SixbrokerError:
+        return None
+    finally:
+        k.close()
     found = []
     for text in addrs:
         try:
@@ -71,16 +61,14 @@ def public_ipv4(uplink, netns):
 
 
 def _sysctl(path, netns):
+    from sixbroker import apply_kernel
     try:
-        if netns:
-            # /proc/sys/net shows the reading process's namespace: read it from inside
-            out = subprocess.run(["ip", "netns", "exec", netns, "cat", path], stdout=subprocess.PIPE,
-                                 stderr=subprocess.DEVNULL, timeout=10, check=True).stdout.decode()
-        else:
+        # /proc/sys/net shows the reading thread's namespace: read it from inside
+        with apply_kernel._InNetns(netns):
             with open(path) as f:
                 out = f.read()
         return int(out.strip())
-    except (OSError, ValueError, subprocess.SubprocessError):
+    except (OSError, ValueError, SixbrokerError):
         return None
 
 

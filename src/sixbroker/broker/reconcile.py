@@ -1,13 +1,26 @@
 """Database -> plans -> kernel and firewall.
 
-Reconciling always starts from the whole database and ends with the kernel and the nftables table
-holding exactly what it says (the appliers add what is missing, fix what differs and remove what the
-broker owns and no longer wants), so it is safe to run at any time, any number of times: after every
-change, at boot (files/broker/sixbroker.service), and by hand after a crash.
+A full reconcile starts from the whole database and ends with the kernel and the nftables table holding
+exactly what it says (the appliers add what is missing, fix what differs and remove what the broker owns
+and no longer wants), so it is safe to run at any time, any number of times: at boot
+(files/broker/sixbroker.service), by hand after a crash, and after `init`.
 
-The appliers are reached through one object with two methods, `kernel(state)` and `firewall(state)`, so
-tests give a fake one (module hook APPLIER, or the `applier` argument) and the kernel mapping can change
-(a shared NBMA device, DESIGN.md "Scale facts") without touching the rest.
+Two shortcuts keep the common cases from costing what the whole database costs:
+- add, remove and set change one tunnel: only its device (apply_kernel.apply(only=...)) and its nftables
+  set elements (apply_nft.change) are touched, when the record below shows that everything else was in
+  line after the previous change;
+- `apply` with nothing to do: the `applied` record (db.py) holds the database generation last applied,
+  the kernel's fingerprint (apply_kernel.fingerprint: a sum of one hash per device of ours, so one tunnel's
+  change updates it exactly) and the nftables token (boot, namespace, ruleset generation).  When all three
+  still hold, the kernel and the firewall are as they were when they last matched this very database:
+  one dump and no plan.  Anything else (a reboot, a device deleted by hand, another table loaded, an
+  upgrade of sixbroker) fails one of them and the full reconcile runs.
+A record is written only after a reconcile succeeded; an incremental change carries it forward only from a
+record of the generation just before it.
+
+The appliers are reached through one object (`kernel(state)`, `firewall(state)`, and optionally the
+incremental and fingerprint methods of KernelAndNft), so tests give a fake one (module hook APPLIER, or
+the `applier` argument), which then always gets the full reconcile.
 
 Fault injection: SIXBROKER_CRASH_AFTER=commit kills the process (SIGKILL, no clean-up of any kind) right
 after a change is committed, before the kernel is touched; =kernel after the kernel is changed, before
@@ -17,7 +30,8 @@ the firewall.  The real-kernel tests use it to show that `apply` repairs either.
 import os
 import signal
 
-from sixbroker.broker import service
+from sixbroker import VERSION
+from sixbroker.broker import db, service
 
 CRASH_ENV = "SIXBROKER_CRASH_AFTER"
 CRASH_POINTS = ("commit", "kernel")
@@ -34,21 +48,26 @@ def crash_point(name):
 def desired(conn):
     """The whole desired state, plain data: what the appliers get."""
     server, plans = service.plans(conn)
+    return _state(server, plans, len(plans))
+
+
+def _state(server, plans, count):
     return {
         "netns": server["netns"],
         "device_prefix": service.DEVICE_PREFIX,
-        "sysctls": service.base_sysctls(server, len(plans)),
+        "sysctls": service.base_sysctls(server, count),
         "plans": plans,
     }
 
 
 class KernelAndNft:
-    """The real appliers: netlink (pyroute2) for the kernel, one atomically replaced nftables table."""
+    """The real appliers: netlink for the kernel, one nftables table of our own."""
 
     SCOPE = "broker"        # apply_kernel marks our devices `sixbroker:broker` (their alias)
 
     def __init__(self):
         self.foreign = ()
+        self.fingerprint = None
 
     def kernel(self, state):
         from sixbroker import apply_kernel
@@ -58,6 +77,7 @@ class KernelAndNft:
         apply_kernel.apply_sysctls(state["sysctls"], state["netns"], result)
         # sit devices that are not ours: the firewall must not drop their protocol 41
         self.foreign = list(result.foreign_tunnels)
+        self.fingerprint = result.fingerprint
         return {"changes": list(result.changes), "foreign_tunnels": ["%s -> %s" % p for p in self.foreign]}
 
     def firewall(self, state):
@@ -65,19 +85,140 @@ class KernelAndNft:
         result = apply_nft.apply(state["plans"], netns=state["netns"], exempt=self.foreign)
         return {"changed": bool(result.changed)}
 
+    # ---- one tunnel, and the record -------------------------------------------------------------------
+
+    def kernel_change(self, state, devices):
+        """Apply state["plans"] (of the named devices only); the fingerprint's change."""
+        from sixbroker import apply_kernel
+        result = apply_kernel.apply(state["plans"], netns=state["netns"], scope=self.SCOPE,
+                                    prefix=state["device_prefix"], only=devices)
+        apply_kernel.apply_sysctls(state["sysctls"], state["netns"], result)
+        return {"changes": list(result.changes)}, result.fingerprint
+
+    def firewall_text(self, before, after, other):
+        from sixbroker import apply_nft
+        return apply_nft.change_text(before, after, other)
+
+    def firewall_change(self, netns, before, after, other):
+        from sixbroker import apply_nft
+        result = apply_nft.change(before, after, other, netns=netns)
+        return None if result is None else {"changed": bool(result.changed)}
+
+    def sysctls(self, state):
+        from sixbroker import apply_kernel
+        return list(apply_kernel.apply_sysctls(state["sysctls"], state["netns"]).changes)
+
+    def kernel_fingerprint(self, netns):
+        from sixbroker import apply_kernel
+        return apply_kernel.fingerprint(netns, scope=self.SCOPE, prefix=service.DEVICE_PREFIX)
+
+    def nft_token(self, netns):
+        from sixbroker import apply_nft
+        return apply_nft.token(netns)
+
 
 def applier():
     return APPLIER if APPLIER is not None else KernelAndNft()
 
 
+def _recorded(conn, gen):
+    """The `applied` record when it is for generation gen of this very sixbroker, else None."""
+    rec = db.applied(conn)
+    if rec is None or rec["generation"] != gen or rec["version"] != VERSION:
+        return None
+    return rec
+
+
+def _record(conn, a, netns, kernel_fp, foreign):
+    token = a.nft_token(netns)
+    db.record_applied(conn, db.generation(conn), VERSION, "%032x" % kernel_fp, token, "\n".join(foreign))
+
+
 def reconcile(conn, using=None):
     """Bring the kernel and the firewall in line with the database; a report of what each applier did."""
-    state = desired(conn)
     a = using or applier()
+    incremental = hasattr(a, "kernel_fingerprint")
+    if incremental:
+        report = _unchanged(conn, a)
+        if report is not None:
+            return report
+    state = desired(conn)
     kernel = a.kernel(state)
     crash_point("kernel")
     firewall = a.firewall(state)
+    if incremental:
+        _record(conn, a, state["netns"], a.fingerprint, kernel["foreign_tunnels"])
     return {"tunnels": len(state["plans"]), "kernel": kernel, "firewall": firewall}
+
+
+def _unchanged(conn, a):
+    """The report of an apply with nothing to do, when the record proves it; else None."""
+    rec = _recorded(conn, db.generation(conn))
+    if rec is None or rec["nft"] is None:
+        return None
+    server = db.server(conn)
+    count = db.tunnel_count(conn)
+    state = _state(server, [], count)
+    if "%032x" % a.kernel_fingerprint(state["netns"]) != rec["kernel"] or a.nft_token(state["netns"]) != rec["nft"]:
+        return None
+    # sysctls are not in the fingerprint: read (and set) every time, a few small files
+    changes = a.sysctls(state)
+    foreign = [f for f in rec["foreign_tunnels"].split("\n") if f]
+    return {"tunnels": count, "kernel": {"changes": changes, "foreign_tunnels": foreign},
+            "firewall": {"changed": False}, "unchanged": True}
+
+
+class Change:
+    """What add, remove and set remember before their commit, for applying just that tunnel afterwards."""
+
+    def __init__(self, conn, name):
+        self.name = name
+        self.generation = db.generation(conn)
+        self.before = service.plan_of(conn, name)
+
+
+def reconcile_change(conn, change, using=None):
+    """Apply one tunnel's change (see Change) when the record allows it, else the full reconcile."""
+    a = using or applier()
+    if not hasattr(a, "kernel_change"):
+        return reconcile(conn, a)
+    rec = _recorded(conn, change.generation)
+    if rec is None or rec["nft"] is None:
+        return reconcile(conn, a)
+    server = db.server(conn)
+    after = service.plan_of(conn, change.name)
+    other = service.another_plan(conn, change.name)
+    before = [change.before] if change.before else []
+    after_list = [after] if after else []
+    if a.firewall_text(before, after_list, other) is None:
+        return reconcile(conn, a)         # the first or the last tunnel: the table's rules change
+    count = db.tunnel_count(conn)
+    state = _state(server, after_list, count)
+    devices = set(p["tunnel"]["device"] for p in before + after_list)
+    token = a.nft_token(state["netns"])
+    kernel, delta = a.kernel_change(state, devices)
+    crash_point("kernel")
+    firewall = a.firewall_change(state["netns"], before, after_list, other)
+    if firewall is None:
+        # the table was not as recorded (deleted, an element gone): the whole of it, and a new record
+        return reconcile(conn, a)
+    new_token = a.nft_token(state["netns"])
+    if token != rec["nft"] or (firewall["changed"] and not _next(token, new_token)):
+        new_token = None    # someone else loaded nftables meanwhile: the next apply compares in full
+    elif not firewall["changed"]:
+        new_token = token
+    kernel_fp = (int(rec["kernel"], 16) + delta) % (1 << 128)
+    db.record_applied(conn, db.generation(conn), VERSION, "%032x" % kernel_fp, new_token, rec["foreign_tunnels"])
+    kernel["foreign_tunnels"] = [f for f in rec["foreign_tunnels"].split("\n") if f]
+    return {"tunnels": count, "kernel": kernel, "firewall": firewall, "incremental": True}
+
+
+def _next(before, after):
+    """Whether token after is the one transaction right after before, in the same namespace and boot."""
+    if before is None or after is None:
+        return False
+    b, a = before.rsplit("/", 1), after.rsplit("/", 1)
+    return b[0] == a[0] and int(a[1]) == int(b[1]) + 1
 
 
 def abandon(netns, using=None):

@@ -348,15 +348,31 @@ def update(conn, name, remote=None, mtu=None):
 def plans(conn):
     """(server row, [plan]) for every tunnel, in name order."""
     s = db.server(conn)
+    return s, _plans(s, db.tunnels(conn))
+
+
+def _plans(s, rows):
     layout = alloc.Layout.of(s)
     uplink = s["uplink"] if s["uplink_ra"] else None
     local = addr.Address.parse(s["local_ipv4"], 4)
     out = []
-    for t in db.tunnels(conn):
+    for t in rows:
         routed = [layout.routed_net(start, length) for start, length in t["blocks"]]
         out.append(plan.broker(t["name"], t["device"], local, addr.Address.parse(t["remote"], 4),
                                layout.transfer_net(t["transfer_index"]), routed, t["mtu"], t["ttl"], uplink))
-    return s, out
+    return out
+
+
+def plan_of(conn, name):
+    """The plan of one tunnel, or None when there is no such tunnel."""
+    rows = db._tunnel_rows(conn, "WHERE name = ?", (name,))
+    return _plans(db.server(conn), rows)[0] if rows else None
+
+
+def another_plan(conn, name):
+    """The plan of some tunnel other than name, or None when there is none."""
+    rows = db._tunnel_rows(conn, "WHERE name = (SELECT name FROM tunnels WHERE name != ? LIMIT 1)", (name,))
+    return _plans(db.server(conn), rows)[0] if rows else None
 
 
 NEIGH_FROM = 256        # tunnels from which the IPv6 neighbour table is sized for them
