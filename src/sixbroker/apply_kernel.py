@@ -191,36 +191,71 @@ _STATS64 = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_errors", "tx
             "tx_dropped")
 
 
+_LINK_FIELDS = frozenset((nl.IFLA_IFNAME, nl.IFLA_MTU, nl.IFLA_IFALIAS, nl.IFLA_LINKINFO))
+_LINK_FIELDS_STATS = _LINK_FIELDS | frozenset((nl.IFLA_STATS64,))
+
+
 class _Link:
-    def __init__(self, index, flags, a):
+    """One device of a link dump.  Only the attributes compared are picked out of the ~35 the kernel
+    sends (a no-op apply of 1000 tunnels reads all of them), and the tunnel parameters are decoded on
+    first use."""
+
+    def __init__(self, index, flags, buf, start, end, stats=False):
+        want = _LINK_FIELDS_STATS if stats else _LINK_FIELDS
+        a = {}
+        while start + 4 <= end:
+            length, typ = struct.unpack_from("HH", buf, start)
+            if length < 4:
+                break
+            typ &= 0x3FFF
+            if typ in want:
+                a[typ] = buf[start + 4:start + length]
+                if len(a) == len(want):
+                    break
+            start += (length + 3) & ~3
         self.index = index
         self.name = _text(a[nl.IFLA_IFNAME]) if nl.IFLA_IFNAME in a else None
         self.alias = _text(a[nl.IFLA_IFALIAS]) if nl.IFLA_IFALIAS in a else None
         self.alias = self.alias or None
         self.mtu = _u32(a[nl.IFLA_MTU]) if nl.IFLA_MTU in a else None
         self.up = bool(flags & IFF_UP)
-        self.kind = None
-        self.params = {}
+        self.info = a.get(nl.IFLA_LINKINFO, b"")
+        self._kind = False
         self.stats = None
-        if nl.IFLA_STATS64 in a and len(a[nl.IFLA_STATS64]) >= 64:
+        if stats and nl.IFLA_STATS64 in a and len(a[nl.IFLA_STATS64]) >= 64:
             self.stats = dict(zip(_STATS64, struct.unpack_from("8Q", a[nl.IFLA_STATS64])))
-        if nl.IFLA_LINKINFO in a:
-            info = a[nl.IFLA_LINKINFO]
-            info = nl.attrs(info, 0, len(info))
-            if nl.IFLA_INFO_KIND in info:
-                self.kind = _text(info[nl.IFLA_INFO_KIND])
-            if self.kind == "sit" and nl.IFLA_INFO_DATA in info:
-                d = info[nl.IFLA_INFO_DATA]
-                d = nl.attrs(d, 0, len(d))
-                self.params = {"local": socket.inet_ntoa(d[nl.IFLA_IPTUN_LOCAL][:4]),
-                               "remote": socket.inet_ntoa(d[nl.IFLA_IPTUN_REMOTE][:4]),
-                               "ttl": d[nl.IFLA_IPTUN_TTL][0], "tos": d[nl.IFLA_IPTUN_TOS][0],
-                               "link": _u32(d[nl.IFLA_IPTUN_LINK]) if nl.IFLA_IPTUN_LINK in d else 0,
-                               "pmtudisc": d[nl.IFLA_IPTUN_PMTUDISC][0] if nl.IFLA_IPTUN_PMTUDISC in d else 1}
+
+    def _decode(self):
+        self._kind, self._params = None, {}
+        info = nl.attrs(self.info, 0, len(self.info))
+        if nl.IFLA_INFO_KIND in info:
+            self._kind = _text(info[nl.IFLA_INFO_KIND])
+        if self._kind == "sit" and nl.IFLA_INFO_DATA in info:
+            d = info[nl.IFLA_INFO_DATA]
+            d = nl.attrs(d, 0, len(d))
+            self._params = {"local": socket.inet_ntoa(d[nl.IFLA_IPTUN_LOCAL][:4]),
+                            "remote": socket.inet_ntoa(d[nl.IFLA_IPTUN_REMOTE][:4]),
+                            "ttl": d[nl.IFLA_IPTUN_TTL][0], "tos": d[nl.IFLA_IPTUN_TOS][0],
+                            "link": _u32(d[nl.IFLA_IPTUN_LINK]) if nl.IFLA_IPTUN_LINK in d else 0,
+                            "pmtudisc": d[nl.IFLA_IPTUN_PMTUDISC][0] if nl.IFLA_IPTUN_PMTUDISC in d else 1}
+
+    @property
+    def kind(self):
+        if self._kind is False:
+            self._decode()
+        return self._kind
+
+    @property
+    def params(self):
+        if self._kind is False:
+            self._decode()
+        return self._params
 
     def facts(self):
-        """What a fingerprint covers of the device itself."""
-        return (self.name, self.kind, sorted(self.params.items()), self.mtu, self.up, self.alias)
+        """What a fingerprint covers of the device itself: the link info as the kernel sent it (kind and
+        every tunnel parameter, no counters)."""
+        return b"%s\0%s\0%d\0%d\0" % ((self.name or "").encode(), (self.alias or "").encode(), self.mtu or 0,
+                                        self.up) + self.info
 
 
 class _Addr:
@@ -277,13 +312,12 @@ class _Kernel:
             raise _os_error(e, what)
 
     def links(self, stats=False):
-        """Every device; sit parameters decoded.  Counters only with stats (the kernel leaves them out
-        otherwise: a third of each message)."""
+        """Every device; sit parameters decoded, counters only with stats."""
         body = nl.ifinfo() + nl.attr_u32(nl.IFLA_EXT_MASK, 0 if stats else nl.RTEXT_FILTER_SKIP_STATS)
         out = []
         for buf, start, end in self._read(self.sock.dump, "link dump", nl.RTM_GETLINK, body):
             _, _, index, flags, _ = struct.unpack_from("BxHiII", buf, start)
-            out.append(_Link(index, flags, nl.attrs(buf, start + 16, end)))
+            out.append(_Link(index, flags, buf, start + 16, end, stats))
         return out
 
     def link(self, name):
@@ -297,7 +331,7 @@ class _Kernel:
                 return None
             raise _os_error(e, "link get " + name)
         _, _, index, flags, _ = struct.unpack_from("BxHiII", buf, start)
-        return _Link(index, flags, nl.attrs(buf, start + 16, end))
+        return _Link(index, flags, buf, start + 16, end)
 
     def addrs6(self, index=0):
         """IPv6 addresses, of one device when index is given (the kernel filters: Linux 4.20+)."""
@@ -766,24 +800,25 @@ def _reconcile_routes(k, by_name, index_of, routes, ours, want_routes):
 FP_MOD = 1 << 128
 
 
-def _hash(obj):
-    return int.from_bytes(hashlib.sha256(repr(obj).encode()).digest()[:16], "big")
+def _hash(data):
+    return int.from_bytes(hashlib.sha256(data).digest()[:16], "big")
 
 
 def _fingerprint(links, addrs, routes, mark, prefix):
     by_index = {}
     for a in addrs:
         if not a.kernel_made:
-            by_index.setdefault(a.index, []).append((a.address, a.length))
+            by_index.setdefault(a.index, []).append("%s/%d" % (a.address, a.length))
     rts = {}
     for r in routes:
-        rts.setdefault(r.oif, []).append((r.key(), r.gateway))
+        rts.setdefault(r.oif, []).append("%s/%d %s/%d %d %s" % (r.dst, r.dst_len, r.src, r.src_len, r.metric, r.gateway))
     total = 0
     for li in links:
         if _owned(li, mark, prefix):
-            total += _hash(("ours", li.facts(), sorted(by_index.get(li.index, ())), sorted(rts.get(li.index, ()))))
+            text = " ".join(sorted(by_index.get(li.index, ()))) + "\n" + "\n".join(sorted(rts.get(li.index, ())))
+            total += _hash(b"ours\0" + li.facts() + text.encode())
         elif li.kind == "sit" and li.up and li.params:
-            total += _hash(("foreign", li.name, li.params["local"], li.params["remote"]))
+            total += _hash(("foreign %s %s %s" % (li.name, li.params["local"], li.params["remote"])).encode())
     return total % FP_MOD
 
 

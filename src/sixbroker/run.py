@@ -4,10 +4,32 @@ The shell wrappers (the netifd shim, the hotplug script, the rpcd plugin, /usr/b
 file.  A file run as a program is compiled on every start (netifd.py alone took 7.6 ms on CPython, on
 every ifup); imported modules load from their compiled caches.  So the work lives in modules and the
 file that runs stays this small.
+
+MicroPython keeps no cache: it compiles every module it imports, on every start.  The add-on package
+sixbroker-micropython holds the modules of MPY_COMMANDS precompiled in <lib>/mpy/sixbroker/, apart from
+the .py (in one directory MicroPython takes the .py).  A package's submodules come from its one
+directory only, so that directory goes first just for those commands.
 """
 import sys
 
 COMMANDS = ("netifd", "hotplug", "rpcd", "cli")
+# the commands whose every module sixbroker-micropython compiles (scripts/mkipk.py MPY_ADDONS)
+MPY_COMMANDS = ("netifd", "hotplug")
+
+
+def load(name, compiled):
+    if compiled and sys.implementation.name == "micropython":
+        mpy = sys.path[0] + "/mpy"
+        sys.path.insert(0, mpy)
+        try:
+            return __import__(name, None, None, ["main"])
+        except (ValueError, ImportError):
+            # ValueError: an .mpy version this MicroPython does not load; ImportError: an add-on that
+            # lacks a module.  Forget what came from there and take the .py.
+            sys.path.remove(mpy)
+            for key in [k for k in sys.modules if k == "sixbroker" or k.startswith("sixbroker.")]:
+                del sys.modules[key]
+    return __import__(name, None, None, ["main"])
 
 
 def main(argv):
@@ -15,7 +37,7 @@ def main(argv):
     if cmd not in COMMANDS:
         sys.stderr.write("usage: run.py " + "|".join(COMMANDS) + " ARGS...\n")
         return 2
-    module = __import__("sixbroker." + cmd, None, None, ["main"])
+    module = load("sixbroker." + cmd, cmd in MPY_COMMANDS)
     # netifd, hotplug and rpcd read argv as their own program would (argv[0] the name); cli the rest
     return module.main(argv[2:] if cmd == "cli" else argv[1:])
 

