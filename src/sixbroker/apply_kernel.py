@@ -534,8 +534,6 @@ def apply_sysctls(sysctls, netns=None, result=None):
     return result
 
 
-_apply_sysctls = apply_sysctls     # the name the broker's reconcile.py used first
-
 
 # ---- the reconciler ----------------------------------------------------------------------------
 
@@ -698,7 +696,7 @@ def _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, pre
         if words:
             k.queue("link set " + s.name + " " + " ".join(words),
                     nl.link_set(cur.index, mark if cur.alias != mark else None, s.mtu if cur.mtu != s.mtu else None,
-                                True if not cur.up else None))
+                                not cur.up))
 
     index_of = dict((s.name, by_name[s.name].index) for s in specs)
     # devices made a moment ago are ours too, though the dump we hold shows them before their alias

@@ -468,6 +468,15 @@ def token(netns=None):
     return "%s/%d/%d" % (boot, cookie, gen)
 
 
+def token_follows(before, after):
+    """Whether token `after` is the one nftables transaction right after `before`, in the same namespace
+    of the same boot."""
+    if before is None or after is None:
+        return False
+    b, a = before.rsplit("/", 1), after.rsplit("/", 1)
+    return b[0] == a[0] and int(a[1]) == int(b[1]) + 1
+
+
 def remove(table=TABLE, netns=None):
     """Delete our table; True when there was one."""
     if loaded(table, netns) is None:

@@ -42,11 +42,10 @@ BATCH = 100     # messages per send: their acks (~1 KB of receive buffer each) m
 
 
 class Error(OSError):
-    """A request the kernel refused: errno plus the index of the request in its batch."""
+    """A request the kernel refused (or a reply we cannot read), by errno."""
 
-    def __init__(self, code, index=None):
+    def __init__(self, code):
         OSError.__init__(self, code, os.strerror(code))
-        self.index = index
 
 
 def messages(data):
@@ -199,9 +198,8 @@ def link_change_sit(index, local, remote, ttl, tos, link, pmtudisc):
     return RTM_NEWLINK, 0, ifinfo(index) + sit_info(local, remote, ttl, tos, link, pmtudisc)
 
 
-def link_set(index, alias=None, mtu=None, up=None):
-    flags, change = (1, 1) if up else (0, 1) if up is False else (0, 0)      # IFF_UP
-    body = ifinfo(index, flags, change)
+def link_set(index, alias=None, mtu=None, up=False):
+    body = ifinfo(index, 1, 1) if up else ifinfo(index)       # IFF_UP set, in the change mask
     if alias is not None:
         body += attr_str(IFLA_IFALIAS, alias)
     if mtu is not None:

@@ -10,7 +10,6 @@ The homes run `sixbroker router` (standalone) in their own namespaces; their con
     home3 (192.0.2.130/25)    ---+
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -20,7 +19,8 @@ import pytest
 
 import topo
 from sixbroker import apply_kernel, apply_nft, standalone, uci
-from sixbroker.broker import cli, reconcile
+from sixbroker.broker import db, reconcile
+from server_cli import ServerCLI
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PREFIX = "2001:db8:5b00::/56"
@@ -64,26 +64,7 @@ def homes(clean):
     standalone.main(["down", "--netns", "home"])
 
 
-class Server:
-    def __init__(self, path, capsys):
-        self.path = path
-        self.capsys = capsys
-
-    def run(self, *args):
-        self.capsys.readouterr()
-        rc = cli.main(list(args) + ["--db", self.path])
-        out, err = self.capsys.readouterr()
-        assert "Traceback" not in out + err
-        return rc, out, err
-
-    def ok(self, *args):
-        rc, out, err = self.run(*args)
-        assert rc == 0, (args, out, err)
-        return out
-
-    def json(self, *args):
-        return json.loads(self.ok(*(list(args) + ["--json"])))
-
+class Server(ServerCLI):
     def process(self, *args, crash=None):
         """The command in a process of its own (so it can be killed)."""
         env = dict(os.environ)
@@ -299,11 +280,11 @@ def test_a_big_broker_sizes_the_neighbour_table(world):
 
 def _forget_record(path):
     """Drop the `applied` record, so the next apply compares everything (the full reconcile)."""
-    import sqlite3
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute("DELETE FROM applied")
-    conn.close()
+    conn = db.connect(path, create=False)
+    try:
+        db.forget_applied(conn)
+    finally:
+        conn.close()
 
 
 def _full_apply_finds_nothing(server):

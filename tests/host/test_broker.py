@@ -16,6 +16,7 @@ import pytest
 from sixbroker import addr, options, plan, uci
 from sixbroker.broker import alloc, cli, db, hostfacts, reconcile, service
 from sixbroker.errors import CODES
+from server_cli import ServerCLI
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PREFIX = "2001:db8:5b00::/56"
@@ -49,31 +50,10 @@ class FakeApplier:
         return sorted(p["tunnel"]["device"] for p in self.kernel_state["plans"])
 
 
-class Broker:
+class Broker(ServerCLI):
     def __init__(self, path, capsys, applier):
-        self.path = path
-        self.capsys = capsys
+        ServerCLI.__init__(self, path, capsys)
         self.applier = applier
-
-    def run(self, *args):
-        """(exit status, stdout, stderr) of `sixbroker server ARGS` with --db."""
-        self.capsys.readouterr()
-        rc = cli.main(list(args) + ["--db", self.path]) if args and args[0] not in ("-h", "--help") \
-            else cli.main(list(args))
-        out, err = self.capsys.readouterr()
-        assert "Traceback" not in out + err
-        return rc, out, err
-
-    def ok(self, *args):
-        rc, out, err = self.run(*args)
-        assert rc == 0, (args, out, err)
-        return out
-
-    def json(self, *args):
-        rc, out, err = self.run(*(list(args) + ["--json"]))
-        assert rc == 0, (args, out, err)
-        assert err == ""
-        return json.loads(out)
 
     def fails(self, code, *args, status=1):
         """Run a command that must be refused with `code`; the database must not change."""

@@ -116,6 +116,10 @@ class KernelAndNft:
         from sixbroker import apply_nft
         return apply_nft.token(netns)
 
+    def nft_token_follows(self, before, after):
+        from sixbroker import apply_nft
+        return apply_nft.token_follows(before, after)
+
 
 def applier():
     return APPLIER if APPLIER is not None else KernelAndNft()
@@ -129,9 +133,17 @@ def _recorded(conn, gen):
     return rec
 
 
-def _record(conn, a, netns, kernel_fp, foreign):
-    token = a.nft_token(netns)
-    db.record_applied(conn, db.generation(conn), VERSION, "%032x" % kernel_fp, token, "\n".join(foreign))
+def _fp_text(kernel_fp):
+    from sixbroker.apply_kernel import FP_MOD
+    return "%032x" % (kernel_fp % FP_MOD)
+
+
+def _record(conn, kernel_fp, token, foreign):
+    db.record_applied(conn, db.generation(conn), VERSION, _fp_text(kernel_fp), token, "\n".join(foreign))
+
+
+def _recorded_foreign(rec):
+    return [f for f in rec["foreign_tunnels"].split("\n") if f]
 
 
 def reconcile(conn, using=None):
@@ -147,7 +159,7 @@ def reconcile(conn, using=None):
     crash_point("kernel")
     firewall = a.firewall(state)
     if incremental:
-        _record(conn, a, state["netns"], a.fingerprint, kernel["foreign_tunnels"])
+        _record(conn, a.fingerprint, a.nft_token(state["netns"]), kernel["foreign_tunnels"])
     return {"tunnels": len(state["plans"]), "kernel": kernel, "firewall": firewall}
 
 
@@ -159,12 +171,11 @@ def _unchanged(conn, a):
     server = db.server(conn)
     count = db.tunnel_count(conn)
     state = _state(server, [], count)
-    if "%032x" % a.kernel_fingerprint(state["netns"]) != rec["kernel"] or a.nft_token(state["netns"]) != rec["nft"]:
+    if _fp_text(a.kernel_fingerprint(state["netns"])) != rec["kernel"] or a.nft_token(state["netns"]) != rec["nft"]:
         return None
     # sysctls are not in the fingerprint: read (and set) every time, a few small files
     changes = a.sysctls(state)
-    foreign = [f for f in rec["foreign_tunnels"].split("\n") if f]
-    return {"tunnels": count, "kernel": {"changes": changes, "foreign_tunnels": foreign},
+    return {"tunnels": count, "kernel": {"changes": changes, "foreign_tunnels": _recorded_foreign(rec)},
             "firewall": {"changed": False}, "unchanged": True}
 
 
@@ -203,22 +214,15 @@ def reconcile_change(conn, change, using=None):
         # the table was not as recorded (deleted, an element gone): the whole of it, and a new record
         return reconcile(conn, a)
     new_token = a.nft_token(state["netns"])
-    if token != rec["nft"] or (firewall["changed"] and not _next(token, new_token)):
+    if token != rec["nft"] or (firewall["changed"] and not a.nft_token_follows(token, new_token)):
         new_token = None    # someone else loaded nftables meanwhile: the next apply compares in full
     elif not firewall["changed"]:
         new_token = token
-    kernel_fp = (int(rec["kernel"], 16) + delta) % (1 << 128)
-    db.record_applied(conn, db.generation(conn), VERSION, "%032x" % kernel_fp, new_token, rec["foreign_tunnels"])
-    kernel["foreign_tunnels"] = [f for f in rec["foreign_tunnels"].split("\n") if f]
+    foreign = _recorded_foreign(rec)
+    # fingerprints add up (apply_kernel): the record's plus what this change added
+    _record(conn, int(rec["kernel"], 16) + delta, new_token, foreign)
+    kernel["foreign_tunnels"] = foreign
     return {"tunnels": count, "kernel": kernel, "firewall": firewall, "incremental": True}
-
-
-def _next(before, after):
-    """Whether token after is the one transaction right after before, in the same namespace and boot."""
-    if before is None or after is None:
-        return False
-    b, a = before.rsplit("/", 1), after.rsplit("/", 1)
-    return b[0] == a[0] and int(a[1]) == int(b[1]) + 1
 
 
 def abandon(netns, using=None):
