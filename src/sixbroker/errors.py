@@ -44,6 +44,11 @@ CODES = {
     "INVALID_DEVICE": "The tunnel device name must be 1 to 15 letters, digits, '-' or '_'",
     "UNKNOWN_OPTION": "Unknown option",
     "OPTION_NOT_LIST": "This option takes a list",
+    # the same two mistakes under codes of our own: LuCI's network.js predefines the old codes and keeps
+    # its own words for them (registerErrorCode refuses a known code), so LuCI shows these words only
+    # under these codes (see LUCI_PREDEFINED)
+    "PEER_ADDRESS_MISSING": "The broker address (peeraddr) is not set: give the IPv4 address or host name of your broker",
+    "PEER_NOT_RESOLVED": "The broker's host name (peeraddr) has no IPv4 address in DNS",
     # setup time (the environment, not the configuration)
     "PEER_RESOLVE_FAIL": "The peer's host name (peeraddr) did not resolve to an IPv4 address",
     "NO_LOCAL_ADDRESS": "No local IPv4 address: the underlying interface has none, or there is no route to the peer",
@@ -94,6 +99,15 @@ CODES = {
     "CONFIG_NOT_FOUND": "The configuration file cannot be read",
     "NO_TUNNELS": "The configuration has no enabled `config tunnel` section",
 }
+
+
+# The codes LuCI's network.js defines itself (its proto_errors table, openwrt/luci
+# modules/luci-base/htdocs/luci-static/resources/network.js): Network -> Interfaces shows LuCI's words
+# for them whatever a protocol registers.  Ours among them -> the code that carries our words.
+LUCI_PREDEFINED = ("CONNECT_FAILED", "INVALID_ADDRESS", "INVALID_GATEWAY", "INVALID_LOCAL_ADDRESS",
+                   "MISSING_ADDRESS", "MISSING_PEER_ADDRESS", "NO_DEVICE", "NO_IFACE", "NO_IFNAME",
+                   "NO_WAN_ADDRESS", "NO_WAN_LINK", "PEER_RESOLVE_FAIL", "PIN_FAILED")
+LUCI_REPLACEMENTS = {"MISSING_PEER_ADDRESS": "PEER_ADDRESS_MISSING", "PEER_RESOLVE_FAIL": "PEER_NOT_RESOLVED"}
 
 
 class SixbrokerError(Exception):

@@ -25,6 +25,7 @@ const fs = require('fs');
 const path = require('path');
 const readline = require('readline');
 const acorn = require('acorn');
+const model = require('./luci_form.js');
 
 const RESOURCES = path.resolve(__dirname, '../../luci-app/htdocs/luci-static/resources');
 
@@ -191,156 +192,191 @@ function loadOptions() {
 	return new Cls();   // L.require hands out an instance of a module's class
 }
 
-function Option(name, title, description) {
-	this.option = name;
-	this.title = title;
-	this.description = description;
-	this.rmempty = true;
-	this.optional = false;
-}
+// network.js proto_errors: the codes LuCI words itself; registerErrorCode() refuses them
+// (openwrt/luci modules/luci-base/htdocs/luci-static/resources/network.js, `var proto_errors`)
+const LUCI_ERRORS = ['CONNECT_FAILED', 'INVALID_ADDRESS', 'INVALID_GATEWAY', 'INVALID_LOCAL_ADDRESS',
+	'MISSING_ADDRESS', 'MISSING_PEER_ADDRESS', 'NO_DEVICE', 'NO_IFACE', 'NO_IFNAME', 'NO_WAN_ADDRESS',
+	'NO_WAN_LINK', 'PEER_RESOLVE_FAIL', 'PIN_FAILED'];
 
-function widgetClass(kind, extra) {
-	const C = function(name, title, description) {
-		Option.call(this, name, title, description);
-		this.widget = kind;
-		Object.assign(this, extra || {});
+// facts.networks: name -> { ipaddr, device, mtu, wan } (wan: holds the IPv4 default route)
+function networkStandIn(facts, registered) {
+	const nets = facts.networks || {};
+	const proto = (name) => {
+		const n = nets[name];
+		return {
+			getName: () => name,
+			getIPAddr: () => n.ipaddr || null,
+			getL3Device: () => n.device ? { getName: () => n.device, getMTU: () => (n.mtu != null ? n.mtu : null) } : null
+		};
 	};
-	return C;
-}
-
-function loadProtocol(sectionId, config) {
-	installFormat();
-	const registered = { protocols: {}, errors: {}, virtual: [] };
-	const network = {
-		registerProtocol(name, methods) { registered.protocols[name] = methods; return methods; },
-		registerErrorCode(code, message) { registered.errors[code] = message; return true; },
-		registerPatternVirtual(re) { registered.virtual.push(String(re)); },
-		getIfnameOf(x) { return x; }
-	};
-	const uci = { get(conf, sid, opt) { return (conf == 'network' && sid == sectionId) ? config.values[opt] : null; } };
-	const form = {
-		Value: widgetClass('Value'),
-		DynamicList: widgetClass('DynamicList'),
-		Flag: widgetClass('Flag', { enabled: '1', disabled: '0' }),
-		ListValue: widgetClass('ListValue')
-	};
-	const widgets = { NetworkSelect: widgetClass('NetworkSelect') };
-	const sbopts = loadOptions();
-	loadModule('protocol/sixbroker.js', { form, network, uci, 'tools.widgets': widgets, 'sixbroker.options': sbopts });
-
-	const options = [];
-	const section = {
-		section: sectionId,
-		taboption(tab, Cls, name, title, description) {
-			const o = new Cls(name, title, description);
-			o.tab = tab;
-			o.section = section;
-			options.push(o);
-			return o;
-		},
-		getOption(name) { return options.find((o) => o.option == name) || null; },
-		formvalue(sid, name) {
-			const o = section.getOption(name);
-			if (!o)
-				return null;
-			const v = config.values[o.ucioption || o.option];
-			if (o.widget == 'DynamicList')
-				return (v == null) ? [] : Array.isArray(v) ? v : [ v ];
-			return (v == null) ? '' : v;
-		},
-		getUIElement() { return null; }
-	};
-	const proto = registered.protocols.sixbroker;
-	proto.sid = sectionId;
-	proto._ubus = () => null;
-	proto.renderFormOptions(section);
-	return { registered, proto, options, sbopts };
-}
-
-function describeForm(sectionId) {
-	const config = { values: {} };
-	const { registered, proto, options } = loadProtocol(sectionId, config);
 	return {
-		errors: registered.errors,
-		virtual: registered.virtual,
-		protocols: Object.keys(registered.protocols),
-		i18n: proto.getI18n(),
-		ifname: proto.getIfname(),
-		packageName: proto.getPackageName(),
-		opkgPackage: proto.getOpkgPackage(),
-		isVirtual: proto.isVirtual(),
-		isFloating: proto.isFloating(),
-		devices: proto.getDevices(),
-		options: options.map((o) => ({
-			tab: o.tab, widget: o.widget, name: o.option, ucioption: o.ucioption || o.option,
+		registerProtocol(name, methods) { registered.protocols[name] = methods; return methods; },
+		// network.js registerErrorCode(): false, and LuCI's words stay, for a code it knows
+		registerErrorCode(code, message) {
+			if (typeof(code) != 'string' || typeof(message) != 'string' || LUCI_ERRORS.indexOf(code) >= 0 ||
+			    registered.errors.hasOwnProperty(code)) {
+				registered.refused.push(code);
+				return false;
+			}
+			registered.errors[code] = message;
+			return true;
+		},
+		registerPatternVirtual(re) { registered.virtual.push(String(re)); },
+		getIfnameOf(x) { return x; },
+		getNetwork(name) { return Promise.resolve(nets.hasOwnProperty(name) ? proto(name) : null); },
+		// network.js getWANNetworks(): the interfaces with a 0.0.0.0/0 route
+		getWANNetworks() { return Promise.resolve(Object.keys(nets).filter((k) => nets[k].wan).map(proto)); },
+		instantiateDevice(name, net) { return { name, network: net, getName: () => name }; }
+	};
+}
+
+function loadProtocol(sectionId, facts) {
+	installFormat();
+	const registered = { protocols: {}, errors: {}, refused: [], virtual: [] };
+	const network = networkStandIn(facts, registered);
+	const state = { values: facts.uci || {} };
+	const uci = { get(conf, sid, opt) { return (conf == 'network' && sid == sectionId) ? state.values[opt] : undefined; } };
+	const sbopts = loadOptions();
+	loadModule('protocol/sixbroker.js', { form: model.form, network, uci, 'tools.widgets': model.widgets,
+		'sixbroker.options': sbopts });
+	const proto = Object.create(registered.protocols.sixbroker);
+	proto.sid = sectionId;
+	proto._ubus = (key) => (facts.ubus || {})[key];
+	// the networks tools/widgets.js NetworkSelect offers: what network.getNetworks() has
+	const names = ['loopback', 'lan', 'wan', sectionId].concat(Object.keys(facts.networks || {}));
+	return {
+		registered, proto, sbopts, state,
+		// a fresh interface dialog over `values` (interfaces.js renders the protocol's options into a
+		// NamedSection of a Map of its own, then renders the map)
+		async open(values) {
+			state.values = values;
+			// a tunlink that could be a UCI section name is taken to be one of the router's networks
+			const more = (typeof(values.tunlink) == 'string' && /^[A-Za-z0-9_]+$/.test(values.tunlink)) ? [ values.tunlink ] : [];
+			const map = new model.FormMap(values, sectionId, Array.from(new Set(names.concat(more))));
+			proto.renderFormOptions(map.section);
+			return map.render();
+		}
+	};
+}
+
+async function describeForm(sectionId, facts) {
+	const p = loadProtocol(sectionId, facts);
+	const map = await p.open(facts.uci || {});
+	const kinds = new Map([[model.form.Value, 'Value'], [model.form.DynamicList, 'DynamicList'],
+		[model.form.Flag, 'Flag'], [model.form.ListValue, 'ListValue'], [model.widgets.NetworkSelect, 'NetworkSelect']]);
+	const device = p.proto.getDevice();
+	return {
+		errors: p.registered.errors,
+		refused: p.registered.refused,
+		virtual: p.registered.virtual,
+		protocols: Object.keys(p.registered.protocols),
+		i18n: p.proto.getI18n(),
+		ifname: p.proto.getIfname(),
+		device: device ? device.getName() : null,
+		packageName: p.proto.getPackageName(),
+		opkgPackage: p.proto.getOpkgPackage(),
+		isVirtual: p.proto.isVirtual(),
+		isFloating: p.proto.isFloating(),
+		devices: p.proto.getDevices(),
+		options: map.section.children.map((o) => ({
+			tab: o.tab, widget: kinds.get(o.constructor), name: o.option, ucioption: o.ucioption || o.option,
 			placeholder: (o.placeholder === undefined) ? null : o.placeholder,
 			default: (o.default === undefined) ? null : o.default,
-			rmempty: o.rmempty, optional: o.optional,
+			rmempty: o.rmempty, optional: o.optional, datatype: o.datatype || null,
 			enabled: o.enabled || null, disabled: o.disabled || null,
-			validates: typeof(o.validate) == 'function', loads: typeof(o.load) == 'function'
+			validates: o.hasOwnProperty('validate'), loads: o.hasOwnProperty('load')
 		}))
 	};
 }
 
-// What a field shows for a config: validation.js first refuses an empty non-optional field, then asks
-// the option's validate(); a DynamicList asks for each entry.  Answers are words; "" = accepted.
-function fieldVerdicts(form, config) {
-	const out = {};
-	const sid = form.proto.sid;
-	for (const o of form.options) {
-		if (typeof(o.validate) != 'function')
-			continue;
-		const optional = o.optional || o.rmempty;
-		const raw = config.values[o.ucioption || o.option];
-		const verdicts = [];
-		if (o.widget == 'DynamicList') {
-			const items = (raw == null || raw === '') ? [] : Array.isArray(raw) ? raw : [ raw ];
-			if (!items.length && !optional)
-				verdicts.push({ empty: true });
-			for (const item of items) {
-				const r = o.validate.call(o, sid, item);
-				if (r !== true)
-					verdicts.push({ text: r });
-			}
-		}
-		else {
-			const value = (raw == null) ? '' : String(raw);
-			if (value === '' && !optional)
-				verdicts.push({ empty: true });
-			else {
-				const r = o.validate.call(o, sid, value);
-				if (r !== true)
-					verdicts.push({ text: r });
-			}
-		}
-		out[o.ucioption || o.option] = verdicts;
+// One config through the form as LuCI 23.05 drives it:
+//   fields  what every field shows once the dialog is open (null = valid, else the error text)
+//   save    the dialog's Save: { ok, error, changes: the UCI writes } (form.js Map.save)
+//   typed   each list entry typed into an emptied list's add field and Enter pressed, one by one:
+//           { value, verdict (null = valid), added }
+//   calls   every value a validator was handed, per option (to show '' is among them)
+async function driveForm(p, values) {
+	const map = await p.open(values);
+	const fields = map.verdicts();
+	const calls = {};
+	for (const o of map.section.children) {
+		const w = o.getUIElement(map.sid);
+		calls[o.ucioption || o.option] = [].concat.apply([], w.validators.map((v) => v.calls));
 	}
-	// a Flag shows what load() makes of the UCI value: checked, unchecked, or neither (kept as is)
 	const flags = {};
-	for (const o of form.options)
-		if (o.widget == 'Flag' && typeof(o.load) == 'function')
-			flags[o.option] = o.load.call(o, sid);
-	return { fields: out, flags };
+	for (const o of map.section.children)
+		if (o instanceof model.form.Flag)
+			flags[o.option] = o.getUIElement(map.sid).isChecked();
+	const save = map.save();
+	const typed = {};
+	for (const name of Object.keys(p.sbopts.schema)) {
+		if (p.sbopts.schema[name] != 'list' || !Array.isArray(values[name]) || !values[name].length)
+			continue;
+		const emptied = Object.assign({}, values);
+		delete emptied[name];
+		const m = await p.open(emptied);
+		const w = m.widget(name);
+		typed[name] = values[name].map((value) => {
+			w.type(value);
+			const verdict = w.isValid() ? null : w.getValidationError();
+			return { value, verdict, added: w.enter() };
+		});
+		typed[name + ':save'] = m.save();
+	}
+	return { fields, flags, save, typed, calls };
 }
 
-function validateLoop(sectionId) {
-	const config = { values: {} };
-	const form = loadProtocol(sectionId, config);
+async function validateLoop(sectionId) {
 	const rl = readline.createInterface({ input: process.stdin });
-	rl.on('line', (line) => {
+	const p = loadProtocol(sectionId, {});
+	for await (const line of rl) {
 		if (!line.trim())
-			return;
+			continue;
 		const values = JSON.parse(line);
-		config.values = values;
 		let answer;
 		try {
-			answer = { validate: form.sbopts.validate(values), form: fieldVerdicts(form, config) };
+			answer = { validate: p.sbopts.validate(values), form: await driveForm(p, values) };
 		}
 		catch (e) {
 			answer = { crash: String(e && e.stack || e) };
 		}
 		process.stdout.write(JSON.stringify(answer) + '\n');
-	});
+	}
+}
+
+// sixbroker/options.js functions on JSON lines [name, arg...] -> one JSON answer a line
+async function optionsLoop() {
+	installFormat();
+	const sbopts = loadOptions();
+	const rl = readline.createInterface({ input: process.stdin });
+	for await (const line of rl) {
+		if (!line.trim())
+			continue;
+		const [fn, ...args] = JSON.parse(line);
+		process.stdout.write(JSON.stringify({ result: sbopts[fn].apply(sbopts, args) }) + '\n');
+	}
+}
+
+// A scripted session in the dialog: {facts, steps: [[action, option, arg], ...]}, actions
+// type / enter / remove / choose / click / save; answers what each step left shown
+async function sessionRun(sectionId, script) {
+	const p = loadProtocol(sectionId, script.facts || {});
+	const map = await p.open((script.facts || {}).uci || {});
+	const out = [{ fields: map.verdicts() }];
+	for (const [action, name, arg] of script.steps || []) {
+		const w = map.widget(name);
+		let result = null;
+		if (action == 'save')
+			result = map.save();
+		else if (action == 'remove')
+			w.removeItem(arg);
+		else if (action == 'placeholder')
+			result = w.input ? (w.input.attrs.placeholder === undefined ? null : w.input.attrs.placeholder) : null;
+		else
+			result = w[action](arg);
+		out.push({ step: [action, name, arg], result: (result === undefined) ? null : result, fields: map.verdicts() });
+	}
+	return out;
 }
 
 // ---- the status view --------------------------------------------------------------------------------
@@ -441,14 +477,18 @@ async function main(argv) {
 	if (cmd == 'parse')
 		return process.stdout.write(JSON.stringify(argv.slice(1).map(parseFile)) + '\n');
 	if (cmd == 'form')
-		return process.stdout.write(JSON.stringify(describeForm(argv[1])) + '\n');
+		return process.stdout.write(JSON.stringify(await describeForm(argv[1], JSON.parse(argv[2] || '{}'))) + '\n');
 	if (cmd == 'validate')
 		return validateLoop(argv[1]);
+	if (cmd == 'options')
+		return optionsLoop();
+	if (cmd == 'session')
+		return process.stdout.write(JSON.stringify(await sessionRun(argv[1], JSON.parse(fs.readFileSync(0, 'utf8')))) + '\n');
 	if (cmd == 'view') {
 		const answers = JSON.parse(fs.readFileSync(0, 'utf8'));
 		return process.stdout.write(JSON.stringify(await renderView(answers)) + '\n');
 	}
-	throw new Error('usage: luci_harness.js parse FILE... | form SECTION | validate SECTION | view');
+	throw new Error('usage: luci_harness.js parse FILE... | form SECTION [FACTS] | validate SECTION | session SECTION | view');
 }
 
 main(process.argv.slice(2)).catch((e) => {

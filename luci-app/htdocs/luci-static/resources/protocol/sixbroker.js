@@ -50,24 +50,30 @@ function formConfig(option, section_id) {
 
 /*
  * A field's validate(): the first problem the handler would report for this option, in its words.
- * A list field is checked one entry at a time (LuCI's DynamicList does that), against the entries
- * before it, the order in which the handler accepts them.
+ *
+ * LuCI 23.05 calls it with '' for an empty field, and a DynamicList calls it only with '' (for its
+ * container <div> and for its empty "add" field) or with the text typed into that add field: the
+ * entries already in the list are never handed over one by one (ui.js UIDynamicList.render()/bind()).
+ * So for a list '' means "the list as it stands", checked whole, and any other value is a new entry
+ * checked after the entries before it, the order in which the handler accepts them.
  */
 function validator(name) {
 	return function(section_id, value) {
-		var config = formConfig(this, section_id), index = null, repeated = false;
+		var config = formConfig(this, section_id), index = null;
 
 		if (sbopts.schema[name] == 'list') {
 			var v = config[name],
-			    items = Array.isArray(v) ? v.slice() : (v ? [ v ] : []),
-			    at = items.indexOf(value);
+			    items = Array.isArray(v) ? v.slice() : (v ? [ v ] : []);
 
-			/* LuCI hands over the value alone, so the copies of a repeated entry look the same: each
-			 * is flagged, where the handler flags all but the first. */
-			repeated = (at >= 0 && items.lastIndexOf(value) != at);
-			items = (at >= 0) ? items.slice(0, at) : items;
-			index = items.length;
-			items.push(value);
+			if (value !== '' && value != null) {
+				/* UIDynamicList.getValue() appends the add field's text unless the list has it already */
+				if (items.length && items[items.length - 1] === value && items.indexOf(value) == items.length - 1)
+					items.pop();
+
+				index = items.length;
+				items.push(value);
+			}
+
 			config[name] = items;
 		}
 		else {
@@ -80,8 +86,34 @@ function validator(name) {
 			if (errors[i].option == name && (index === null || errors[i].index === index))
 				return sbopts.errorText(errors[i].code);
 
-		return repeated ? sbopts.errorText('PREFIXES_OVERLAP') : true;
+		return true;
 	};
+}
+
+/*
+ * What the handler would pick for an empty local address and MTU: the IPv4 address and the device MTU
+ * (less 20) of the tunnel link, or of the WAN (the interface holding the IPv4 default route, as the
+ * stock 6in4.js does for its local address).  network.js has both, so no backend call.
+ */
+function linkFacts(section_id) {
+	var tunlink = uci.get('network', section_id, 'tunlink');
+	var found = tunlink ? network.getNetwork(tunlink).then(function(net) { return net ? [ net ] : []; })
+		: network.getWANNetworks();
+
+	return L.resolveDefault(found, []).then(function(nets) {
+		var net = nets.length ? nets[0] : null,
+		    dev = net ? net.getL3Device() : null;
+
+		return { ipaddr: net ? net.getIPAddr() : null, mtu: dev ? dev.getMTU() : null };
+	});
+}
+
+/* The broker's tunnel address the handler would use, derived from the form's ip6addr. */
+function gatewayPlaceholder(ip6addr) {
+	if (!ip6addr)
+		return _('derived from the local IPv6 address');
+
+	return sbopts.gatewayFor(ip6addr) || _('cannot be derived from this local IPv6 address: set it');
 }
 
 /* Fields whose verdict depends on this one are checked again when it changes. */
@@ -103,6 +135,11 @@ return network.registerProtocol('sixbroker', {
 
 	getIfname: function() {
 		return this._ubus('l3_device') || sbopts.deviceName(this.sid, uci.get('network', this.sid, 'device'));
+	},
+
+	/* network.js Protocol.getDevice() names a virtual protocol's device <proto>-<iface>: ours differs */
+	getDevice: function() {
+		return network.instantiateDevice(this.getIfname(), this);
 	},
 
 	/* LuCI before 23.05 asks for getOpkgPackage, later ones for getPackageName */
@@ -145,12 +182,22 @@ return network.registerProtocol('sixbroker', {
 		o.rmempty = false;
 		o.placeholder = '2001:db8::b/127';
 		o.validate = validator('ip6addr');
-		o.onchange = recheck([ 'ip6gw', 'ip6prefix' ]);
+		o.onchange = function(ev, section_id, value) {
+			var gw = this.section.getUIElement(section_id, 'ip6gw');
+
+			if (gw && gw.setPlaceholder)
+				gw.setPlaceholder(gatewayPlaceholder(value));
+
+			return recheck([ 'ip6gw', 'ip6prefix' ]).call(this, ev, section_id);
+		};
 
 		o = s.taboption('general', form.Value, 'ip6gw', _('Broker IPv6 address'),
 			_('The far end of the tunnel inside it; leave empty for the other end of a /127 (or /126), or ::1 of a longer prefix'));
-		o.placeholder = _('automatic');
 		o.validate = validator('ip6gw');
+		o.load = function(section_id) {
+			this.placeholder = gatewayPlaceholder(uci.get('network', section_id, 'ip6addr'));
+			return form.Value.prototype.load.apply(this, [ section_id ]);
+		};
 
 		o = s.taboption('general', form.DynamicList, 'ip6prefix', _('Routed IPv6 prefix'),
 			_('The prefix the broker routes to you, handed to the LAN (set <em>IPv6 assignment length</em> there)'));
@@ -166,13 +213,23 @@ return network.registerProtocol('sixbroker', {
 
 		o = s.taboption('advanced', form.Value, 'ipaddr', _('Local IPv4 address'),
 			_('Leave empty to use the address of the tunnel link, or of the route to the broker. Behind NAT this is the private address.'));
-		o.placeholder = _('automatic');
 		o.validate = validator('ipaddr');
+		o.load = function(section_id) {
+			return linkFacts(section_id).then(L.bind(function(facts) {
+				this.placeholder = facts.ipaddr || _('the tunnel link has no IPv4 address');
+				return form.Value.prototype.load.apply(this, [ section_id ]);
+			}, this));
+		};
 
 		o = s.taboption('advanced', form.Value, 'mtu', _('Use MTU on tunnel interface'),
 			_('Leave empty for the tunnel link\'s MTU less the 20-byte IPv4 header'));
-		o.placeholder = _('auto (%d on Ethernet)').format(sbopts.defaultMtu);
 		o.validate = validator('mtu');
+		o.load = function(section_id) {
+			return linkFacts(section_id).then(L.bind(function(facts) {
+				this.placeholder = String(sbopts.tunnelMtu(facts.mtu));
+				return form.Value.prototype.load.apply(this, [ section_id ]);
+			}, this));
+		};
 
 		o = s.taboption('advanced', form.Value, 'ttl', _('Use TTL on tunnel interface'));
 		o.placeholder = sbopts.defaults.ttl;

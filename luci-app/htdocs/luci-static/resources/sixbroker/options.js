@@ -52,6 +52,8 @@ var ERRORS = {
 	UNKNOWN_OPTION: _('Unknown option'),
 	OPTION_NOT_LIST: _('This option takes a list'),
 	PEER_RESOLVE_FAIL: _('The peer\'s host name (peeraddr) did not resolve to an IPv4 address'),
+	PEER_ADDRESS_MISSING: _('The broker address (peeraddr) is not set: give the IPv4 address or host name of your broker'),
+	PEER_NOT_RESOLVED: _('The broker\'s host name (peeraddr) has no IPv4 address in DNS'),
 	NO_LOCAL_ADDRESS: _('No local IPv4 address: the underlying interface has none, or there is no route to the peer'),
 	TUNLINK_NOT_UP: _('The underlying interface (tunlink) is not up'),
 	DEVICE_IN_USE: _('The tunnel device name (device) belongs to another device that is not a sit tunnel'),
@@ -93,6 +95,9 @@ var MTU_MAX = 65515;
 var METRIC_MAX = 2147483647;
 /* plan.py DEFAULT_MTU: Ethernet's 1500 less the 20-byte outer IPv4 header */
 var DEFAULT_MTU = 1480;
+/* options.py DEVICE_PREFIX, DEVICE_MAX (IFNAMSIZ - 1) */
+var DEVICE_PREFIX = 'sb-';
+var DEVICE_MAX = 15;
 
 var DIGITS = /^[0-9]+$/;
 var HEX = /^[0-9a-fA-F]$/;
@@ -565,9 +570,110 @@ function validate(config) {
 	return errors;
 }
 
-/* options.py device_name: the sit device is `device`, else sb-<interface> cut to 15 characters */
+/* options.py name_hash: 32-bit FNV-1a over the UTF-8 bytes, xor-folded to 16 bits */
+function nameHash(text) {
+	var h = 0x811c9dc5, bytes = utf8(text);
+
+	for (var i = 0; i < bytes.length; i++)
+		h = Math.imul(h ^ bytes[i], 0x01000193) >>> 0;
+
+	return ((h >>> 16) ^ (h & 0xffff)) >>> 0;
+}
+
+function utf8(text) {
+	var out = [];
+
+	for (var i = 0; i < text.length; i++) {
+		var c = text.charCodeAt(i);
+
+		if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+			var d = text.charCodeAt(i + 1);
+
+			if (d >= 0xdc00 && d <= 0xdfff) {
+				c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+				i++;
+			}
+		}
+
+		if (c < 0x80)
+			out.push(c);
+		else if (c < 0x800)
+			out.push(0xc0 | (c >> 6), 0x80 | (c & 63));
+		else if (c < 0x10000)
+			out.push(0xe0 | (c >> 12), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+		else
+			out.push(0xf0 | (c >> 18), 0x80 | ((c >> 12) & 63), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+	}
+
+	return out;
+}
+
+/*
+ * options.py device_name: `device` when set, else sb-<interface> when that fits the kernel's 15
+ * characters, else sb- + the first 7 characters + '-' + 4 hex digits of nameHash(interface).
+ */
 function deviceName(iface, option) {
-	return option ? option : ('sb-' + iface).substr(0, 15);
+	if (option)
+		return option;
+
+	var name = DEVICE_PREFIX + iface;
+
+	if (name.length <= DEVICE_MAX)
+		return name;
+
+	var h = nameHash(iface).toString(16);
+
+	while (h.length < 4)
+		h = '0' + h;
+
+	return DEVICE_PREFIX + iface.substr(0, 7) + '-' + h;
+}
+
+/* addr.py format_ipv6 (RFC 5952) for eight groups */
+function formatIPv6(g) {
+	if (!(g[0] || g[1] || g[2] || g[3] || g[4]) && g[5] == 0xffff)
+		return '::ffff:' + [ g[6] >> 8, g[6] & 255, g[7] >> 8, g[7] & 255 ].join('.');
+
+	var best = -1, bestLen = 1, i = 0;
+
+	while (i < 8) {
+		if (g[i]) {
+			i++;
+			continue;
+		}
+
+		var j = i;
+
+		while (j < 8 && !g[j])
+			j++;
+
+		if (j - i > bestLen) {
+			best = i;
+			bestLen = j - i;
+		}
+
+		i = j;
+	}
+
+	function hex(list) {
+		return list.map(function(x) { return x.toString(16); }).join(':');
+	}
+
+	return (best < 0) ? hex(g) : hex(g.slice(0, best)) + '::' + hex(g.slice(best + bestLen));
+}
+
+/* The broker's tunnel address the handler derives from ip6addr (options.py derive_gateway), or null. */
+function gatewayFor(ip6addr) {
+	var refused = validate({ ip6addr: ip6addr }).filter(function(e) {
+		return e.option == 'ip6addr' || e.option == 'ip6gw';
+	});
+
+	return refused.length ? null : formatIPv6(deriveGateway(parseIPv6WithLength(ip6addr)));
+}
+
+/* plan.py tunnel_mtu without an `mtu` option: the link's MTU less the outer IPv4 header */
+function tunnelMtu(linkMtu) {
+	return linkMtu ? Math.max(linkMtu - 20, MTU_MIN) : DEFAULT_MTU;
 }
 
 return baseclass.extend({
@@ -580,6 +686,9 @@ return baseclass.extend({
 
 	validate: validate,
 	deviceName: deviceName,
+	nameHash: nameHash,
+	gatewayFor: gatewayFor,
+	tunnelMtu: tunnelMtu,
 	toBool: toBool,
 
 	errorText: function(code) {
