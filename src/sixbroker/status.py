@@ -20,6 +20,8 @@ from sixbroker import addr
 from sixbroker.errors import CODES, SixbrokerError
 
 SYS_NET = "/sys/class/net/"
+UCI_NETWORK = "/etc/config/network"
+UCI_NETWORK_ENV = "SIXBROKER_UCI_NETWORK"      # tests point it elsewhere, as SIXBROKER_UBUS_SOCKET
 PROC_NET = "/proc/net/"
 PROTO = "sixbroker"
 STATISTICS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "rx_errors", "tx_errors",
@@ -208,7 +210,52 @@ def tunnel_status(st, now=None, sys_root=SYS_NET, proc_root=PROC_NET):
         "kernel": device_facts(device, sys_root, proc_root) if device else None,
         "rtt_ms": None,
         "rtt_error": None,
+        "config": None,
     }
+
+
+def configured(name, cfg):
+    """What a down tunnel is set to do, from its UCI section: the options as written, and what the
+    handler derives for the empty ones it can derive without the network (gateway, device name)."""
+    from sixbroker import options
+
+    def text(key):
+        v = cfg.get(key)
+        return v if isinstance(v, str) and v != "" else None
+
+    prefixes = cfg.get("ip6prefix") or []
+    if isinstance(prefixes, str):
+        prefixes = prefixes.split()
+    gw, derived = text("ip6gw"), False
+    if gw is None and text("ip6addr"):
+        try:
+            found = options.derive_gateway(addr.Interface.parse(text("ip6addr"), 6))
+        except addr.AddressError:
+            found = None
+        gw, derived = (str(found), True) if found is not None else (None, False)
+    device = text("device")
+    return {"peeraddr": text("peeraddr"), "ipaddr": text("ipaddr"), "ip6addr": text("ip6addr"),
+            "ip6gw": gw, "ip6gw_derived": derived, "ip6prefix": prefixes, "tunlink": text("tunlink"),
+            "mtu": text("mtu"), "device": options.device_name(name, device) if name else device}
+
+
+def read_configured(names, path=None):
+    """name -> configured() for the sixbroker interfaces named, from /etc/config/network; {} when the
+    file cannot be read (the status must still answer)."""
+    import os
+    from sixbroker import uci
+
+    path = path or os.getenv(UCI_NETWORK_ENV) or UCI_NETWORK
+    try:
+        with open(path) as f:
+            pkg = uci.parse(f.read(), filename=path)
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for sec in pkg.find("interface"):
+        if sec.name in names:
+            out[sec.name] = configured(sec.name, dict(sec.options))
+    return out
 
 
 def tunnels(dump, interface=None, now=None, sys_root=SYS_NET, proc_root=PROC_NET):
@@ -243,6 +290,12 @@ def collect(bus, interface=None, rtt=True, sys_root=SYS_NET, proc_root=PROC_NET)
     """{"tunnels": [...]} from netifd (bus: a ubus connection) and the kernel."""
     dump = bus.call("network.interface", "dump", {})
     out = tunnels(dump, interface, None, sys_root, proc_root)
+    down = [t["interface"] for t in out if not t["up"]]
+    if down:
+        # netifd shows nothing of a down interface's settings: say what it is set to do
+        conf = read_configured(down)
+        for t in out:
+            t["config"] = conf.get(t["interface"])
     if rtt:
         for t in out:
             measure_rtt(t)

@@ -424,18 +424,43 @@ function findAll(node, pred, out) {
 	return out;
 }
 
+const ACL = path.resolve(__dirname, '../../luci-app/root/usr/share/rpcd/acl.d/luci-app-sixbroker.json');
+
+// What rpcd lets a LuCI login with our ACL group at `level` ('read' or 'write': a write grant
+// includes the read one) call on ubus; session.access is granted to every login (luci-base's
+// unauthenticated group)
+function aclAllows(level, object, method) {
+	if (object == 'session' && method == 'access')
+		return true;
+	const acl = JSON.parse(fs.readFileSync(ACL, 'utf8'))['luci-app-sixbroker'];
+	const levels = (level == 'write') ? [ 'read', 'write' ] : [ 'read' ];
+	return levels.some((l) => ((((acl[l] || {}).ubus) || {})[object] || []).indexOf(method) >= 0);
+}
+
+// rpc.js declare(): positional arguments named by params; `expect` picks a reply key, with its
+// default when absent; a call rpcd refuses rejects (UBUS_STATUS_PERMISSION_DENIED)
 async function renderView(answers) {
 	installFormat();
 	const declares = [], calls = [], polls = [];
+	const level = answers.session || 'write';
 	const rpc = {
 		declare(spec) {
 			declares.push(spec);
 			return function() {
 				const args = Array.prototype.slice.call(arguments);
 				calls.push({ object: spec.object, method: spec.method, args });
+				if (spec.object == 'session' && spec.method == 'access') {
+					const [ scope, object, fn ] = args;
+					return Promise.resolve(scope == 'ubus' && aclAllows(level, object, fn));
+				}
+				if (!aclAllows(level, spec.object, spec.method))
+					return Promise.reject(new Error('Access denied'));
 				const a = answers[spec.method];
-				return (a === undefined) ? Promise.reject(new Error('no answer for ' + spec.method))
-					: Promise.resolve(JSON.parse(JSON.stringify(a)));
+				if (a === undefined)
+					return Promise.reject(new Error('no answer for ' + spec.method));
+				const key = Object.keys(spec.expect || { '': null })[0];
+				const reply = JSON.parse(JSON.stringify(a));
+				return Promise.resolve(key ? (reply[key] !== undefined ? reply[key] : spec.expect[key]) : reply);
 			};
 		}
 	};
@@ -455,7 +480,7 @@ async function renderView(answers) {
 	const before = text(root);
 	const buttons = findAll(root, (n) => n.tag == 'button' && typeof n.attrs.click == 'function');
 	let after = null;
-	if (buttons.length && answers.diagnose !== undefined) {
+	if (buttons.length && (answers.diagnose !== undefined || answers.forceDiagnose)) {
 		await buttons[0].attrs.click({});
 		after = text(root);
 	}

@@ -113,10 +113,14 @@ def test_acl_grants_exactly_what_the_views_call(facts):
     for f in facts.values():
         for d in f["declares"]:
             declared.setdefault(d["object"], set()).add(d["method"])
+    # session.access is every login's (luci-base's ACL), so ours grants it not
+    assert declared.pop("session") == {"access"}
     assert declared == {"luci.sixbroker": {"status", "diagnose"}}
     assert granted == declared
-    # diagnose sends probes but changes nothing: read access, like upstream's status calls
-    assert "write" not in acl and "uci" not in acl["read"]
+    # the status changes nothing: read access; diagnose sends pings and protocol-41 probes, so only a
+    # login that may change settings gets it (issue 11 item 13)
+    assert acl["read"] == {"ubus": {"luci.sixbroker": ["status"]}}
+    assert acl["write"] == {"ubus": {"luci.sixbroker": ["diagnose"]}}
 
 
 def test_every_declared_call_exists_in_the_plugin(facts):
@@ -138,13 +142,14 @@ def test_status_view_knows_every_diagnose_check(facts):
     assert [checks[n]["_"] for n, _ in diagnose.CHECKS] == [t for _, t in diagnose.CHECKS]
 
 
-def test_status_view_without_tunnels_and_without_backend():
-    def render(answers):
-        p = subprocess.run(["node", HARNESS, "view"], input=json.dumps(answers), capture_output=True,
-                           text=True, timeout=60, cwd=ROOT)
-        assert p.returncode == 0, p.stderr
-        return json.loads(p.stdout)
+def render(answers):
+    p = subprocess.run(["node", HARNESS, "view"], input=json.dumps(answers), capture_output=True,
+                       text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
 
+
+def test_status_view_without_tunnels_and_without_backend():
     v = render({"status": {"tunnels": []}})
     assert "No interface uses the protocol sixbroker" in v["before"] and v["buttons"] == []
     v = render({"status": {"error": "Could not talk to netifd over ubus: gone", "code": "UBUS_FAIL"}})
@@ -166,3 +171,67 @@ def test_status_view_shows_a_down_tunnel_with_its_errors_in_words():
     assert "wan6\n" in shown and "Down" in shown and "Round-trip time" not in shown
     assert "%s (MISSING_PEER_ADDRESS); %s (INVALID_TTL)" % (CODES["MISSING_PEER_ADDRESS"], CODES["INVALID_TTL"]) \
         in shown
+
+
+NETWORK = """config interface 'wan'
+	option proto 'dhcp'
+
+config interface 'wan6'
+	option proto 'sixbroker'
+	option peeraddr 'broker.example'
+	option ip6addr '2001:db8:5b10::b/127'
+	list ip6prefix '2001:db8:5b11::/64'
+	list ip6prefix '2001:db8:5b12::/64'
+	option mtu '1472'
+
+config interface 'home_tunnel_b'
+	option proto 'sixbroker'
+"""
+
+
+def down_tunnels(tmp_path):
+    from sixbroker import status
+    path = tmp_path / "network"
+    path.write_text(NETWORK)
+    dump = {"interface": [{"interface": n, "proto": "sixbroker", "up": False, "autostart": True}
+                          for n in ("wan6", "home_tunnel_b")]}
+    out = status.tunnels(dump)
+    conf = status.read_configured([t["interface"] for t in out], str(path))
+    for t in out:
+        t["config"] = conf.get(t["interface"])
+    return out
+
+
+def test_a_down_tunnel_shows_what_is_configured(tmp_path):
+    from sixbroker import options
+    shown = render({"status": {"tunnels": down_tunnels(tmp_path)}})["before"]
+    wan6 = shown[shown.index("wan6\n"):]
+    for row in ("Broker | broker.example", "Tunnel address | 2001:db8:5b10::b/127",
+                "Broker tunnel address | 2001:db8:5b10::a (derived)",
+                "Routed prefixes | 2001:db8:5b11::/64, 2001:db8:5b12::/64", "MTU | 1472",
+                "Local IPv4 address | from the tunnel link", "Tunnel link | the route to the broker",
+                "Device | sb-wan6"):
+        assert row in wan6, (row, wan6)
+    # nothing set: the view says so, and names the device the handler would make
+    other = shown[shown.index("home_tunnel_b\n"):shown.index("wan6\n")]
+    assert "Broker | not set" in other and "Device | " + options.device_name("home_tunnel_b") in other
+
+
+def test_a_config_that_cannot_be_read_leaves_the_status(tmp_path):
+    from sixbroker import status
+    (tmp_path / "network").write_text("config interface 'wan6\n")
+    assert status.read_configured(["wan6"], str(tmp_path / "network")) == {}
+    assert status.read_configured(["wan6"], str(tmp_path / "missing")) == {}
+
+
+def test_diagnose_is_offered_to_who_may_change_settings(tmp_path):
+    answer = {"status": {"tunnels": down_tunnels(tmp_path)},
+              "diagnose": {"interface": "wan6", "ok": False, "summary": "Failed: x", "checks": []}}
+    v = render(dict(answer, session="write"))
+    assert v["buttons"] == ["Diagnose", "Diagnose"] and "Failed: x" in v["after"]
+    # a read-only login: rpcd would refuse the call (our ACL grants diagnose with write only), so the
+    # view asks session.access first and offers no button
+    v = render(dict(answer, session="read"))
+    assert v["buttons"] == [] and "Diagnose needs the right to change the network settings" in v["before"]
+    assert {"object": "session", "method": "access", "args": ["ubus", "luci.sixbroker", "diagnose"]} in v["calls"]
+    assert not [c for c in v["calls"] if c["method"] == "diagnose"]

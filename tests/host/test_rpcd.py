@@ -309,6 +309,23 @@ def test_diagnose_a_tunnel_netifd_could_not_set_up(lab, interp):
     assert [m["code"] for m in messages] == ["MISSING_PEER_ADDRESS", "INVALID_TTL"]
 
 
+@pytest.mark.parametrize("interp", INTERPRETERS)
+def test_status_of_a_down_tunnel_says_what_is_configured(lab, interp, tmp_path, monkeypatch):
+    wan6 = lab.dump["interface"][2]
+    for k in ("uptime", "l3_device", "ipv6-address", "ipv6-prefix", "route"):
+        wan6.pop(k)
+    wan6.update(up=False, data={})
+    path = tmp_path / "network"
+    path.write_text("config interface 'wan6'\n\toption proto 'sixbroker'\n\toption peeraddr '%s'\n"
+                    "\toption ip6addr '2001:db8:5b10::b/127'\n\tlist ip6prefix '2001:db8:5b11::/64'\n" % PEER)
+    monkeypatch.setenv("SIXBROKER_UCI_NETWORK", str(path))
+    rc, out = lab.call(interp, "status")
+    assert rc == 0 and out["tunnels"][0]["config"] == {
+        "peeraddr": PEER, "ipaddr": None, "ip6addr": "2001:db8:5b10::b/127", "ip6gw": "2001:db8:5b10::a",
+        "ip6gw_derived": True, "ip6prefix": ["2001:db8:5b11::/64"], "tunlink": None, "mtu": None,
+        "device": "sb-wan6"}
+
+
 LAUNCHER = os.path.join(ROOT, "files", "usr", "bin", "sixbroker")
 
 
@@ -363,7 +380,8 @@ def test_luci_view_shows_what_the_plugin_says(lab):
                    "%.1f ms" % t["rtt_ms"], "(42s)"):
         assert expect in shown, (expect, shown)
     assert v["buttons"] == ["Diagnose"] and v["polls"] == [5]
-    assert v["calls"][:2] == [{"object": "luci.sixbroker", "method": "status", "args": []},
+    assert v["calls"][:3] == [{"object": "luci.sixbroker", "method": "status", "args": []},
+                              {"object": "session", "method": "access", "args": ["ubus", "luci.sixbroker", "diagnose"]},
                               {"object": "luci.sixbroker", "method": "diagnose", "args": ["wan6"]}]
     after = v["after"]
     assert diag["summary"] in after and "Broker answers protocol 41" in after

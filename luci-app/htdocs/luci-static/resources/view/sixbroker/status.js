@@ -18,6 +18,15 @@ var callStatus = rpc.declare({
 	expect: { '': {} }
 });
 
+/* diagnose sends probes, so the ACL grants it with write access only (acl.d); rpcd's session.access
+ * answers whether this login has it, as form.js asks about uci write access */
+var callSessionAccess = rpc.declare({
+	object: 'session',
+	method: 'access',
+	params: [ 'scope', 'object', 'function' ],
+	expect: { 'access': false }
+});
+
 var callDiagnose = rpc.declare({
 	object: 'luci.sixbroker',
 	method: 'diagnose',
@@ -103,7 +112,10 @@ function row(label, value) {
 
 return view.extend({
 	load: function() {
-		return L.resolveDefault(callStatus(), null);
+		return Promise.all([
+			L.resolveDefault(callStatus(), null),
+			L.resolveDefault(callSessionAccess('ubus', 'luci.sixbroker', 'diagnose'), false)
+		]);
 	},
 
 	renderState: function(t) {
@@ -156,17 +168,40 @@ return view.extend({
 		if (errs.length)
 			rows.push(row(_('Last error'), E('span', { 'style': MARKS.fail[1] }, [ errs.join('; ') ])));
 
+		if (!t.up && t.config)
+			rows = rows.concat(this.renderConfig(t.config));
+
 		return E('div', { 'class': 'cbi-section', 'data-interface': t.interface }, [
 			E('h3', {}, [ t.interface + (t.device ? ' (' + t.device + ')' : '') ]),
 			E('table', { 'class': 'table' }, rows),
 			E('div', { 'class': 'right' }, [
-				E('button', {
+				this.mayDiagnose ? E('button', {
 					'class': 'btn cbi-button cbi-button-action',
 					'click': ui.createHandlerFn(this, 'handleDiagnose', t.interface)
-				}, [ _('Diagnose') ])
+				}, [ _('Diagnose') ]) : E('em', {}, [ _('Diagnose needs the right to change the network settings') ])
 			]),
 			this.renderDiagnosis(this.diagnoses[t.interface])
 		]);
+	},
+
+	/* a tunnel that is not up: what it is set to do (status.py configured()) */
+	renderConfig: function(c) {
+		var rows = [ row(E('strong', {}, [ _('Configured') ]), '') ],
+		    auto = function(v, words) { return v ? v : E('em', {}, [ words ]); };
+
+		rows.push(row(_('Broker'), auto(c.peeraddr, _('not set'))));
+		rows.push(row(_('Local IPv4 address'), auto(c.ipaddr, _('from the tunnel link'))));
+		rows.push(row(_('Tunnel address'), auto(c.ip6addr, _('not set'))));
+		rows.push(row(_('Broker tunnel address'), c.ip6gw
+			? (c.ip6gw_derived ? _('%s (derived)').format(c.ip6gw) : c.ip6gw) : E('em', {}, [ _('cannot be derived') ])));
+		rows.push(row(_('Routed prefixes'), c.ip6prefix.length ? c.ip6prefix.join(', ') : E('em', {}, [ _('none') ])));
+		rows.push(row(_('Tunnel link'), auto(c.tunlink, _('the route to the broker'))));
+		rows.push(row(_('MTU'), auto(c.mtu, _('the link\'s MTU less 20'))));
+
+		if (c.device)
+			rows.push(row(_('Device'), c.device));
+
+		return rows;
 	},
 
 	renderDiagnosis: function(d) {
@@ -229,7 +264,10 @@ return view.extend({
 		}, this));
 	},
 
-	render: function(data) {
+	render: function(loaded) {
+		var data = loaded[0];
+
+		this.mayDiagnose = (loaded[1] === true);
 		this.data = data;
 		this.diagnoses = {};
 		this.root = E('div', {}, this.renderAll(data));
