@@ -235,3 +235,16 @@ def test_diagnose_is_offered_to_who_may_change_settings(tmp_path):
     assert v["buttons"] == [] and "Diagnose needs the right to change the network settings" in v["before"]
     assert {"object": "session", "method": "access", "args": ["ubus", "luci.sixbroker", "diagnose"]} in v["calls"]
     assert not [c for c in v["calls"] if c["method"] == "diagnose"]
+
+
+def test_several_errors_show_each_once():
+    # the handler sends one action-3 error per mistake; netifd keeps each as an entry (proto-shell.c
+    # proto_shell_notify_error -> interface.c interface_add_error, appended, flushed only on IFEV_UP),
+    # so a retried setup repeats them
+    from sixbroker import status
+    from sixbroker.errors import CODES
+    errs = [{"subsystem": "sixbroker", "code": c} for c in ("PEER_NOT_RESOLVED", "INVALID_TTL") * 3]
+    st = {"interface": "wan6", "proto": "sixbroker", "up": False, "errors": errs}
+    shown = render({"status": {"tunnels": status.tunnels({"interface": [st]})}})["before"]
+    want = "%s (PEER_NOT_RESOLVED); %s (INVALID_TTL)" % (CODES["PEER_NOT_RESOLVED"], CODES["INVALID_TTL"])
+    assert want in shown and shown.count("(INVALID_TTL)") == 1

@@ -90,13 +90,20 @@ function duration(seconds) {
 	return s + 's';
 }
 
+/*
+ * netifd keeps every error a failing setup reports until the interface comes up (interface.c
+ * interface_add_error appends, only IFEV_UP flushes), so a retried setup repeats them: each once.
+ */
 function errorTexts(t) {
 	var out = [];
 
 	(t.errors || []).forEach(function(e) {
 		(e.messages || [ { code: e.code, text: e.code } ]).forEach(function(m) {
-			var words = sbopts.errors.hasOwnProperty(m.code) ? sbopts.errorText(m.code) : m.text;
-			out.push(words + ' (' + m.code + ')');
+			var words = sbopts.errors.hasOwnProperty(m.code) ? sbopts.errorText(m.code) : m.text,
+			    line = words + ' (' + m.code + ')';
+
+			if (out.indexOf(line) < 0)
+				out.push(line);
 		});
 	});
 
