@@ -271,15 +271,14 @@ class Dropdown extends UIElement {
 		this.node.dispatch('cbi-dropdown-change');
 	}
 	getValue() { return this.options.multiple ? this.hidden.slice() : this.hidden[0]; }
-	// the user: open the list, click an entry (toggleItem -> closeDropdown -> saveValues)
+	// the user: open the list, click an entry (handleClick -> toggleItem -> closeDropdown, saveValues:
+	// only cbi-dropdown-change is dispatched on the way)
 	choose(value) {
 		const it = this.items.find((i) => i.value === value);
 		if (!it)
 			throw new Error('no choice ' + JSON.stringify(value));
-		this.node.dispatch('cbi-dropdown-open');
 		this.selected = it;
 		this.saveValues();
-		this.node.dispatch('cbi-dropdown-close');
 	}
 }
 

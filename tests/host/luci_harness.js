@@ -344,6 +344,35 @@ async function validateLoop(sectionId) {
 	}
 }
 
+// The model on its own: one option of each widget kind the form uses, each validate() recording what
+// LuCI hands it, the dialog opened on `uci`, the given steps done, then Save
+async function probeWidgets(script) {
+	installFormat();
+	const map = new model.FormMap(script.uci || {}, 'x', [ 'loopback', 'lan', 'wan', 'x' ]);
+	const s = map.section, seen = [];
+	const kinds = { Value: model.form.Value, DynamicList: model.form.DynamicList, Flag: model.form.Flag,
+		ListValue: model.form.ListValue, NetworkSelect: model.widgets.NetworkSelect };
+	for (const [ name, kind, props ] of script.options) {
+		const o = s.option(kinds[kind], name, name);
+		Object.assign(o, props || {});
+		for (const v of (props || {}).values || [])
+			o.value(v);
+		o.validate = function(section_id, value) {
+			seen.push([ this.option, section_id, value ]);
+			return (script.refuse || []).indexOf(value) >= 0 ? 'refused ' + value : true;
+		};
+	}
+	await map.render();
+	const out = { render: seen.splice(0) };
+	for (const [ action, name, arg ] of script.steps || []) {
+		const w = map.widget(name);
+		const result = (action == 'save') ? map.save() : (action == 'remove') ? w.removeItem(arg) : w[action](arg);
+		out[action + ':' + name] = { calls: seen.splice(0), result: (result === undefined) ? null : result,
+			fields: map.verdicts() };
+	}
+	return out;
+}
+
 // sixbroker/options.js functions on JSON lines [name, arg...] -> one JSON answer a line
 async function optionsLoop() {
 	installFormat();
@@ -507,6 +536,8 @@ async function main(argv) {
 		return validateLoop(argv[1]);
 	if (cmd == 'options')
 		return optionsLoop();
+	if (cmd == 'probe')
+		return process.stdout.write(JSON.stringify(await probeWidgets(JSON.parse(fs.readFileSync(0, 'utf8')))) + '\n');
 	if (cmd == 'session')
 		return process.stdout.write(JSON.stringify(await sessionRun(argv[1], JSON.parse(fs.readFileSync(0, 'utf8')))) + '\n');
 	if (cmd == 'view') {

@@ -436,6 +436,49 @@ def test_checkbox_shows_what_the_handler_reads(js, word):
     assert flags["sourcerouting"] == (options._bool(word) is True)
 
 
+# ---- the model of LuCI itself: what each widget hands validate() ----------------------------------------
+
+def test_what_luci_hands_each_widgets_validate():
+    script = {"uci": {"v": "a", "l": ["p", "q"], "f": "1", "s": "b", "n": "wan"},
+              "options": [["v", "Value"], ["l", "DynamicList"], ["f", "Flag"],
+                          ["s", "ListValue", {"values": ["a", "b"]}],
+                          ["n", "NetworkSelect", {"nocreate": True, "optional": True}]],
+              "steps": [["type", "l", "r"], ["enter", "l", None], ["choose", "n", ""], ["click", "f", None],
+                        ["save", None, None]]}
+    out = node("probe", stdin=json.dumps(script))
+    calls = lambda step: [(c[0], c[2]) for c in out[step]["calls"]]
+    # opening: form.js Map.renderContents -> checkDepends -> every field's triggerValidation, with its
+    # section id; a Value its text, a DynamicList '' (ui.js bind(): the validator on the container
+    # <div>, which has no value), a Flag its value_enabled whether checked or not (ui.js UICheckbox: the
+    # checkbox's value attribute), a ListValue its <select>'s value, a NetworkSelect the Dropdown's value
+    assert out["render"] == [["v", "x", "a"], ["l", "x", ""], ["f", "x", "1"], ["s", "x", "b"], ["n", "x", "wan"]]
+    # typing into the add field: its own validator (keyup), with the text
+    assert calls("type:l") == [("l", "r")]
+    # Enter: the entry is added (cbi-dynlist-change: the container's '' again, then the map's
+    # checkDepends validates every field), the field emptied and blurred: '' once more
+    assert calls("enter:l") == [("l", ""), ("v", "a"), ("l", ""), ("f", "1"), ("s", "b"), ("n", "wan"), ("l", "")]
+    # picking "unspecified" in the network list: cbi-dropdown-change -> checkDepends, with ''
+    assert calls("choose:n") == [("v", "a"), ("l", ""), ("f", "1"), ("s", "b"), ("n", "")]
+    assert ("f", "1") in calls("click:f")
+    # Save: checkDepends once more, then form.js parse(): the list written whole, an unchecked flag at
+    # its default removed, an unspecified network removed
+    assert calls("save:null") == [("v", "a"), ("l", ""), ("f", "1"), ("s", "b"), ("n", "")]
+    assert out["save:null"]["result"] == {"ok": True, "changes": [
+        ["set", "l", ["p", "q", "r"]], ["unset", "f"], ["unset", "n"]]}
+
+
+def test_luci_refuses_before_asking_validate():
+    # validation.js: an empty field that is not optional fails with "non-empty value" and validate()
+    # is not asked; an optional one asks validate() with ''; a refusal blocks the save
+    script = {"uci": {"v": "a"}, "refuse": ["a"],
+              "options": [["v", "Value"], ["w", "Value", {"rmempty": False}], ["o", "Value"]],
+              "steps": [["save", None, None]]}
+    out = node("probe", stdin=json.dumps(script))
+    assert out["render"] == [["v", "x", "a"], ["o", "x", ""]]
+    assert out["save:null"]["fields"] == {"v": "refused a", "w": NONEMPTY, "o": None}
+    assert out["save:null"]["result"]["ok"] is False
+
+
 # ---- the dialog's Save, driven as a user drives it -----------------------------------------------------
 
 def test_a_new_interface_can_be_saved():
