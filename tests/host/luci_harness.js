@@ -226,7 +226,8 @@ function networkStandIn(facts, registered) {
 		getNetwork(name) { return Promise.resolve(nets.hasOwnProperty(name) ? proto(name) : null); },
 		// network.js getWANNetworks(): the interfaces with a 0.0.0.0/0 route
 		getWANNetworks() { return Promise.resolve(Object.keys(nets).filter((k) => nets[k].wan).map(proto)); },
-		instantiateDevice(name, net) { return { name, network: net, getName: () => name }; }
+		// network.js instantiateDevice(): a Device; getType() 'ethernet' unless the name is marked
+		instantiateDevice(name, net) { return { name, network: net, getName: () => name, getType: () => 'ethernet' }; }
 	};
 }
 
@@ -273,6 +274,7 @@ async function describeForm(sectionId, facts) {
 		i18n: p.proto.getI18n(),
 		ifname: p.proto.getIfname(),
 		device: device ? device.getName() : null,
+		deviceType: device ? device.getType() : null,
 		packageName: p.proto.getPackageName(),
 		opkgPackage: p.proto.getOpkgPackage(),
 		isVirtual: p.proto.isVirtual(),

@@ -243,7 +243,7 @@ def test_protocol_registration(form):
     assert form["i18n"] == "IPv6 tunnel to your own broker"
     assert form["packageName"] == form["opkgPackage"] == "sixbroker"
     assert form["isVirtual"] and form["isFloating"] and form["devices"] is None
-    assert form["ifname"] == form["device"] == options.device_name(SECTION)
+    assert form["ifname"] == form["device"] == options.device_name(SECTION) and form["deviceType"] == "tunnel"
     # the long-name rule's names (sb-home_tu-997f) match too
     assert form["virtual"] == ["/^sb-.+$/"]
 

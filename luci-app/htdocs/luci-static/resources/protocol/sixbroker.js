@@ -137,9 +137,16 @@ return network.registerProtocol('sixbroker', {
 		return this._ubus('l3_device') || sbopts.deviceName(this.sid, uci.get('network', this.sid, 'device'));
 	},
 
-	/* network.js Protocol.getDevice() names a virtual protocol's device <proto>-<iface>: ours differs */
+	/*
+	 * network.js Protocol.getDevice() names a virtual protocol's device <proto>-<iface> (and marks that
+	 * name a tunnel, for Device.getType()): ours is the handler's name, a tunnel too while it is down
+	 */
 	getDevice: function() {
-		return network.instantiateDevice(this.getIfname(), this);
+		var dev = network.instantiateDevice(this.getIfname(), this);
+
+		dev.getType = function() { return 'tunnel'; };
+
+		return dev;
 	},
 
 	/* LuCI before 23.05 asks for getOpkgPackage, later ones for getPackageName */
