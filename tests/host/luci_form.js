@@ -4,9 +4,9 @@
  * classes (form.js, tools/widgets.js) and the field validator (validation.js), without a browser.
  *
  * It is a model written from upstream's code, not a copy: every rule below names the upstream function
- * it follows (openwrt/luci, modules/luci-base/htdocs/luci-static/resources/; the index holds no branch
- * names, so the functions are those of the ES5-era files of the 23.05 series, the same logic in master
- * ui.js 90a2b1e, form.js 1181915, validation.js e8f5ede, tools/widgets.js 376af36).  What it keeps
+ * it follows (openwrt/luci, modules/luci-base/htdocs/luci-static/resources/ ui.js, form.js,
+ * validation.js and luci-mod-network's tools/widgets.js, in their ES5 form of the 23.05 series; later
+ * versions moved to ES6 classes and form.js getValidator()).  What it keeps
  * from the DOM is what those functions read: an element's `value`, its parent chain (validation needs
  * the field inside a `[data-field]` frame), its `cbi-input-invalid` class, and events that bubble.
  *
