@@ -20,8 +20,6 @@ from sixbroker import addr
 from sixbroker.errors import CODES, SixbrokerError
 
 SYS_NET = "/sys/class/net/"
-UCI_NETWORK = "/etc/config/network"
-UCI_NETWORK_ENV = "SIXBROKER_UCI_NETWORK"      # tests point it elsewhere, as SIXBROKER_UBUS_SOCKET
 PROC_NET = "/proc/net/"
 PROTO = "sixbroker"
 STATISTICS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "rx_errors", "tx_errors",
@@ -239,23 +237,17 @@ def configured(name, cfg):
             "mtu": text("mtu"), "device": options.device_name(name, device) if name else device}
 
 
-def read_configured(names, path=None):
-    """name -> configured() for the sixbroker interfaces named, from /etc/config/network; {} when the
-    file cannot be read (the status must still answer)."""
-    import os
-    from sixbroker import uci
-
-    path = path or os.getenv(UCI_NETWORK_ENV) or UCI_NETWORK
+def read_configured(bus, name):
+    """configured() for one interface, read through rpcd's `uci get` (rpcd uci.c rpc_uci_get: the
+    section's options in "values"; UBUS_STATUS_NOT_FOUND when there is no such section), or None."""
     try:
-        with open(path) as f:
-            pkg = uci.parse(f.read(), filename=path)
-    except (OSError, ValueError):
-        return {}
-    out = {}
-    for sec in pkg.find("interface"):
-        if sec.name in names:
-            out[sec.name] = configured(sec.name, dict(sec.options))
-    return out
+        reply = bus.call("uci", "get", {"config": "network", "section": name}) or {}
+    except SixbrokerError:
+        return None     # no rpcd, or no such section: the status must still answer
+    values = reply.get("values")
+    if not isinstance(values, dict):
+        return None
+    return configured(name, dict((k, v) for k, v in values.items() if not k.startswith(".")))
 
 
 def tunnels(dump, interface=None, now=None, sys_root=SYS_NET, proc_root=PROC_NET):
@@ -290,12 +282,10 @@ def collect(bus, interface=None, rtt=True, sys_root=SYS_NET, proc_root=PROC_NET)
     """{"tunnels": [...]} from netifd (bus: a ubus connection) and the kernel."""
     dump = bus.call("network.interface", "dump", {})
     out = tunnels(dump, interface, None, sys_root, proc_root)
-    down = [t["interface"] for t in out if not t["up"]]
-    if down:
-        # netifd shows nothing of a down interface's settings: say what it is set to do
-        conf = read_configured(down)
-        for t in out:
-            t["config"] = conf.get(t["interface"])
+    for t in out:
+        if not t["up"]:
+            # netifd shows nothing of a down interface's settings: say what it is set to do
+            t["config"] = read_configured(bus, t["interface"])
     if rtt:
         for t in out:
             measure_rtt(t)

@@ -162,6 +162,8 @@ class Bus:
         self.calls.append((path, method, data))
         if self.fail:
             raise SixbrokerError("UBUS_FAIL", self.fail)
+        if (path, method) == ("uci", "get"):
+            raise SixbrokerError("UBUS_FAIL", "Not found")     # rpcd: no such section
         assert (path, method) == ("network.interface", "dump")
         return {"interface": self.ifaces}
 
@@ -275,7 +277,9 @@ def test_collect_asks_netifd_once():
     bus = Bus(wan(), wan6(up=False))
     out = status.collect(bus, rtt=False)
     assert [t["interface"] for t in out["tunnels"]] == ["wan6"]
-    assert bus.calls == [("network.interface", "dump", {})]
+    # and rpcd's uci, for what the down tunnel is set to do
+    assert bus.calls == [("network.interface", "dump", {}), ("uci", "get", {"config": "network", "section": "wan6"})]
+    assert out["tunnels"][0]["config"] is None
 
 
 def test_terminal_text():

@@ -173,32 +173,24 @@ def test_status_view_shows_a_down_tunnel_with_its_errors_in_words():
         in shown
 
 
-NETWORK = """config interface 'wan'
-	option proto 'dhcp'
-
-config interface 'wan6'
-	option proto 'sixbroker'
-	option peeraddr 'broker.example'
-	option ip6addr '2001:db8:5b10::b/127'
-	list ip6prefix '2001:db8:5b11::/64'
-	list ip6prefix '2001:db8:5b12::/64'
-	option mtu '1472'
-
-config interface 'home_tunnel_b'
-	option proto 'sixbroker'
-"""
+# what rpcd's `uci get` answers for each section (rpcd uci.c rpc_uci_dump_section: the options, lists as
+# arrays, and .anonymous/.type/.name)
+SECTIONS = {
+    "wan6": {".anonymous": False, ".type": "interface", ".name": "wan6", "proto": "sixbroker",
+             "peeraddr": "broker.example", "ip6addr": "2001:db8:5b10::b/127",
+             "ip6prefix": ["2001:db8:5b11::/64", "2001:db8:5b12::/64"], "mtu": "1472"},
+    "home_tunnel_b": {".anonymous": False, ".type": "interface", ".name": "home_tunnel_b", "proto": "sixbroker"},
+}
 
 
 def down_tunnels(tmp_path):
     from sixbroker import status
-    path = tmp_path / "network"
-    path.write_text(NETWORK)
     dump = {"interface": [{"interface": n, "proto": "sixbroker", "up": False, "autostart": True}
                           for n in ("wan6", "home_tunnel_b")]}
     out = status.tunnels(dump)
-    conf = status.read_configured([t["interface"] for t in out], str(path))
     for t in out:
-        t["config"] = conf.get(t["interface"])
+        values = SECTIONS[t["interface"]]
+        t["config"] = status.configured(t["interface"], dict((k, v) for k, v in values.items() if k[0] != "."))
     return out
 
 
@@ -215,13 +207,6 @@ def test_a_down_tunnel_shows_what_is_configured(tmp_path):
     # nothing set: the view says so, and names the device the handler would make
     other = shown[shown.index("home_tunnel_b\n"):shown.index("wan6\n")]
     assert "Broker | not set" in other and "Device | " + options.device_name("home_tunnel_b") in other
-
-
-def test_a_config_that_cannot_be_read_leaves_the_status(tmp_path):
-    from sixbroker import status
-    (tmp_path / "network").write_text("config interface 'wan6\n")
-    assert status.read_configured(["wan6"], str(tmp_path / "network")) == {}
-    assert status.read_configured(["wan6"], str(tmp_path / "missing")) == {}
 
 
 def test_diagnose_is_offered_to_who_may_change_settings(tmp_path):

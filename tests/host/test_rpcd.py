@@ -310,20 +310,32 @@ def test_diagnose_a_tunnel_netifd_could_not_set_up(lab, interp):
 
 
 @pytest.mark.parametrize("interp", INTERPRETERS)
-def test_status_of_a_down_tunnel_says_what_is_configured(lab, interp, tmp_path, monkeypatch):
+def test_status_of_a_down_tunnel_says_what_is_configured(lab, interp):
     wan6 = lab.dump["interface"][2]
     for k in ("uptime", "l3_device", "ipv6-address", "ipv6-prefix", "route"):
         wan6.pop(k)
     wan6.update(up=False, data={})
-    path = tmp_path / "network"
-    path.write_text("config interface 'wan6'\n\toption proto 'sixbroker'\n\toption peeraddr '%s'\n"
-                    "\toption ip6addr '2001:db8:5b10::b/127'\n\tlist ip6prefix '2001:db8:5b11::/64'\n" % PEER)
-    monkeypatch.setenv("SIXBROKER_UCI_NETWORK", str(path))
+    # rpcd's own `uci get` (rpcd uci.c rpc_uci_get -> rpc_uci_dump_section): the section's options in
+    # "values", lists as arrays; a section that does not exist: UBUS_STATUS_NOT_FOUND
+    sections = {"wan6": {".anonymous": False, ".type": "interface", ".name": "wan6", "proto": "sixbroker",
+                         "peeraddr": PEER, "ip6addr": "2001:db8:5b10::b/127", "ip6prefix": ["2001:db8:5b11::/64"]}}
+
+    def get(call):
+        if call.data.get("config") != "network" or call.data.get("section") not in sections:
+            return 4
+        return {"values": sections[call.data["section"]]}
+
+    lab.ubusd.add_object("uci", {"get": get})
     rc, out = lab.call(interp, "status")
     assert rc == 0 and out["tunnels"][0]["config"] == {
         "peeraddr": PEER, "ipaddr": None, "ip6addr": "2001:db8:5b10::b/127", "ip6gw": "2001:db8:5b10::a",
         "ip6gw_derived": True, "ip6prefix": ["2001:db8:5b11::/64"], "tunlink": None, "mtu": None,
         "device": "sb-wan6"}
+    assert [c.data for c in lab.ubusd.calls_to("uci", "get")] == [{"config": "network", "section": "wan6"}]
+    # no such section (or no rpcd): the status still answers, without a configuration
+    sections.clear()
+    rc, out = lab.call(interp, "status")
+    assert rc == 0 and out["tunnels"][0]["config"] is None and out["tunnels"][0]["interface"] == "wan6"
 
 
 LAUNCHER = os.path.join(ROOT, "files", "usr", "bin", "sixbroker")
