@@ -373,9 +373,21 @@ def format_tunnel(t):
         st = k["statistics"]
         lines.append("  traffic  rx %s (%s packets), tx %s (%s packets)" % (
             human_bytes(st["rx_bytes"]), st["rx_packets"], human_bytes(st["tx_bytes"]), st["tx_packets"]))
+    c = t.get("config")
+    if not t["up"] and c:
+        gw = (c["ip6gw"] + (" (derived)" if c["ip6gw_derived"] else "")) if c["ip6gw"] else "?"
+        lines.append("  set to   broker %s, tunnel %s, broker's end %s" % (
+            c["peeraddr"] or "(not set)", c["ip6addr"] or "(not set)", gw))
+        lines.append("           prefixes %s, link %s, mtu %s, device %s" % (
+            ", ".join(c["ip6prefix"]) or "none", c["tunlink"] or "(route to the broker)",
+            c["mtu"] or "auto", c["device"]))
+    seen = []
     for e in t["errors"]:
         for m in e["messages"]:
-            lines.append("  error    %s: %s" % (m["code"], m["text"]))
+            line = "  error    %s: %s" % (m["code"], m["text"])
+            if line not in seen:    # netifd keeps a retried setup's errors until the interface is up
+                seen.append(line)
+                lines.append(line)
     return "\n".join(lines)
 
 

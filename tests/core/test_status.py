@@ -515,3 +515,14 @@ def test_shell_list_is_the_python_method_map():
         text = f.read()
     start = text.index("echo '") + 6
     assert json.loads(text[start:text.index("'", start)]) == rpcd.METHODS
+
+
+def test_terminal_text_of_a_down_tunnel_says_what_it_is_set_to_do():
+    st = wan6(up=False, errors=[{"subsystem": "sixbroker", "code": "PEER_NOT_RESOLVED"}] * 3)
+    s = status.tunnel_status(st, 0)
+    s["config"] = status.configured("wan6", {"peeraddr": "broker.example", "ip6addr": "2001:db8:5b10::b/127",
+                                             "ip6prefix": ["2001:db8:5b11::/64"]})
+    text = status.format_tunnel(s)
+    assert "  set to   broker broker.example, tunnel 2001:db8:5b10::b/127, broker's end 2001:db8:5b10::a (derived)" in text
+    assert "           prefixes 2001:db8:5b11::/64, link (route to the broker), mtu auto, device sb-wan6" in text
+    assert text.count("PEER_NOT_RESOLVED") == 1
