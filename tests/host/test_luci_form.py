@@ -263,15 +263,20 @@ def test_every_handler_code_has_the_same_words(form, tables):
     assert {"UBUS_FAIL", "INTERNAL_ERROR"} <= codes
     # a code LuCI words itself keeps LuCI's words (network.js registerErrorCode refuses it): ours for
     # that mistake travel under a code of our own, which the form and the status page know too
-    shown = codes | set(LUCI_REPLACEMENTS.values())
     assert codes & set(LUCI_PREDEFINED) <= set(LUCI_REPLACEMENTS)
     assert not set(LUCI_REPLACEMENTS.values()) & set(LUCI_PREDEFINED)
-    # in the source, as _('...') so it is translated, and at run time, through registerErrorCode
-    assert dict((k, v["_"]) for k, v in tables["ERRORS"].items()) == dict((c, CODES[c]) for c in shown)
-    assert form["errors"] == dict((c, CODES[c]) for c in shown if c not in LUCI_PREDEFINED)
-    assert sorted(form["refused"]) == sorted(c for c in shown if c in LUCI_PREDEFINED)
+    js = dict((k, v["_"]) for k, v in tables["ERRORS"].items())
+    # every code the handler can send has words in the browser (as _('...'), so it is translated), the
+    # handler's own; and no word in the browser differs from errors.py.  (The browser may know a code
+    # the handler modules of this checkout do not send yet: the handler's branch adds them.)
+    assert codes | set(LUCI_REPLACEMENTS.values()) <= set(js)
+    assert dict((c, CODES[c]) for c in js if c in CODES) == dict((c, w) for c, w in js.items() if c in CODES)
+    assert set(js) <= set(CODES)
+    # registered at run time through registerErrorCode, except those LuCI refuses
+    assert form["errors"] == dict((c, w) for c, w in js.items() if c not in LUCI_PREDEFINED)
+    assert sorted(form["refused"]) == sorted(c for c in js if c in LUCI_PREDEFINED)
     # the form maps words back to codes below: they must be unique
-    assert len(set(tables_words(tables))) == len(tables["ERRORS"])
+    assert len(set(js.values())) == len(js)
 
 
 def tables_words(tables):
