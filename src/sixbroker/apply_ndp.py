@@ -165,6 +165,12 @@ def _ns_inode(netns):
 
 def running(netns, run_dir=RUN_DIR):
     """The pid of our ndppd for this namespace, or None."""
+    pid, here = _ours(netns, run_dir)
+    return pid if here else None
+
+
+def _ours(netns, run_dir):
+    """(pid, in this namespace) of the ndppd our pid file names, or (None, False)."""
     conf, pidfile = _paths(netns, run_dir)
     try:
         with open(pidfile) as f:
@@ -173,10 +179,10 @@ def running(netns, run_dir=RUN_DIR):
             argv = f.read().split(b"\0")
         ns = os.stat("/proc/%d/ns/net" % pid).st_ino
     except (OSError, ValueError, IndexError):
-        return None
+        return None, False
     if not argv or os.path.basename(argv[0]) != NDPPD.encode() or conf.encode() not in argv:
-        return None     # the pid was reused by something else: not ours to signal
-    return pid if ns == _ns_inode(netns) else None
+        return None, False      # the pid was reused by something else: not ours to signal
+    return pid, ns == _ns_inode(netns)
 
 
 def _gone(pid):
@@ -199,16 +205,16 @@ def _stop(pid):
 
 def _ndppd(netns, run_dir, text, result):
     conf, pidfile = _paths(netns, run_dir)
-    pid = running(netns, run_dir)
-    current = None
+    pid, here = _ours(netns, run_dir)
     if pid is not None:
         try:
             with open(conf) as f:
                 current = f.read()
         except OSError:
             current = None
-        if current == text:
+        if here and current == text:
             return
+        # a changed file, or ours left answering in a namespace that was replaced
         _stop(pid)
         result.add("ndppd stop %d" % pid)
     if text is None:
