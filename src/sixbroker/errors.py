@@ -76,6 +76,7 @@ CODES = {
     "TUNNEL_NOT_FOUND": "No tunnel with this name",
     "POOL_EXHAUSTED": "No free prefix of this size is left",
     "NDP_PROXY_NEEDS_UPLINK": "Proxy NDP answers on the uplink: give --uplink",
+    "NDP_UPLINK_MISSING": "Proxy NDP is on but the uplink device does not exist",
     "NDPPD_MISSING": "ndppd is not installed (apt-get install ndppd): it answers neighbour solicitations for the routed prefixes",
     "NDPPD_FAIL": "ndppd did not start: see its message",
     "DB_ERROR": "The broker database cannot be opened or is damaged",
