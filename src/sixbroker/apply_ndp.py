@@ -18,7 +18,7 @@ State in (plain data, service.ndp_state):
 
 Ownership, which survives a restart:
 - a proxy entry is ours when it carries our protocol number (NDA_PROTOCOL, `proto 91` in `ip -6 neigh
-  show proxy`; the kernel stores it for proxy entries since 5.0).  An equal entry without it is the
+  show proxy`; the guest's 6.1 kernel stores and dumps it for proxy entries).  An equal entry without it is the
   admin's: it satisfies the state and is never removed;
 - the ndppd is ours when the pid in our pid file runs ndppd with our configuration file, in the broker's
   namespace.  Its file names the uplink's index too, so a re-created uplink restarts it (ndppd binds to
