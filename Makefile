@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 MPY     := .venv/bin/micropython
 PYTEST  := $(PY) -m pytest
 
-.PHONY: all test test-unit test-micropython test-e2e lab ipk bench bench-handler bench-broker bench-broker-guest bench-dataplane bootstrap clean guest
+.PHONY: all test test-unit test-micropython test-e2e lab ipk bench bench-handler bench-broker bench-broker-guest bench-ndp bench-dataplane bootstrap clean guest
 
 all: test
 
@@ -46,6 +46,9 @@ bench-broker: bootstrap
 
 # Issue 5: add, remove and apply at 1, 100 and 1000 tunnels as ratios to the raw ip -batch/nft commands for
 # the same plans, both in one guest run (~3 min under TCG).
+bench-ndp: guest
+	$(PY) tests/guest.py run --timeout 900 -- $(PY) bench/ndp
+
 bench-broker-guest: guest
 	$(PY) tests/guest.py run --timeout 900 -- $(PY) bench/broker/bench_broker.py --vs-raw --sizes 1,100,1000
 

@@ -209,7 +209,7 @@ def test_init_refuses_to_move_prefixes_under_tunnels(broker):
 
 
 @pytest.mark.parametrize("args,code", [
-    (["--prefix", "2001:db8:5b00::/64"], "INVALID_PREFIX"),          # nothing left after the transfer /64
+    (["--prefix", "2001:db8:5b00::/65"], "INVALID_PREFIX"),          # a /64 broker prefix is the finest
     (["--prefix", "2001:db8::/8"], "INVALID_PREFIX"),
     (["--prefix", "2001:db8:5b00::1/56"], "INVALID_PREFIX"),         # host bits
     (["--prefix", "2001:db8:5b00::"], "INVALID_PREFIX"),             # no length

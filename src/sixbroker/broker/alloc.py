@@ -9,6 +9,14 @@ The broker prefix (say 2001:db8:5b00::/56) is cut like this by default:
 A transfer prefix given with `init --transfer-prefix` may lie inside the broker prefix (its /64 is then
 taken out of the pool) or outside it.  Prefixes given with `--reserve` are taken out of the pool too.
 
+A VPS with exactly one /64 (often one the provider treats as on-link, see apply_ndp.py) is cut finer: the
+pool is counted in /112s (FINE_UNIT) and routed prefixes are longer than /64 (/80 by default):
+
+    2001:db8:5b00::/80      kept for the server's own addresses (its ::1, ::2, the provider's gateway)
+    2001:db8:5b00:0:1::/80  the transfer prefix
+    2001:db8:5b00:0:2::/80 .. the routed pool: /65 to /112, no SLAAC on a LAN that gets one (RFC 4862 5.5.3
+                            wants a /64), DHCPv6 instead
+
 Which /127s of the transfer prefix are used: never the first (its first address is the transfer prefix's
 Subnet-Router anycast address, RFC 4291 2.6.1, which RFC 6164 5.1 says to avoid), and for a /64 never
 the last 64 (the top 128 interface identifiers of a /64 are reserved anycast, RFC 2526).
@@ -23,9 +31,12 @@ nothing is scanned in Python.
 from sixbroker import addr
 from sixbroker.errors import SixbrokerError
 
-POOL_UNIT = 64          # blocks are counted in /64s
+POOL_UNIT = 64          # blocks are counted in /64s ...
+FINE_UNIT = 112         # ... or, in a /64 broker prefix, in /112s (2**48 of them: SQLite's integers hold that)
 MIN_ROUTED = 16         # broker prefixes from /16 ...
-MAX_BROKER = 63         # ... to /63 (a /64 broker prefix would have nothing left after its transfer /64)
+MAX_BROKER = 64         # ... to /64
+FINE_DEFAULT_LENGTH = 80    # the routed prefix a /64 broker hands out unless told: 65536 of them
+FINE_LAYOUT_LENGTH = 80     # the own and transfer blocks of a /64 broker prefix
 TRANSFER_MIN = 64
 TRANSFER_MAX = 126      # a /126 holds two /127s, one of them usable
 RFC2526_TAIL = 64       # /127s at the top of a /64 transfer prefix that hold reserved anycast addresses
@@ -37,7 +48,9 @@ class Layout:
     def __init__(self, prefix, transfer):
         self.prefix = prefix
         self.transfer = transfer
-        self.units = prefix.subnet_count(POOL_UNIT)
+        # a prefix can change only while no tunnel exists, so its unit never changes under stored blocks
+        self.unit = FINE_UNIT if prefix.length >= POOL_UNIT else POOL_UNIT
+        self.units = prefix.subnet_count(self.unit)
         count = transfer.subnet_count(127)
         self.transfer_lo = 1
         self.transfer_hi = count - RFC2526_TAIL if transfer.length == 64 else count
@@ -53,23 +66,44 @@ class Layout:
     def transfer_net(self, index):
         return self.transfer.subnet(127, index)
 
+    @property
+    def fine(self):
+        """A /64 broker prefix: routed prefixes longer than /64, no SLAAC behind them."""
+        return self.unit == FINE_UNIT
+
+    @property
+    def default_length(self):
+        return FINE_DEFAULT_LENGTH if self.fine else POOL_UNIT
+
     def routed_net(self, start, length):
-        """The prefix of a block that starts `start` /64s into the broker prefix."""
-        return addr.Network(6, self.prefix.value + (start << (128 - POOL_UNIT)), length)
+        """The prefix of a block that starts `start` units into the broker prefix."""
+        return addr.Network(6, self.prefix.value + (start << (128 - self.unit)), length)
+
+    def block_size(self, length):
+        """Units a prefix of this length takes (a longer one than the unit takes a whole unit)."""
+        return 1 << (self.unit - length) if length <= self.unit else 1
 
     def block_of(self, net):
-        """(start, stop) in /64s of the pool block that holds `net`, or None if it is outside the prefix.
-        A prefix longer than /64 takes its whole /64 (routed prefixes are /64 or shorter)."""
+        """(start, stop) in units of the pool block that holds `net`, or None if it is outside the prefix."""
         if not self.prefix.contains(net):
             return None
-        start = (net.value - self.prefix.value) >> (128 - POOL_UNIT)
-        size = 1 << (POOL_UNIT - net.length) if net.length <= POOL_UNIT else 1
-        return start, start + size
+        start = (net.value - self.prefix.value) >> (128 - self.unit)
+        return start, start + self.block_size(net.length)
 
     def check_length(self, length):
-        if type(length) is not int or length < self.prefix.length or length > POOL_UNIT:
-            raise SixbrokerError("INVALID_PREFIX_LENGTH", "/%s (the broker prefix is %s)" % (length, self.prefix))
+        # a /64 broker prefix cannot route a /64: its own and transfer blocks are in it
+        lo = self.prefix.length + 1 if self.fine else self.prefix.length
+        if type(length) is not int or length < lo or length > self.unit:
+            raise SixbrokerError("INVALID_PREFIX_LENGTH", "/%s (the broker prefix is %s: /%d to /%d)"
+                                 % (length, self.prefix, lo, self.unit))
         return length
+
+    def default_cut(self):
+        """(transfer prefix, [reserved]) when init is not told: the first /64 for transfer, or in a /64
+        broker prefix the first /80 for the server itself and the second for transfer."""
+        if self.fine:
+            return (self.prefix.subnet(FINE_LAYOUT_LENGTH, 1), [self.prefix.subnet(FINE_LAYOUT_LENGTH, 0)])
+        return self.prefix.subnet(POOL_UNIT, 0), []
 
 
 def next_transfer_index(conn, layout):
@@ -87,9 +121,9 @@ def next_transfer_index(conn, layout):
 
 
 def next_block(conn, layout, length):
-    """The start (in /64s) of the lowest free `length`-aligned block of the pool."""
+    """The start (in units) of the lowest free `length`-aligned block of the pool."""
     layout.check_length(length)
-    size = 1 << (POOL_UNIT - length)
+    size = layout.block_size(length)
     # Candidates: the pool's start and, after every taken block, the first aligned start at or after its
     # end; the lowest free block is always one of them.  A candidate is free when the block starting
     # last before the candidate's end ends at or before the candidate.
@@ -104,8 +138,8 @@ def next_block(conn, layout, length):
     return row[0]
 
 
-def take_block(conn, start, length, tunnel=None, kind="routed"):
-    size = 1 << (POOL_UNIT - length) if length <= POOL_UNIT else 1
+def take_block(conn, start, length, tunnel=None, kind="routed", layout=None):
+    size = layout.block_size(length) if layout is not None else 1 << (POOL_UNIT - length)
     conn.execute("INSERT INTO blocks (start, stop, length, tunnel, kind) VALUES (?, ?, ?, ?, ?)",
                  (start, start + size, length, tunnel, kind))
 
@@ -115,5 +149,6 @@ def usage(conn, layout):
     taken = conn.execute("SELECT COALESCE(SUM(stop - start), 0) FROM blocks WHERE kind = 'routed'").fetchone()[0]
     fixed = conn.execute("SELECT COALESCE(SUM(stop - start), 0) FROM blocks WHERE kind != 'routed'").fetchone()[0]
     used = conn.execute("SELECT COUNT(*) FROM tunnels").fetchone()[0]
-    return {"routed_64s_total": layout.units - fixed, "routed_64s_used": taken,
+    # the keys say /64s, as before /64 broker prefixes; "unit" says what is counted
+    return {"routed_64s_total": layout.units - fixed, "routed_64s_used": taken, "unit": layout.unit,
             "transfer_total": layout.transfer_capacity, "transfer_used": used}

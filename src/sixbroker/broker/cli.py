@@ -74,6 +74,10 @@ def _parser():
                    help="keep accepting RAs on the uplink (accept_ra=2); auto: when it takes its "
                    "address from them now")
     s.add_argument("--netns", metavar="NAME", help="run the tunnels in this network namespace ('' for none)")
+    s.add_argument("--ndp-proxy", choices=service.NDP_MODES, default=None,
+                   help="answer neighbour solicitations on the uplink for the tunnels' addresses and routed "
+                   "prefixes (a provider that treats the VPS's /64 as on-link); auto: when the uplink has "
+                   "the prefix on-link (default on a first init; later: keep)")
 
     s = sub.add_parser("add", parents=[common, js], help="add a tunnel and print the router's configuration",
                        description="Allocate a transfer /127 and a routed prefix for a new tunnel, apply, "
@@ -145,11 +149,22 @@ def _server_text(s):
     lines += ["public IPv4     %s" % s["public_ipv4"],
               "local IPv4      %s" % s["local_ipv4"],
               "uplink          %s%s" % (s["uplink"] or "-", " (accept_ra=2)" if s["uplink_accept_ra"] else ""),
+              "ndp proxy       %s" % ("on (the uplink answers for every tunnel address and routed prefix)"
+                                      if s.get("ndp_proxy") else "off"),
               "netns           %s" % (s["netns"] or "-"),
               "tunnels         %d (room for %s)" % (s["tunnels"], _count(s["usage"]["transfer_total"])),
               "routed /64s     %d used of %s" % (s["usage"]["routed_64s_used"],
                                                  _count(s["usage"]["routed_64s_total"]))]
+    if s["usage"].get("unit", 64) > 64:
+        lines[-1] = "routed /%ds    %d used of %s (routed prefixes /%d by default)" % (
+            s["usage"]["unit"], s["usage"]["routed_64s_used"], _count(s["usage"]["routed_64s_total"]),
+            s["routed_default_length"])
+        lines.append(NO_SLAAC)
     return "\n".join(lines) + "\n"
+
+
+NO_SLAAC = ("note: a /64 broker prefix routes prefixes longer than /64: a home's LAN gets no SLAAC (it "
+            "needs a /64) and takes addresses by DHCPv6 (odhcpd: dhcpv6 'server', ra_flags 'managed-config')")
 
 
 # ---- running ----------------------------------------------------------------------------------------------
@@ -248,9 +263,11 @@ def _change(conn, args, cmd, want_json):
         ra = {"auto": None, "yes": True, "no": False}[args.uplink_ra]
         from sixbroker.broker import hostfacts
         old = db.server_or_none(conn)
+        from sixbroker import apply_ndp
         new = service.init(conn, prefix=args.prefix, transfer_prefix=args.transfer_prefix, reserve=args.reserve,
                            public_ipv4=args.public_ipv4, local_ipv4=args.local_ipv4, uplink=args.uplink,
-                           uplink_ra=ra, netns=args.netns, detect=hostfacts.detect)
+                           uplink_ra=ra, netns=args.netns, detect=hostfacts.detect, ndp_proxy=args.ndp_proxy,
+                           onlink=apply_ndp.onlink)
         reconcile.crash_point("commit")
         result["server"] = service.server_view(conn)
         text = _server_text(result["server"])

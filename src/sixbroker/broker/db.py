@@ -4,8 +4,9 @@ The database is the truth; the kernel and the firewall are made to match it afte
 every change is one transaction and a crash between the commit and the kernel change is repaired by the
 next `sixbroker server apply`.
 
-Layout (schema version 2, `PRAGMA user_version`):
-- `server`: one row, the broker's own facts (its prefix, transfer prefix, IPv4 addresses, uplink, netns).
+Layout (schema version 3, `PRAGMA user_version`):
+- `server`: one row, the broker's own facts (its prefix, transfer prefix, IPv4 addresses, uplink, netns,
+  whether it proxies NDP on the uplink).
 - `tunnels`: one row per tunnel; `transfer_index` numbers its /127 inside the transfer prefix.
 - `blocks`: what is taken out of the broker prefix, counted in /64s from its start (`start` inclusive,
   `stop` exclusive): each tunnel's routed prefix, the transfer prefix and any reserved prefix (tunnel
@@ -98,6 +99,10 @@ MIGRATIONS = [
         foreign_tunnels TEXT NOT NULL,
         at TEXT NOT NULL
     );
+    """,
+    # 3: answer neighbour solicitations on the uplink for the tunnels' addresses (an on-link /64, apply_ndp.py)
+    """
+    ALTER TABLE server ADD COLUMN ndp_proxy INTEGER NOT NULL DEFAULT 0;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

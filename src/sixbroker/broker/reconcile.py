@@ -120,6 +120,18 @@ class KernelAndNft:
         from sixbroker import apply_nft
         return apply_nft.token_follows(before, after)
 
+    def ndp(self, state):
+        from sixbroker import apply_ndp
+        return {"changes": apply_ndp.apply(state).changes}
+
+
+def ndp(conn, a, report, state=None):
+    """Proxy NDP on the uplink (an on-link /64: apply_ndp.py) after the kernel and the firewall; an
+    applier without it (the tests' fakes) skips it.  Not in the record: its own dump is its proof."""
+    if hasattr(a, "ndp"):
+        report["ndp"] = a.ndp(state or service.ndp_state(conn))
+    return report
+
 
 def applier():
     return APPLIER if APPLIER is not None else KernelAndNft()
@@ -153,14 +165,14 @@ def reconcile(conn, using=None):
     if incremental:
         report = _unchanged(conn, a)
         if report is not None:
-            return report
+            return ndp(conn, a, report)
     state = desired(conn)
     kernel = a.kernel(state)
     crash_point("kernel")
     firewall = a.firewall(state)
     if incremental:
         _record(conn, a.fingerprint, a.nft_token(state["netns"]), kernel["foreign_tunnels"])
-    return {"tunnels": len(state["plans"]), "kernel": kernel, "firewall": firewall}
+    return ndp(conn, a, {"tunnels": len(state["plans"]), "kernel": kernel, "firewall": firewall})
 
 
 def _unchanged(conn, a):
@@ -222,11 +234,11 @@ def reconcile_change(conn, change, using=None):
     # fingerprints add up (apply_kernel): the record's plus what this change added
     _record(conn, int(rec["kernel"], 16) + delta, new_token, foreign)
     kernel["foreign_tunnels"] = foreign
-    return {"tunnels": count, "kernel": kernel, "firewall": firewall, "incremental": True}
+    return ndp(conn, a, {"tunnels": count, "kernel": kernel, "firewall": firewall, "incremental": True})
 
 
 def abandon(netns, using=None):
     """Remove everything of ours from a namespace the broker no longer uses (init --netns moved it)."""
     state = {"netns": netns, "device_prefix": service.DEVICE_PREFIX, "sysctls": [], "plans": []}
     a = using or applier()
-    return {"kernel": a.kernel(state), "firewall": a.firewall(state)}
+    return ndp(None, a, {"kernel": a.kernel(state), "firewall": a.firewall(state)}, {"netns": netns, "uplink": None})

@@ -9,7 +9,7 @@ prefix until it does (netifd interface-ip.c, interface_update_prefix_assignments
 LAN as a /64.
 """
 
-from sixbroker import uci
+from sixbroker import addr, uci
 
 PACKAGE = "network"
 SECTION_TYPE = "interface"
@@ -26,10 +26,34 @@ def options(tunnel):
         ("peeraddr", tunnel["peeraddr"]),
         ("ip6addr", tunnel["router_address"] + "/" + str(tunnel["transfer_length"])),
         ("ip6gw", tunnel["server_address"]),
-        ("ip6prefix", list(tunnel["routed"])),
+        ("ip6prefix", [p for p in tunnel["routed"] if not _longer_than_64(p)]),
         # the same MTU at both ends: a router behind PPPoE would otherwise pick 1472 while we send 1480
         ("mtu", str(tunnel["mtu"])),
     ]
+
+
+def _longer_than_64(prefix):
+    return addr.Network.parse(prefix).length > 64
+
+
+def lan_script(tunnel):
+    """The LAN's part when a routed prefix is longer than /64 (a /64 broker prefix), else None.
+
+    netifd takes an ip6prefix of /1 to /64 only (proto.c parse_prefix_option: `length < 1 || length >
+    64` is refused, and with it the interface's whole update), so such a prefix cannot be delegated:
+    the LAN gets its ::1 as a plain address, and odhcpd hands hosts addresses from it by stateful DHCPv6
+    (dhcpv6-ia.c: an address prefix longer than /64 is always offered for IA_NA) with the RA's managed
+    flag set; SLAAC needs a /64 (RFC 4862 5.5.3), so there is none."""
+    lines = []
+    for p in tunnel["routed"]:
+        if _longer_than_64(p):
+            net = addr.Network.parse(p)
+            value = "%s/%d" % (net.host(1), net.length)
+            lines += ["del_list network.lan.ip6addr='%s'" % value, "add_list network.lan.ip6addr='%s'" % value]
+    if not lines:
+        return None
+    return "\n".join(lines + ["set dhcp.lan.dhcpv6='server'", "del_list dhcp.lan.ra_flags='managed-config'",
+                              "add_list dhcp.lan.ra_flags='managed-config'", "commit network", "commit dhcp"]) + "\n"
 
 
 def batch_script(tunnel):
@@ -40,15 +64,20 @@ def batch_script(tunnel):
 
 def shell(tunnel):
     """Ready to paste into the router's shell: the batch, then bring the interface up."""
-    return ("# sixbroker tunnel '%s': run on the OpenWrt router (package sixbroker installed)\n"
-            % tunnel["name"]) + uci.batch_heredoc(batch_script(tunnel)) + "ifup " + tunnel["name"] + "\n"
+    out = ("# sixbroker tunnel '%s': run on the OpenWrt router (package sixbroker installed)\n"
+           % tunnel["name"]) + uci.batch_heredoc(batch_script(tunnel))
+    lan = lan_script(tunnel)
+    if lan is not None:
+        out += ("# the routed prefix is longer than /64: no SLAAC on the LAN, hosts get addresses by DHCPv6\n"
+                + uci.batch_heredoc(lan) + "/etc/init.d/odhcpd reload\nifup lan\n")
+    return out + "ifup " + tunnel["name"] + "\n"
 
 
 def as_json(tunnel):
     opts = {}
     for name, value in options(tunnel):
         opts[name] = value
-    return {
+    out = {
         "interface": tunnel["name"],
         "package": PACKAGE,
         "type": SECTION_TYPE,
@@ -56,3 +85,7 @@ def as_json(tunnel):
         "uci_batch": batch_script(tunnel),
         "shell": shell(tunnel),
     }
+    lan = lan_script(tunnel)
+    if lan is not None:
+        out["lan_uci_batch"] = lan
+    return out

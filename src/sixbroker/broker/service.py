@@ -130,13 +130,13 @@ def _layout_blocks(layout, reserved):
         out.append((b[0], b[1], layout.transfer.length, "transfer"))
     for net in reserved:
         rb = layout.block_of(net)
-        if rb is None or net.length > alloc.POOL_UNIT:
-            raise SixbrokerError("INVALID_RESERVED_PREFIX", "%s is not a /64 or shorter inside %s"
-                                 % (net, layout.prefix))
-        for s, e, _, kind in out:
+        if rb is None or net.length > layout.unit:
+            raise SixbrokerError("INVALID_RESERVED_PREFIX", "%s is not a /%d or shorter inside %s"
+                                 % (net, layout.unit, layout.prefix))
+        for s, e, length, kind in out:
             if rb[0] < e and s < rb[1]:
                 raise SixbrokerError("INVALID_RESERVED_PREFIX", "%s overlaps the %s prefix %s"
-                                     % (net, kind, layout.routed_net(s, alloc.POOL_UNIT)))
+                                     % (net, kind, layout.routed_net(s, length)))
         out.append((rb[0], rb[1], net.length, "reserved"))
     if sum(e - s for s, e, _, _ in out) >= layout.units:
         raise SixbrokerError("NO_ROUTED_SPACE", str(layout.prefix))
@@ -145,12 +145,14 @@ def _layout_blocks(layout, reserved):
 
 
 def init(conn, prefix=None, transfer_prefix=None, reserve=None, public_ipv4=None, local_ipv4=None,
-         uplink=None, uplink_ra=None, netns=None, detect=None):
+         uplink=None, uplink_ra=None, netns=None, detect=None, ndp_proxy=None, onlink=None):
     """Create or update the server row.  On an existing broker, options not given keep their values;
     the prefixes can change only while there are no tunnels.
 
     detect: callable(uplink, netns) -> {"public_ipv4", "uplink_ra"} facts read from the host, used only
     for what the caller did not give (tests pass their own).
+    ndp_proxy: "on", "off", "auto" (on when `onlink(prefix, uplink, netns)` says the uplink has the
+    broker prefix on-link), None (the old value; auto on a first init).
     """
     old = db.server_or_none(conn)
     if old is None and prefix is None:
@@ -165,14 +167,15 @@ def init(conn, prefix=None, transfer_prefix=None, reserve=None, public_ipv4=None
     elif same_prefix:
         transfer = addr.Network.parse(old["transfer_prefix"])
     else:
-        transfer = net.subnet(64, 0)
+        transfer = alloc.Layout(net, net).default_cut()[0]
     layout = alloc.Layout(net, transfer)
     if reserve is not None:
-        reserved = [_prefix(r, "INVALID_RESERVED_PREFIX", 1, alloc.POOL_UNIT) for r in reserve]
+        reserved = [_prefix(r, "INVALID_RESERVED_PREFIX", 1, layout.unit) for r in reserve]
     elif same_prefix:
         reserved = [addr.Network.parse(r) for r in old_reserved]
     else:
-        reserved = []
+        # the server's own /80 of a /64 broker prefix, unless the transfer prefix was put there
+        reserved = [r for r in layout.default_cut()[1] if not r.overlaps(transfer)]
     fixed = _layout_blocks(layout, reserved)
 
     # not given: keep the old value; given as '': none any more
@@ -206,6 +209,7 @@ def init(conn, prefix=None, transfer_prefix=None, reserve=None, public_ipv4=None
             uplink_ra = False
     if not uplink:
         uplink_ra = False
+    ndp = _ndp_mode(ndp_proxy, old, net, uplink, netns, onlink)
 
     stamp = db.now()
     with db.transaction(conn):
@@ -231,7 +235,29 @@ def init(conn, prefix=None, transfer_prefix=None, reserve=None, public_ipv4=None
             " public_ipv4 = excluded.public_ipv4, local_ipv4 = excluded.local_ipv4, uplink = excluded.uplink,"
             " uplink_ra = excluded.uplink_ra, netns = excluded.netns, updated = excluded.updated",
             (str(net), str(transfer), str(public), str(local), uplink, 1 if uplink_ra else 0, netns, stamp, stamp))
+        conn.execute("UPDATE server SET ndp_proxy = ? WHERE id = 1 AND ndp_proxy != ?", (ndp, ndp))
     return db.server(conn)
+
+
+NDP_MODES = ("auto", "on", "off")
+
+
+def _ndp_mode(mode, old, net, uplink, netns, onlink):
+    """1 or 0: answer neighbour solicitations on the uplink for what the tunnels hold (apply_ndp.py)."""
+    if mode is None and old is not None:
+        mode = "on" if old["ndp_proxy"] else "off"
+    mode = mode or "auto"
+    if mode not in NDP_MODES:
+        raise SixbrokerError("USAGE", "--ndp-proxy must be one of auto, on, off, not %r" % (mode,))
+    if mode == "off":
+        return 0
+    if not uplink:
+        if mode == "on":
+            raise SixbrokerError("NDP_PROXY_NEEDS_UPLINK")
+        return 0
+    if mode == "on":
+        return 1
+    return 1 if onlink is not None and onlink(net, uplink, netns) else 0
 
 
 def _reserved_rows(conn, layout):
@@ -252,6 +278,8 @@ def server_view(conn):
         "local_ipv4": s["local_ipv4"],
         "uplink": s["uplink"],
         "uplink_accept_ra": bool(s["uplink_ra"]),
+        "ndp_proxy": bool(s["ndp_proxy"]),
+        "routed_default_length": layout.default_length,
         "netns": s["netns"],
         "tunnels": db.tunnel_count(conn),
         "usage": alloc.usage(conn, layout),
@@ -297,7 +325,7 @@ def add(conn, name, remote, routed_length=None, mtu=None):
     layout = alloc.Layout.of(s)
     check_name(name)
     r = check_remote(remote, s)
-    length = check_length(DEFAULT_ROUTED_LENGTH if routed_length is None else routed_length, layout)
+    length = check_length(layout.default_length if routed_length is None else routed_length, layout)
     mtu = DEFAULT_MTU if mtu is None else check_mtu(mtu)
     stamp = db.now()
     with db.transaction(conn):
@@ -312,7 +340,7 @@ def add(conn, name, remote, routed_length=None, mtu=None):
             conn.execute("INSERT INTO tunnels (name, device, remote, transfer_index, mtu, ttl, created, updated)"
                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (name, device_of(name), str(r), index, mtu, TTL, stamp, stamp))
-            alloc.take_block(conn, start, length, name)
+            alloc.take_block(conn, start, length, name, layout=layout)
         except sqlite3.IntegrityError as e:
             # every case is checked above inside this transaction; reaching here is a bug, not bad input
             raise SixbrokerError("INTERNAL_ERROR", "database refused the new tunnel: %s" % e)
@@ -373,6 +401,24 @@ def another_plan(conn, name):
     """The plan of some tunnel other than name, or None when there is none."""
     rows = db._tunnel_rows(conn, "WHERE name = (SELECT name FROM tunnels WHERE name != ? LIMIT 1)", (name,))
     return _plans(db.server(conn), rows)[0] if rows else None
+
+
+def ndp_state(conn):
+    """What apply_ndp answers for on the uplink: both ends of every transfer /127 and every routed
+    prefix inside the broker prefix (the provider's link reaches only that), or nothing when off."""
+    s = db.server(conn)
+    out = {"netns": s["netns"], "uplink": None, "addresses": [], "prefixes": []}
+    if not s["ndp_proxy"] or not s["uplink"]:
+        return out
+    out["uplink"] = s["uplink"]
+    layout = alloc.Layout.of(s)
+    inside = layout.prefix.overlaps(layout.transfer)
+    for t in db.tunnels(conn):
+        if inside:
+            net = layout.transfer_net(t["transfer_index"])
+            out["addresses"] += [str(net.host(0)), str(net.host(1))]
+        out["prefixes"] += [str(layout.routed_net(start, length)) for start, length in t["blocks"]]
+    return out
 
 
 NEIGH_FROM = 256        # tunnels from which the IPv6 neighbour table is sized for them
