@@ -649,6 +649,7 @@ echo "$0 $*" >> "${STUB_LOG:-/tmp/calls}"
 case "${0##*/} $*" in
 	"ubus call network get_proto_handlers") [ -f "$dir/handlers" ] || exit 4; cat "$dir/handlers" ;;
 	"uci -q show network") cat "$dir/network" ;;
+	"uci -q get "*) [ -f "$dir/uci-$3" ] || exit 1; cat "$dir/uci-$3" ;;
 	"ifstatus "*) cat "$dir/ifstatus-$1" 2>/dev/null || echo '{ "up": false, "pending": false }' ;;
 esac
 exit 0
@@ -668,7 +669,8 @@ def install_like_opkg(ipk, root):
         f.write(FUNCTIONS_SH)
 
 
-def write_stubs(root, handlers=None, network="", ifstatus=None, down=None, rpcd_plugin=None):
+def write_stubs(root, handlers=None, network="", ifstatus=None, down=None, rpcd_plugin=None, options=None,
+                records=None):
     for rel in STUBBED:
         path = os.path.join(root, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -682,6 +684,13 @@ def write_stubs(root, handlers=None, network="", ifstatus=None, down=None, rpcd_
             f.write(json.dumps({name: {"no_device": True} for name in handlers}, indent="\t"))
     with open(os.path.join(stub, "network"), "w") as f:
         f.write(network)
+    for key, value in (options or {}).items():           # uci -q get network.<iface>.<option>
+        with open(os.path.join(stub, "uci-network." + key), "w") as f:
+            f.write(value + "\n")
+    for iface in records or ():                              # what a setup leaves for the hotplug script
+        os.makedirs(os.path.join(root, "var", "run"), exist_ok=True)
+        with open(os.path.join(root, "var", "run", "sixbroker." + iface), "w") as f:
+            f.write("wan 198.51.100.20\n")
     for iface, up in (ifstatus or {}).items():
         with open(os.path.join(stub, "ifstatus-" + iface), "w") as f:
             f.write('{\n\t"up": %s,\n\t"pending": false\n}\n' % ("true" if up else "false"))
@@ -791,6 +800,15 @@ LIVE_POSTINST = [
     ("config kept over a sysupgrade", dict(handlers=["static"], network=NETWORK_WITH_TUNNELS),
      ["/etc/init.d/network restart"], "registers protocol 'sixbroker' for: tun6 tun7"),
     ("upgrade", dict(handlers=["static", "sixbroker"], network=NETWORK_WITH_TUNNELS), [], ""),
+    ("upgrade, tunnels up with their records", dict(handlers=["sixbroker"], network=NETWORK_WITH_TUNNELS,
+                                                    ifstatus={"tun6": True, "tun7": True},
+                                                    records=["tun6", "tun7"]), [], ""),
+    # set up by a version before the records: the one that follows its WAN is set up again; tun7 has its
+    # local address pinned (ipaddr) and follows nothing
+    ("upgrade from before the hotplug records", dict(handlers=["sixbroker"], network=NETWORK_WITH_TUNNELS,
+                                                     ifstatus={"tun6": True, "tun7": True},
+                                                     options={"tun7.ipaddr": "192.0.2.7"}),
+     ["/sbin/ifup tun6"], ""),
     ("installed again after a removal", dict(handlers=["sixbroker"], network=NETWORK_WITH_TUNNELS,
                                              down=["tun7", "gone"]), ["/sbin/ifup tun7"], ""),
     ("netifd not running", dict(handlers=None, network=NETWORK_WITH_TUNNELS), [], ""),
