@@ -31,7 +31,8 @@ from Package/sixbroker/install, so the SDK's ipk/apk carries exactly the files a
 
 Inputs (all in this repository): packaging/<pkg>.files (the manifest), packaging/<pkg>.control (control
 fields in OpenWrt's order), packaging/<pkg>.description, packaging/<pkg>.postinst / .prerm (the
-package's own part, which OpenWrt ships as postinst-pkg / prerm-pkg), packaging/<pkg>.conffiles
+package's own part, which OpenWrt ships as postinst-pkg / prerm-pkg), packaging/<pkg>.postrm (shipped
+as postrm itself: package-pack.mk has no wrapper for it), packaging/<pkg>.conffiles
 (optional), VERSION in src/sixbroker/__init__.py and PKG_RELEASE in openwrt-feed/<pkg>/Makefile.
 Standard library only: this runs on any OpenWrt build host.
 """
@@ -622,7 +623,8 @@ def control_members(repo, pkg, version, epoch, data_tar, files):
     conffiles = conffiles_text(repo, pkg, files)
     if conffiles is not None:
         members["conffiles"] = (0o644, conffiles.encode("utf-8"))
-    for suffix, member in ((".postinst", "postinst-pkg"), (".prerm", "prerm-pkg")):
+    # package-pack.mk: postinst and prerm go in as -pkg parts of its wrappers, postrm as it is
+    for suffix, member in ((".postinst", "postinst-pkg"), (".prerm", "prerm-pkg"), (".postrm", "postrm")):
         script = _read_optional(_packaging(repo, pkg, suffix))
         if script is None:
             continue

@@ -3,8 +3,13 @@
 netifd re-runs a handler's setup when the WAN goes down and up (the host dependency), but not when the
 WAN's address changes without a down event (a new DHCP lease, a PPPoE re-dial that keeps the link):
 the tunnel would keep sending from the old address.  files/etc/hotplug.d/iface/95-sixbroker calls this on
-ifup/ifupdate of any interface; it restarts only the tunnels whose derived local address differs from what
-they would get now.  Run as: run.py hotplug <interface that changed>
+ifup/ifupdate of an interface a tunnel follows, once that tunnel's local address is no longer one of the
+router's; it restarts only the tunnels whose derived local address differs from what they would get now.
+Run as: run.py hotplug <interface that changed>
+
+hotplug-call runs its scripts for every interface event, one after another, so the script decides in the
+shell from what each tunnel's setup recorded here (record()): one file per tunnel, removed by the shim's
+teardown.
 """
 
 import sys
@@ -41,6 +46,38 @@ def stale(dump, route_device=None):
         if now and now != sb.get("local"):
             out.append(i["interface"])
     return sorted(out)
+
+
+# <dir>/sixbroker.<tunnel>: "<interface the tunnel follows> <local IPv4 it uses>\n", read by the hotplug script
+# with the shell's `read` and removed by the shim's teardown (files/lib/netifd/proto/sixbroker.sh).  /var/run
+# is a tmpfs on OpenWrt: nothing outlives a reboot.
+RUN_DIR = "/var/run"
+
+
+def record_path(interface, prefix="sixbroker."):
+    import os
+    return (os.getenv("SIXBROKER_RUN") or RUN_DIR) + "/" + prefix + interface
+
+
+def record(interface, msgs):
+    """After a setup sent msgs (the host dependency, then the update): what the hotplug script follows.
+
+    A local address pinned by ipaddr follows nothing, so it leaves no record.  A record that cannot be
+    written costs only the following of this tunnel, never the tunnel: said in the log."""
+    import os
+    follow = msgs[0].get("ifname")
+    sb = msgs[-1]["data"]["sixbroker"]
+    if sb["local_from"] == "option" or not follow:
+        return
+    path, new = record_path(interface), record_path(interface, ".sixbroker.new.")
+    try:
+        # written aside (a name the script's glob skips), then renamed: it never reads half a line
+        with open(new, "w") as f:
+            f.write(follow + " " + sb["local"] + "\n")
+        os.rename(new, path)
+    except OSError as e:
+        sys.stderr.write("sixbroker: " + interface + ": cannot record the WAN to follow in " + path + ": " +
+                         str(e) + "\n")
 
 
 def _first_ipv4(st):

@@ -194,6 +194,8 @@ def setup(interface, config, bus):
         return 1
     for m in msgs:
         _send(bus, m)
+    from sixbroker import hotplug
+    hotplug.record(interface, msgs)     # what the hotplug script follows, in the shell
     t = p["tunnel"]
     log("%s: %s %s -> %s mtu %d, %s/%d via %s%s" % (
         interface, t["device"], t["local"], t["remote"], t["mtu"], p["addresses"][0]["address"],

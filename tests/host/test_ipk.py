@@ -279,7 +279,7 @@ def test_luci_description_is_one_line_because_luci_mk_strips_it():
 @pytest.mark.parametrize("pkg", ["sixbroker", ADDON, "luci-app-sixbroker"])
 def test_control_members_and_maintainer_scripts(built, pkg):
     members = {m.name: m for m in built["pkgs"][pkg]["control"]}
-    expected = ["./", "./control", "./postinst", "./postinst-pkg", "./prerm"]
+    expected = ["./", "./control", "./postinst", "./postinst-pkg", "./postrm", "./prerm"]
     if pkg == "sixbroker":
         expected.append("./prerm-pkg")
     if pkg == ADDON:
@@ -291,7 +291,7 @@ def test_control_members_and_maintainer_scripts(built, pkg):
     assert members["./"].is_dir and members["./"].mode == 0o755
     for m in members.values():
         assert (m.uid, m.gid, m.mtime) == (0, 0, built["epoch"])
-    for name in ("./postinst", "./prerm", "./postinst-pkg", "./prerm-pkg"):
+    for name in ("./postinst", "./prerm", "./postinst-pkg", "./prerm-pkg", "./postrm"):
         if name in members:
             assert members[name].mode == 0o755
             assert members[name].data.startswith(b"#!/bin/sh\n")
@@ -301,7 +301,9 @@ def test_control_members_and_maintainer_scripts(built, pkg):
                                          b". ${IPKG_INSTROOT}/lib/functions.sh\ndefault_postinst $0 $@\n")
     assert members["./prerm"].data == (b"#!/bin/sh\n[ -s ${IPKG_INSTROOT}/lib/functions.sh ] || exit 0\n"
                                       b". ${IPKG_INSTROOT}/lib/functions.sh\ndefault_prerm $0 $@\n")
-    for name, suffix in (("./postinst-pkg", ".postinst"), ("./prerm-pkg", ".prerm")):
+    # package-pack.mk writes Package/<pkg>/postrm as the postrm itself: no wrapper (BuildPackVariable
+    # postrm with no suffix), and /lib/functions.sh has no default_postrm
+    for name, suffix in (("./postinst-pkg", ".postinst"), ("./prerm-pkg", ".prerm"), ("./postrm", ".postrm")):
         if name in members:
             with open(os.path.join(REPO, "packaging", pkg + suffix), "rb") as f:
                 assert members[name].data == f.read()
@@ -647,6 +649,7 @@ echo "$0 $*" >> "${STUB_LOG:-/tmp/calls}"
 case "${0##*/} $*" in
 	"ubus call network get_proto_handlers") [ -f "$dir/handlers" ] || exit 4; cat "$dir/handlers" ;;
 	"uci -q show network") cat "$dir/network" ;;
+	"uci -q get "*) [ -f "$dir/uci-$3" ] || exit 1; cat "$dir/uci-$3" ;;
 	"ifstatus "*) cat "$dir/ifstatus-$1" 2>/dev/null || echo '{ "up": false, "pending": false }' ;;
 esac
 exit 0
@@ -666,7 +669,8 @@ def install_like_opkg(ipk, root):
         f.write(FUNCTIONS_SH)
 
 
-def write_stubs(root, handlers=None, network="", ifstatus=None, down=None, rpcd_plugin=None):
+def write_stubs(root, handlers=None, network="", ifstatus=None, down=None, rpcd_plugin=None, options=None,
+                records=None):
     for rel in STUBBED:
         path = os.path.join(root, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -680,6 +684,13 @@ def write_stubs(root, handlers=None, network="", ifstatus=None, down=None, rpcd_
             f.write(json.dumps({name: {"no_device": True} for name in handlers}, indent="\t"))
     with open(os.path.join(stub, "network"), "w") as f:
         f.write(network)
+    for key, value in (options or {}).items():           # uci -q get network.<iface>.<option>
+        with open(os.path.join(stub, "uci-network." + key), "w") as f:
+            f.write(value + "\n")
+    for iface in records or ():                              # what a setup leaves for the hotplug script
+        os.makedirs(os.path.join(root, "var", "run"), exist_ok=True)
+        with open(os.path.join(root, "var", "run", "sixbroker." + iface), "w") as f:
+            f.write("wan 198.51.100.20\n")
     for iface, up in (ifstatus or {}).items():
         with open(os.path.join(stub, "ifstatus-" + iface), "w") as f:
             f.write('{\n\t"up": %s,\n\t"pending": false\n}\n' % ("true" if up else "false"))
@@ -725,12 +736,21 @@ def test_maintainer_scripts_do_nothing_live_in_an_image_build(built, tmp_path):
     env = {"PATH": "%s:/usr/bin:/bin" % stubs, "IPKG_INSTROOT": root, "PKG_ROOT": root, "PKG_UPGRADE": "0",
            "STUB_DIR": os.path.join(root, "stub"), "STUB_LOG": os.path.join(root, "tmp", "calls")}
     info = os.path.join(root, "usr", "lib", "opkg", "info")
-    for script, arg in (("postinst", "configure"), ("prerm", "remove")):
-        # opkg pkg_run_script: sh -c "<info>/<pkg>.<script> <arg>"
-        r = subprocess.run([BUSYBOX, "sh", "-c", "%s/sixbroker.%s %s" % (info, script, arg)], env=env,
-                           cwd=root, capture_output=True, text=True, timeout=20, check=False)
-        assert r.returncode == 0, r.stderr
-        assert r.stdout == "" and r.stderr == ""
+    # the build host's run directory: a postrm acting live would remove this
+    sentinel = "/var/run/sixbroker.image-build-test-%d" % os.getpid()
+    with open(sentinel, "w") as f:
+        f.write("wan 198.51.100.20\n")
+    try:
+        for script, arg in (("postinst", "configure"), ("prerm", "remove"), ("postrm", "remove")):
+            # opkg pkg_run_script: sh -c "<info>/<pkg>.<script> <arg>"
+            r = subprocess.run([BUSYBOX, "sh", "-c", "%s/sixbroker.%s %s" % (info, script, arg)], env=env,
+                               cwd=root, capture_output=True, text=True, timeout=20, check=False)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout == "" and r.stderr == ""
+        assert os.path.exists(sentinel)
+    finally:
+        if os.path.exists(sentinel):
+            os.remove(sentinel)
     # the wrappers did source our scripts...
     with open(os.path.join(root, "tmp", "functions.log")) as f:
         assert f.read().splitlines() == ["default_postinst sixbroker configure", "default_prerm sixbroker remove"]
@@ -780,6 +800,15 @@ LIVE_POSTINST = [
     ("config kept over a sysupgrade", dict(handlers=["static"], network=NETWORK_WITH_TUNNELS),
      ["/etc/init.d/network restart"], "registers protocol 'sixbroker' for: tun6 tun7"),
     ("upgrade", dict(handlers=["static", "sixbroker"], network=NETWORK_WITH_TUNNELS), [], ""),
+    ("upgrade, tunnels up with their records", dict(handlers=["sixbroker"], network=NETWORK_WITH_TUNNELS,
+                                                    ifstatus={"tun6": True, "tun7": True},
+                                                    records=["tun6", "tun7"]), [], ""),
+    # set up by a version before the records: the one that follows its WAN is set up again; tun7 has its
+    # local address pinned (ipaddr) and follows nothing
+    ("upgrade from before the hotplug records", dict(handlers=["sixbroker"], network=NETWORK_WITH_TUNNELS,
+                                                     ifstatus={"tun6": True, "tun7": True},
+                                                     options={"tun7.ipaddr": "192.0.2.7"}),
+     ["/sbin/ifup tun6"], ""),
     ("installed again after a removal", dict(handlers=["sixbroker"], network=NETWORK_WITH_TUNNELS,
                                              down=["tun7", "gone"]), ["/sbin/ifup tun7"], ""),
     ("netifd not running", dict(handlers=None, network=NETWORK_WITH_TUNNELS), [], ""),
@@ -815,6 +844,157 @@ def test_prerm_takes_the_live_tunnels_down_on_removal_only(built, tmp_path):
     os.remove(os.path.join(root, "tmp", "calls"))
     _, made = run_live(root, "postinst")
     assert made == ["/sbin/ifup tun6"] + rpcd_reload(root)
+
+
+# ---------------------------------------------------------------------------------------------------
+# removal: opkg deletes the files, never a directory; the postrm removes ours
+#
+# openwrt/opkg-lede libopkg/opkg_remove.c opkg_remove_pkg(): pkg_run_script(prerm, "remove"), then
+# remove_data_files_and_list() (unlink every file of <info>/<pkg>.list that the package still owns), then
+# pkg_run_script(postrm, "remove"), then remove_maintainer_scripts() (<info>/<pkg>.*).  The .list holds
+# no directory: pkg_hash.c file_hash_set_file_owner() ignores names ending in '/', and the list is written
+# from that hash (pkg.c pkg_write_filelist), so the "Remove empty directories" loop never sees one.
+# pkg_run_script runs sh -c "<info>/<pkg>.<script> <args>" with PKG_ROOT and PKG_UPGRADE set.
+
+
+def _ours(directory):
+    """A directory only our packages install into: one of its names is ours."""
+    return any("sixbroker" in part for part in directory.split("/"))
+
+
+def _tree(root, skip=("tmp/calls", "tmp/functions.log")):
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            if rel in skip:
+                continue
+            st = os.lstat(path)
+            data = open(path, "rb").read() if stat.S_ISREG(st.st_mode) else None
+            out[rel] = (stat.S_IFMT(st.st_mode), data)
+    return out
+
+
+def _bare_router(tmp_path, built, others_in_shared_dirs):
+    """busybox alone, the stand-in commands the scripts call, /lib/functions.sh, opkg's info directory;
+    with others_in_shared_dirs, a file of another package in every directory ours share with others."""
+    root = _chroot_root(tmp_path, built)
+    # _chroot_root installed sixbroker: start again from busybox alone
+    for name in os.listdir(root):
+        if name not in ("bin", "dev"):
+            shutil.rmtree(os.path.join(root, name))
+    for d in ("tmp", "var/run", "usr/lib/opkg/info", "lib"):
+        os.makedirs(os.path.join(root, d))
+    with open(os.path.join(root, "lib", "functions.sh"), "w") as f:
+        f.write(FUNCTIONS_SH)
+    write_stubs(root, handlers=["sixbroker"], network="")
+    if others_in_shared_dirs:
+        for pkg in mkipk.PACKAGES:
+            for m in built["pkgs"][pkg]["data"]:
+                rel = m.name[2:].rstrip("/")
+                if m.is_dir and rel and not _ours(rel):
+                    os.makedirs(os.path.join(root, rel), exist_ok=True)
+                    with open(os.path.join(root, rel, "another-package"), "w") as f:
+                        f.write("not ours\n")
+    return root
+
+
+def opkg_install(built, pkg, root):
+    """Data, the file list (files only, as opkg writes it) and the control members under <info>/<pkg>.*."""
+    ipk = built["pkgs"][pkg]
+    extract(ipk["data"], root)
+    info = os.path.join(root, "usr", "lib", "opkg", "info")
+    extract([m for m in ipk["control"] if m.name != "./"], info, prefix=pkg + ".")
+    with open(os.path.join(info, pkg + ".list"), "w") as f:
+        f.write("".join("/" + m.name[2:] + "\n" for m in ipk["data"] if not m.is_dir))
+
+
+def opkg_remove(pkg, root):
+    info = os.path.join(root, "usr", "lib", "opkg", "info")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PKG_ROOT": "/", "PKG_UPGRADE": "0"}
+    outputs = []
+    for script in ("prerm", None, "postrm"):
+        if script is None:
+            with open(os.path.join(info, pkg + ".list")) as f:
+                for line in f.read().splitlines():
+                    os.unlink(root + line)
+            continue
+        if not os.path.exists(os.path.join(info, pkg + "." + script)):
+            continue
+        r = subprocess.run(["chroot", root, "/bin/sh", "-c", "/usr/lib/opkg/info/%s.%s remove" % (pkg, script)],
+                           env=env, capture_output=True, text=True, timeout=20, check=False)
+        assert r.returncode == 0, (pkg, script, r.stderr)
+        outputs.append(r.stdout + r.stderr)
+    for name in os.listdir(info):
+        if name.startswith(pkg + "."):
+            os.unlink(os.path.join(info, name))
+    return "".join(outputs)
+
+
+def _run_like_a_router(root):
+    """What running leaves that is no package's file: CPython's bytecode cache beside the modules (a real
+    import from the installed tree), the hotplug records of the tunnels (src/sixbroker/hotplug.py record)."""
+    lib = os.path.join(root, "usr", "lib", "sixbroker")
+    r = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import sixbroker.netifd, "
+                        "sixbroker.hotplug", lib], capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(os.path.join(lib, "sixbroker", "__pycache__"))
+    for name in ("sixbroker.wan6", ".sixbroker.new.wan6"):
+        with open(os.path.join(root, "var", "run", name), "w") as f:
+            f.write("wan 198.51.100.20\n")
+
+
+REMOVALS = {
+    # packages installed, in order; removed in the reverse order (opkg refuses to remove a package
+    # that another installed one depends on)
+    "sixbroker": ["sixbroker"],
+    "with the MicroPython add-on": ["sixbroker", ADDON],
+    "with LuCI": ["sixbroker", "luci-app-sixbroker"],
+    "all three": ["sixbroker", ADDON, "luci-app-sixbroker"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(REMOVALS))
+def test_removal_leaves_the_router_as_it_was(built, tmp_path, case):
+    root = _bare_router(tmp_path, built, others_in_shared_dirs=True)
+    before = _tree(root)
+    for pkg in REMOVALS[case]:
+        opkg_install(built, pkg, root)
+    _run_like_a_router(root)
+    for pkg in reversed(REMOVALS[case]):
+        assert opkg_remove(pkg, root) == ""
+    after = _tree(root)
+    assert sorted(set(after) - set(before)) == [] and sorted(set(before) - set(after)) == []
+    assert after == before          # every other package's file, in the directories we shared, is there
+
+
+def test_removal_never_takes_a_shared_directory_even_empty(built, tmp_path):
+    # a router where nothing else uses /usr/libexec/rpcd, /etc/hotplug.d/iface, ...: those stay, empty
+    root = _bare_router(tmp_path, built, others_in_shared_dirs=False)
+    before = _tree(root)
+    for pkg in mkipk.PACKAGES:
+        opkg_install(built, pkg, root)
+    for pkg in reversed(mkipk.PACKAGES):
+        opkg_remove(pkg, root)
+    left = sorted(set(_tree(root)) - set(before))
+    dirs = sorted({m.name[2:].rstrip("/") for pkg in mkipk.PACKAGES for m in built["pkgs"][pkg]["data"]
+                   if m.is_dir and m.name != "./"})
+    # what is left is exactly the shared directories the install made (directories only: no file)
+    assert left == [d for d in dirs if not _ours(d) and d not in before]
+    assert not [d for d in dirs if _ours(d) and os.path.exists(os.path.join(root, d))]
+
+
+def test_removal_keeps_what_someone_else_put_in_our_directory(built, tmp_path):
+    root = _bare_router(tmp_path, built, others_in_shared_dirs=True)
+    opkg_install(built, "sixbroker", root)
+    mine = os.path.join(root, "usr", "lib", "sixbroker", "notes")
+    with open(mine, "w") as f:
+        f.write("the user's\n")
+    assert opkg_remove("sixbroker", root) == ""
+    assert open(mine).read() == "the user's\n"
+    assert os.listdir(os.path.join(root, "usr", "lib", "sixbroker")) == ["notes"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -960,6 +1140,7 @@ PKG_LICENSE=$(PKG_LICENSE))
 $(file >$(OUT)/description,$(Package/$(1)/description))
 $(file >$(OUT)/postinst,$(Package/$(1)/postinst))
 $(file >$(OUT)/prerm,$(Package/$(1)/prerm))
+$(file >$(OUT)/postrm,$(Package/$(1)/postrm))
 install:
 	$(call Package/$(1)/install,$(OUT)/idir)
 endef
@@ -976,6 +1157,7 @@ $(file >>$(OUT)/vars,LUCI_NAME=$(notdir $(CURDIR)))
 $(file >>$(OUT)/vars,PKG_LICENSE=$(PKG_LICENSE))
 $(file >$(OUT)/description,$(LUCI_DESCRIPTION))
 $(file >$(OUT)/postinst,$(Package/luci-app-sixbroker/postinst))
+$(file >$(OUT)/postrm,$(Package/luci-app-sixbroker/postrm))
 install:
 	for d in htdocs root; do if [ -d ./$$d ]; then mkdir -p $(OUT)/build/$$d; cp -pR ./$$d/. $(OUT)/build/$$d/; fi; done
 """
@@ -1018,7 +1200,7 @@ def test_sdk_makefile_of_the_router_package(built, tmp_path):
     assert got["DEPENDS"].split() == ["+kmod-sit", "+SIXBROKER_MICROPYTHON:micropython",
                                       "+!SIXBROKER_MICROPYTHON:python3-light"]
     for name, src in (("postinst", "sixbroker.postinst"), ("prerm", "sixbroker.prerm"),
-                      ("description", "sixbroker.description")):
+                      ("postrm", "sixbroker.postrm"), ("description", "sixbroker.description")):
         with open(os.path.join(REPO, "packaging", src)) as f:
             wanted = f.read()
         with open(os.path.join(str(out), name)) as f:
@@ -1080,8 +1262,9 @@ def test_sdk_makefile_of_the_luci_app(built, tmp_path):
     assert got["LUCI_DEPENDS"].split() == ["+luci-base", "+sixbroker"]
     assert got["LUCI_PKGARCH"] == "all" and got["LUCI_NAME"] == "luci-app-sixbroker"
     assert got["LUCI_MINIFY_JS"] == "0" and got["LUCI_MINIFY_CSS"] == "0"
-    with open(os.path.join(REPO, "packaging", "luci-app-sixbroker.postinst")) as f:
-        assert open(os.path.join(str(out), "postinst")).read() == f.read().rstrip("\n") + "\n"
+    for name in ("postinst", "postrm"):
+        with open(os.path.join(REPO, "packaging", "luci-app-sixbroker." + name)) as f:
+            assert open(os.path.join(str(out), name)).read() == f.read().rstrip("\n") + "\n"
     # luci.mk packs ./htdocs and ./root of the package directory: links to the repository's trees
     for name in ("htdocs", "root"):
         link = os.path.join(REPO, "openwrt-feed", "luci-app-sixbroker", name)

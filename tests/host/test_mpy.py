@@ -86,7 +86,8 @@ def traced(interp, lib, *argv):
     driver = lib.parent / "driver.py"
     driver.write_text(DRIVER)
     with FakeUbusd(OBJECTS) as ub:
-        env = {"PATH": "/usr/bin:/bin", "SIXBROKER_CONFIG": json.dumps(SEED), "SIXBROKER_RETRY_DELAY": "0"}
+        env = {"PATH": "/usr/bin:/bin", "SIXBROKER_CONFIG": json.dumps(SEED), "SIXBROKER_RETRY_DELAY": "0",
+               "SIXBROKER_RUN": str(lib.parent)}
         env.update(ub.env())
         p = subprocess.run([interp, str(driver), str(lib)] + list(argv), env=env, capture_output=True,
                            text=True, timeout=60)
@@ -145,7 +146,7 @@ def test_setup_loads_every_module_from_the_mpy_on_micropython(installed):
     assert [m for m, _ in calls] == ["notify_proto", "notify_proto"]
     assert calls[1][1]["tunnel"]["local"] == "198.51.100.20"
     assert files == {("sixbroker" if n == "__init__" else "sixbroker." + n): "mpy/sixbroker/%s.mpy" % n
-                     for n in compiled(installed) if n != "hotplug"}
+                     for n in compiled(installed)}
 
 
 def test_hotplug_loads_its_modules_from_the_mpy_on_micropython(installed):
@@ -228,10 +229,11 @@ def test_an_addon_that_lacks_a_module_falls_back_to_the_py(lib):
     assert files["sixbroker.plan"] == "sixbroker/plan.py" and files["sixbroker.netifd"] == "sixbroker/netifd.py"
 
 
-def test_the_shim_runs_the_handler_from_the_mpy(installed):
+def test_the_shim_runs_the_handler_from_the_mpy(installed, tmp_path):
     # the installed shim, as netifd runs it (test_handler.py holds every scenario so)
     with FakeUbusd(OBJECTS) as ub:
-        env = {"PATH": "/usr/bin:/bin", "SIXBROKER_PYTHON": MICROPYTHON, "SIXBROKER_LIB": str(installed)}
+        env = {"PATH": "/usr/bin:/bin", "SIXBROKER_PYTHON": MICROPYTHON, "SIXBROKER_LIB": str(installed),
+               "SIXBROKER_RUN": str(tmp_path)}
         env.update(ub.env())
         proto = installed.parent.parent.parent / "lib" / "netifd" / "proto"
         p = subprocess.run(["busybox", "sh", "./sixbroker.sh", "sixbroker", "setup", "wan6", json.dumps(SEED)],
