@@ -91,8 +91,9 @@ def broker(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(reconcile, "APPLIER", fake)
     monkeypatch.delenv("SIXBROKER_DB", raising=False)
     monkeypatch.delenv(reconcile.CRASH_ENV, raising=False)
-    # init must never read the test machine's own interfaces
+    # init and apply must never read the test machine's own interfaces
     monkeypatch.setattr(hostfacts, "detect", lambda uplink, netns: {})
+    monkeypatch.setattr(hostfacts, "ipv4_on_host", lambda address, netns: True)
     return Broker(str(tmp_path / "state" / "broker.db"), capsys, fake)
 
 
@@ -539,6 +540,7 @@ class FileApplier:
 
 reconcile.APPLIER = FileApplier()
 hostfacts.detect = lambda uplink, netns: {}
+hostfacts.ipv4_on_host = lambda address, netns: True
 sys.exit(cli.main(sys.argv[3:]))
 '''
 
