@@ -246,17 +246,25 @@ class transaction:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
-            if _read_only(e):
-                raise SixbrokerError("DB_READ_ONLY", str(e))
-            raise
+            raise _read_only_error(e)
         return self.conn
 
     def __exit__(self, typ, value, tb):
         if typ is None:
-            self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("ROLLBACK")
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                raise _read_only_error(e)
+            return False
+        self.conn.execute("ROLLBACK")
+        if isinstance(value, sqlite3.OperationalError) and _read_only(value):
+            # SQLite takes the write lock of a read-only file and refuses only the first write
+            raise SixbrokerError("DB_READ_ONLY", str(value))
         return False
+
+
+def _read_only_error(e):
+    return SixbrokerError("DB_READ_ONLY", str(e)) if _read_only(e) else e
 
 
 # ---- reading ------------------------------------------------------------------------------------------
@@ -347,8 +355,8 @@ def record_applied(conn, gen, version, kernel, nft, foreign_tunnels):
         with transaction(conn):
             conn.execute("INSERT OR REPLACE INTO applied (id, generation, version, kernel, nft, foreign_tunnels,"
                          " at) VALUES (1, ?, ?, ?, ?, ?, ?)", new + (now(),))
-    except (SixbrokerError, sqlite3.OperationalError) as e:
-        if not (getattr(e, "code", None) == "DB_READ_ONLY" or _read_only(e)) or not hasattr(conn, "notices"):
+    except SixbrokerError as e:
+        if e.code != "DB_READ_ONLY" or not hasattr(conn, "notices"):
             raise
         conn.notices.append(("DB_READ_ONLY", "the kernel and the firewall are in line, but the record of it "
                              "could not be saved (%s): the next apply compares everything again" % e))

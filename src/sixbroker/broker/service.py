@@ -218,6 +218,8 @@ def init(conn, prefix=None, transfer_prefix=None, reserve=None, public_ipv4=None
         if local_ipv4 is None:
             local_ipv4 = old["local_ipv4"]
     find_uplink = uplink is None and uplink_ra is not False
+    if uplink is None and uplink_ra is False:
+        uplink = ""         # "leave RAs alone" is kept as no uplink to look after, so no later init looks
     if (public_ipv4 is None or find_uplink
             or (uplink_ra is None and uplink and (old is None or uplink != old["uplink"]))):
         facts = (detect or (lambda u, n: {}))(uplink or None, netns) or {}
