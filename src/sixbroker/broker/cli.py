@@ -149,7 +149,8 @@ def _server_text(s):
              "transfer prefix %s" % s["transfer_prefix"]]
     if s["reserved"]:
         lines.append("reserved        %s" % ", ".join(s["reserved"]))
-    lines += ["public IPv4     %s" % s["public_ipv4"],
+    lines += ["public IPv4     %s%s" % (s["public_ipv4"], " (read from the host; apply follows it)"
+                                        if s["ipv4_followed"] else ""),
               "local IPv4      %s" % s["local_ipv4"],
               "uplink          %s%s" % (s["uplink"] or "-", " (accept_ra=2)" if s["uplink_accept_ra"] else ""),
               "netns           %s" % (s["netns"] or "-"),
