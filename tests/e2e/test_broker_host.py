@@ -179,6 +179,8 @@ def test_init_without_uplink_keeps_the_ra_default_route(ra_world):
     assert _ra_taken() is True
     s = server.json("init", "--prefix", PREFIX, "--public-ipv4", topo.X, "--netns", VPS_NS)["server"]
     assert read_sysctl(VPS_NS, "net.ipv6.conf.all.forwarding") == "1"
+    # switching forwarding on kept the route (the kernel drops RA default routes then, unless accept_ra=2)
+    assert _ra_default_route()
     # the next RA (the one that renews the route before its lifetime runs out) is still taken
     assert _ra_taken() is True
     assert read_sysctl(VPS_NS, "net.ipv6.conf.up0.accept_ra") == "2"
@@ -196,6 +198,27 @@ def test_init_without_uplink_keeps_the_ra_default_route(ra_world):
 def test_default_route_device6_prefers_the_kernels_ra_route(ra_world):
     _send_ra()
     assert topo.eventually(lambda: bool(_ra_default_route()), True, timeout=3.0)
-    assert hostfacts.default_route_device6(VPS_NS) == "up0"
+    assert hostfacts.default_route_device6(VPS_NS) == ("up0", True)
     # no IPv4 default route here: the public address is not guessed
     assert hostfacts.detect(None, VPS_NS) == {"uplink": "up0", "uplink_ra": True}
+
+
+def test_init_repairs_a_vps_that_an_older_init_cut(ra_world):
+    """What init did before: forwarding on with accept_ra 1, and the kernel dropped the RA default route
+    at that moment (rt6_purge_dflt_routers) and ignores every RA since.  An `init` now finds the uplink
+    by the IPv4 default route and gives it accept_ra=2; the next RA brings the route back."""
+    server = ra_world
+    topo.ip(VPS_NS, "route", "add", "default", "via", "203.0.113.1")
+    assert _ra_taken() is True
+    topo.sysctl(VPS_NS, "net.ipv6.conf.all.forwarding", "1")
+    assert _ra_default_route() == []
+    assert _ra_taken() is False
+    s = server.json("init", "--prefix", PREFIX, "--public-ipv4", topo.X, "--netns", VPS_NS)["server"]
+    assert (s["uplink"], s["uplink_accept_ra"]) == ("up0", True)
+    assert read_sysctl(VPS_NS, "net.ipv6.conf.up0.accept_ra") == "2"
+    assert _ra_taken() is True
+    # a device whose IPv6 default route is static (no RA) is left alone
+    topo.ip(VPS_NS, "-6", "route", "replace", "default", "via", "fe80::1", "dev", "up0", "proto", "static")
+    topo.sysctl(VPS_NS, "net.ipv6.conf.up0.accept_ra", "1")
+    assert _ra_default_route() == []
+    assert hostfacts.detect(None, VPS_NS) == {"uplink": "up0", "uplink_ra": False, "public_ipv4": topo.X}

@@ -19,12 +19,22 @@ def detect(uplink, netns):
             facts["public_ipv4"] = ip
     except SixbrokerError as e:
         facts["public_ipv4_error"] = e
+    cut = False
     if not uplink:
-        uplink = default_route_device6(netns)
+        uplink, learned = default_route_device6(netns)
+        if not uplink:
+            # no IPv6 default route at all: the IPv4 uplink is where RAs would come from
+            uplink, learned = default_route_device4(netns), False
+            cut = True
         if uplink:
             facts["uplink"] = uplink
     if uplink:
         ra = uplink_takes_ra(uplink, netns)
+        if ra is False and (cut or learned) and _sysctl("/proc/sys/net/ipv6/conf/" + uplink + "/accept_ra",
+                                                        netns) == 1:
+            # forwarding on already with accept_ra 1 (what an older init left): the kernel ignores RAs and
+            # dropped their default route when forwarding went on, or holds one that will lapse
+            ra = True
         if ra is not None:
             facts["uplink_ra"] = ra
     return facts
@@ -38,20 +48,39 @@ def _kernel(netns):
         return None
 
 
+RTPROT_RA = 9       # a route the kernel learned from a router advertisement (`proto ra`)
+
+
 def default_route_device6(netns):
-    """The name of the device the main table's IPv6 default route leaves by (a kernel RA route first), or
-    None."""
+    """(name, learned from an RA) of the device the main table's IPv6 default route leaves by (an RA
+    route first: the one forwarding would stop renewing), or (None, False)."""
+    k = _kernel(netns)
+    if k is None:
+        return None, False
+    try:
+        defaults = [r for r in k.routes6() if r.dst_len == 0 and r.src_len == 0 and r.oif]
+        if not defaults:
+            return None, False
+        defaults.sort(key=lambda r: (r.proto != RTPROT_RA, r.metric))
+        for li in k.links():
+            if li.index == defaults[0].oif:
+                return li.name, defaults[0].proto == RTPROT_RA
+    except SixbrokerError:
+        return None, False
+    finally:
+        k.close()
+    return None, False
+
+
+def default_route_device4(netns):
+    """The name of the device the main table's IPv4 default route leaves by, or None."""
     k = _kernel(netns)
     if k is None:
         return None
     try:
-        defaults = [r for r in k.routes6() if r.dst_len == 0 and r.src_len == 0 and r.oif]
-        if not defaults:
-            return None
-        # proto 9 (ra) is what forwarding would stop renewing
-        defaults.sort(key=lambda r: (r.proto != 9, r.metric))
-        for li in k.links():
-            if li.index == defaults[0].oif:
+        index = k.default_route_device4()
+        for li in k.links() if index is not None else ():
+            if li.index == index:
                 return li.name
     except SixbrokerError:
         return None

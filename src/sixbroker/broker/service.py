@@ -467,7 +467,9 @@ def base_sysctls(server, tunnels=0):
     namespace (--netns) leaves them to the host."""
     out = [["net.ipv6.conf.all.forwarding", "1"]]
     if server["uplink"] and server["uplink_ra"]:
-        out.append(["net.ipv6.conf." + server["uplink"] + ".accept_ra", "2"])
+        # before forwarding: switching that on drops the RA default routes of every device whose
+        # accept_ra is not 2 (kernel rt6_purge_dflt_routers), the VPS's own IPv6 until the next RA
+        out.insert(0, ["net.ipv6.conf." + server["uplink"] + ".accept_ra", "2"])
     if tunnels >= NEIGH_FROM and not server.get("netns"):
         cap = 4096
         while cap < 2 * tunnels + 1024:
