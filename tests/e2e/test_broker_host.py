@@ -172,12 +172,13 @@ def _ra_taken():
     return topo.eventually(lambda: bool(_ra_default_route()), True, timeout=3.0)
 
 
-def test_init_without_uplink_keeps_the_ra_default_route(ra_world):
+@pytest.mark.parametrize("given", [[], ["--uplink", "up0"]], ids=["found", "given"])
+def test_init_keeps_the_ra_default_route(ra_world, given):
     server = ra_world
     # the VPS as its provider set it up: forwarding off, accept_ra 1, its default route from RAs
     assert read_sysctl(VPS_NS, "net.ipv6.conf.up0.accept_ra") == "1"
     assert _ra_taken() is True
-    s = server.json("init", "--prefix", PREFIX, "--public-ipv4", topo.X, "--netns", VPS_NS)["server"]
+    s = server.json("init", "--prefix", PREFIX, "--public-ipv4", topo.X, "--netns", VPS_NS, *given)["server"]
     assert read_sysctl(VPS_NS, "net.ipv6.conf.all.forwarding") == "1"
     # switching forwarding on kept the route (the kernel drops RA default routes then, unless accept_ra=2)
     assert _ra_default_route()
