@@ -73,6 +73,7 @@ CODES = {
     "REMOTE_NOT_PUBLIC": "The remote address is not a public IPv4 address (it is private, shared CGNAT or special-purpose): give the address the router's packets come from, for a router behind NAT its NAT's public address (--allow-private for a router on a private network with this server)",
     "PUBLIC_IPV4_NOT_PUBLIC": "The public IPv4 address is not public (it is private, shared CGNAT or special-purpose): behind 1:1 NAT give the NAT's public address as --public-ipv4 and this host's own as --local-ipv4",
     "LOCAL_IPV4_GONE": "The server's IPv4 address for the tunnels is no longer on this host: every tunnel is down",
+    "LOCAL_IPV4_NOT_ON_HOST": "The tunnels' local IPv4 address is not on this host: no tunnel can come up until it is",
     "LOCAL_IPV4_CHANGED": "The server's IPv4 address changed: the tunnels now use the new one; every router's peeraddr must change to it (better: a host name that follows this server)",
     "REMOTE_IN_USE": "Another tunnel already has this remote address (sit tunnels are keyed by their two ends)",
     "INVALID_PREFIX_LENGTH": "The routed prefix length must be a whole number from the broker prefix's length to 64",

@@ -1077,6 +1077,14 @@ def test_behind_nat_apply_checks_the_local_address(broker, monkeypatch):
     assert "10.1.2.3" in broker.fails("LOCAL_IPV4_GONE", "apply")
 
 
+def test_init_behind_nat_without_the_local_address_says_what_to_add(broker, monkeypatch):
+    _host(monkeypatch, ["10.1.2.3"])
+    rc, out, err = broker.run("init", "--prefix", PREFIX, "--public-ipv4", X)
+    assert rc == 0 and "notice LOCAL_IPV4_NOT_ON_HOST:" in err and "--local-ipv4" in err
+    body = broker.json("init", "--local-ipv4", "10.1.2.3")
+    assert "notices" not in body and body["server"]["local_ipv4"] == "10.1.2.3"
+
+
 def test_init_without_an_uplink_keeps_ras_on_the_default_routes_device(broker, monkeypatch):
     found = {"public_ipv4": X, "uplink": "ens3", "uplink_ra": True}
     seen = []

@@ -298,6 +298,9 @@ def _change(conn, args, cmd, want_json):
                            public_ipv4=args.public_ipv4, local_ipv4=args.local_ipv4, uplink=args.uplink,
                            uplink_ra=ra, netns=args.netns, detect=hostfacts.detect)
         reconcile.crash_point("commit")
+        if hostfacts.ipv4_on_host(new["local_ipv4"], new["netns"]) is False:
+            conn.notices.append(("LOCAL_IPV4_NOT_ON_HOST", "%s: behind 1:1 NAT give --local-ipv4 with this host's "
+                                 "own address (--public-ipv4 stays the NAT's)" % new["local_ipv4"]))
         result["server"] = service.server_view(conn)
         text = _server_text(result["server"])
         if old is not None and old["netns"] != new["netns"]:
