@@ -131,7 +131,7 @@ def connect(path, create=True):
     stays as it was).  Created here: the file 0600 and its directory 0700 (it holds the homes' addresses)."""
     if not create and not os.path.exists(path):
         raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
-    if create:
+    if create and path != ":memory:":
         parent = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(parent, mode=0o700, exist_ok=True)
