@@ -121,8 +121,9 @@ def broker(name, device, local, remote, tunnel_net, routed, mtu=DEFAULT_MTU, ttl
     ]
     sysctls = [["net.ipv6.conf.all.forwarding", "1"]]
     if uplink:
-        # forwarding turns off accepting RAs unless accept_ra is 2: keep the uplink's own address
-        sysctls.append(["net.ipv6.conf." + uplink + ".accept_ra", "2"])
+        # forwarding turns off accepting RAs unless accept_ra is 2, and switching it on drops the RA default
+        # routes at once (kernel rt6_purge_dflt_routers) unless accept_ra is 2 already: set that first
+        sysctls.insert(0, ["net.ipv6.conf." + uplink + ".accept_ra", "2"])
     return {
         "tunnel": _tunnel(device, local, remote, ttl, "inherit", mtu, None),
         "addresses": [_addr(ours, tunnel_net.length)],

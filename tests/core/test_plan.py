@@ -28,8 +28,8 @@ def test_seed_vps_end():
     # ip -6 route add 2001:db8:5b11::/64 via 2001:db8:5b10::b
     assert p["routes"] == [{"target": "2001:db8:5b11::", "length": 64, "gateway": "2001:db8:5b10::b",
                             "source": None, "metric": None}]
-    # forwarding=1; accept_ra=2 on the uplink
-    assert p["sysctls"] == [["net.ipv6.conf.all.forwarding", "1"], ["net.ipv6.conf.eth0.accept_ra", "2"]]
+    # forwarding=1; accept_ra=2 on the uplink, first (forwarding=1 purges RA default routes where it is not 2)
+    assert p["sysctls"] == [["net.ipv6.conf.eth0.accept_ra", "2"], ["net.ipv6.conf.all.forwarding", "1"]]
     rules = p["firewall"]["rules"]
     # accept protocol 41 from Y
     assert [r for r in rules if r["chain"] == "input"] == [plan.rule("sixbroker-home-6in4", "input", "ACCEPT",

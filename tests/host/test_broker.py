@@ -91,8 +91,9 @@ def broker(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(reconcile, "APPLIER", fake)
     monkeypatch.delenv("SIXBROKER_DB", raising=False)
     monkeypatch.delenv(reconcile.CRASH_ENV, raising=False)
-    # init must never read the test machine's own interfaces
+    # init and apply must never read the test machine's own interfaces
     monkeypatch.setattr(hostfacts, "detect", lambda uplink, netns: {})
+    monkeypatch.setattr(hostfacts, "ipv4_on_host", lambda address, netns: True)
     return Broker(str(tmp_path / "state" / "broker.db"), capsys, fake)
 
 
@@ -539,6 +540,7 @@ class FileApplier:
 
 reconcile.APPLIER = FileApplier()
 hostfacts.detect = lambda uplink, netns: {}
+hostfacts.ipv4_on_host = lambda address, netns: True
 sys.exit(cli.main(sys.argv[3:]))
 '''
 
@@ -734,3 +736,379 @@ def test_the_neighbour_table_grows_with_the_tunnels():
     # in a namespace the thresholds do not exist (the table is the host's): left alone
     assert service.base_sysctls({"uplink": None, "uplink_ra": 0, "netns": "vps"}, 5000) == \
         [["net.ipv6.conf.all.forwarding", "1"]]
+
+
+# ---- issue 12: addresses that must be public, ASCII numbers, reads that never write ------------------------
+
+NOT_PUBLIC = ["10.0.0.1", "192.168.1.1", "172.16.0.1", "100.64.0.1", "100.127.255.254", "0.1.2.3",
+              "198.18.0.1", "192.0.0.1", "192.88.99.1"]
+
+
+@pytest.mark.parametrize("remote", NOT_PUBLIC)
+def test_a_private_or_cgnat_remote_is_refused_with_words(broker, remote):
+    broker.init()
+    err = broker.fails("REMOTE_NOT_PUBLIC", "add", "home", "--remote", remote)
+    assert remote in err and "NAT's public address" in err
+    broker.ok("add", "home", "--remote", Y)
+    broker.fails("REMOTE_NOT_PUBLIC", "set", "home", "--remote", remote)
+    # a router on a private network with the server (a VPN, a LAN) is said so explicitly
+    assert broker.json("set", "home", "--remote", remote, "--allow-private")["tunnel"]["remote"] == remote
+    assert broker.json("add", "lab", "--remote", "10.9.9.9", "--allow-private")["tunnel"]["remote"] == "10.9.9.9"
+
+
+@pytest.mark.parametrize("public", NOT_PUBLIC)
+def test_a_private_or_cgnat_public_address_is_refused_with_words(broker, public):
+    err = broker.fails("PUBLIC_IPV4_NOT_PUBLIC", "init", "--prefix", PREFIX, "--public-ipv4", public)
+    assert public in err and "--local-ipv4" in err
+    assert not os.path.exists(os.path.dirname(broker.path))
+    broker.init()
+    broker.fails("PUBLIC_IPV4_NOT_PUBLIC", "init", "--public-ipv4", public)
+
+
+def test_documentation_addresses_count_as_public_and_a_nat_local_may_be_private(broker):
+    """The examples and tests use 192.0.2.0/24, 198.51.100.0/24 and 203.0.113.0/24 as public addresses."""
+    for public in ("192.0.2.10", "198.51.100.10", "203.0.113.10", "8.8.4.4"):
+        assert broker.json("init", "--prefix", PREFIX, "--public-ipv4", public)["server"]["public_ipv4"] == public
+    for i, remote in enumerate(("192.0.2.20", "198.51.100.20", "203.0.113.20", "1.1.1.1")):
+        broker.ok("add", "t%d" % i, "--remote", remote)
+    # behind 1:1 NAT: the public one is the NAT's, the local one is this host's private address
+    s = broker.json("init", "--public-ipv4", X, "--local-ipv4", "10.1.2.3")["server"]
+    assert (s["public_ipv4"], s["local_ipv4"]) == (X, "10.1.2.3")
+
+
+@pytest.mark.parametrize("bad", ["\u0661\u0664\u0660\u0660", "\uff11\uff14\uff10\uff10", "\u0967\u096a\u0966\u0966",
+                                 "14\u00b900", "1400\n", " 1400", "1_400", "+1400"])
+def test_mtu_takes_ascii_digits_only(broker, bad):
+    broker.init()
+    broker.fails("INVALID_MTU", "add", "home", "--remote", Y, "--mtu", bad)
+    broker.ok("add", "home", "--remote", Y)
+    broker.fails("INVALID_MTU", "set", "home", "--mtu", bad)
+
+
+@pytest.mark.parametrize("bad", ["\u0666\u0664", "\uff16\uff14", "/\u0666\u0664", "\u096c\u096a", "6\u2074"])
+def test_routed_prefix_length_takes_ascii_digits_only(broker, bad):
+    broker.init()
+    broker.fails("INVALID_PREFIX_LENGTH", "add", "home", "--remote", Y, "--routed-prefix-length", bad)
+
+
+def _file_state(path):
+    """Bytes and modification time of the database and whatever lies beside it."""
+    d = os.path.dirname(path)
+    out = {}
+    for name in sorted(os.listdir(d)):
+        p = os.path.join(d, name)
+        with open(p, "rb") as f:
+            out[name] = (f.read(), os.stat(p).st_mtime_ns)
+    return out
+
+
+READS = (["list"], ["show", "home"], ["config", "home"], ["info"])
+
+
+def test_reads_of_an_empty_file_never_write(broker):
+    os.makedirs(os.path.dirname(broker.path))
+    open(broker.path, "wb").close()
+    before = _file_state(broker.path)
+    for args in READS + (["apply"], ["add", "home", "--remote", Y], ["remove", "home"]):
+        broker.fails("BROKER_NOT_INITIALISED", *args)
+    assert os.path.getsize(broker.path) == 0
+    # the lock file is the writers' (add, apply); the empty database itself was not turned into one
+    assert {k: v for k, v in _file_state(broker.path).items() if not k.endswith(".lock")} == before
+
+
+def _downgrade(path, version):
+    """The database as an older sixbroker wrote it (schema `version`), its rows kept."""
+    c = sqlite3.connect(path, isolation_level=None)
+    columns = [r[1] for r in c.execute("PRAGMA table_info(server)")]
+    if version < 4 and "ipv4_detected" in columns:
+        c.execute("ALTER TABLE server DROP COLUMN ipv4_detected")
+    if version < 3 and "ndp_proxy" in columns:
+        c.execute("ALTER TABLE server DROP COLUMN ndp_proxy")
+    if version < 2:
+        for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name != "
+                                 "'blocks_no_overlap'").fetchall():
+            c.execute("DROP TRIGGER " + name)
+        c.execute("DROP TABLE generation")
+        c.execute("DROP TABLE applied")
+    c.execute("PRAGMA user_version = %d" % version)
+    c.execute("VACUUM")
+    c.close()
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_reads_of_an_older_database_never_migrate_it(broker, version):
+    broker.init()
+    broker.ok("add", "home", "--remote", Y)
+    want = {args[0]: broker.ok(*args) for args in READS}
+    _downgrade(broker.path, version)
+    before = _file_state(broker.path)
+    for args in READS:
+        assert broker.ok(*args) == want[args[0]], args
+    assert _file_state(broker.path) == before
+    c = sqlite3.connect(broker.path)
+    assert c.execute("PRAGMA user_version").fetchone()[0] == version
+    c.close()
+    # a writer migrates, keeping the rows; an IPv4 address from before counts as given (pinned)
+    broker.ok("apply")
+    assert broker.json("info")["server"]["ipv4_followed"] is False
+    assert [t["name"] for t in broker.json("list")["tunnels"]] == ["home"]
+
+
+def test_the_database_is_private_and_so_is_a_directory_made_for_it(broker, tmp_path):
+    old = os.umask(0o022)
+    try:
+        broker.init()
+        d = os.path.dirname(broker.path)
+        assert os.stat(d).st_mode & 0o777 == 0o700
+        assert os.stat(broker.path).st_mode & 0o777 == 0o600
+        assert os.stat(broker.path + ".lock").st_mode & 0o777 == 0o600
+        # a directory that was there (the package's, the admin's) keeps its mode
+        other = tmp_path / "shared"
+        other.mkdir(mode=0o755)
+        os.chmod(str(other), 0o755)
+        Broker(str(other / "b.db"), broker.capsys, broker.applier).init()
+        assert os.stat(str(other)).st_mode & 0o777 == 0o755
+        assert os.stat(str(other / "b.db")).st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("args,code", [
+    (["--prefix", PREFIX, "--public-ipv4", "10.0.0.1"], "PUBLIC_IPV4_NOT_PUBLIC"),
+    (["--prefix", "2001:db8::/8", "--public-ipv4", X], "INVALID_PREFIX"),
+    (["--public-ipv4", X], "USAGE"),
+    (["--prefix", PREFIX], "PUBLIC_IPV4_UNKNOWN"),
+])
+def test_a_refused_first_init_leaves_nothing_behind(broker, tmp_path, args, code):
+    broker.fails(code, "init", *args, status=2 if code == "USAGE" else 1)
+    assert not os.path.exists(os.path.dirname(broker.path))
+    # in a directory that was there already: no database, no lock file, the directory stays
+    other = tmp_path / "there"
+    other.mkdir()
+    b = Broker(str(other / "b.db"), broker.capsys, broker.applier)
+    b.fails(code, "init", *args, status=2 if code == "USAGE" else 1)
+    assert os.listdir(str(other)) == []
+
+
+# ---- apply on a read-only file system (a read-only bind mount in a mount namespace) ----------------------
+
+RECORDING = r'''
+class RecordingApplier(FileApplier):
+    """FileApplier with the record's proofs (reconcile.KernelAndNft's fingerprint and token methods) read
+    back from the state file, so `apply` takes its nothing-to-do path when the file is as it left it."""
+
+    def _read(self):
+        try:
+            with open(STATE) as f:
+                return json.load(f)
+        except OSError:
+            return {}
+
+    def kernel(self, state):
+        FileApplier.kernel(self, state)
+        self.fingerprint = self.kernel_fingerprint(state["netns"])
+        return {"changes": [], "foreign_tunnels": []}
+
+    def kernel_fingerprint(self, netns):
+        return sum(ord(c) << (i % 64) for i, c in enumerate(json.dumps(self._read().get("kernel"))))
+
+    def nft_token(self, netns):
+        return json.dumps(self._read().get("firewall"))
+
+    def sysctls(self, state):
+        return []
+
+
+if os.environ.get("SB_RECORDING"):
+    reconcile.APPLIER = RecordingApplier()
+'''
+
+
+@pytest.fixture
+def ro_proc(tmp_path):
+    """proc's runner with the recording applier, the database in d/, which ro_proc.ro(...) runs with d/
+    mounted read-only (`unshare -m`: the mount exists for that command only)."""
+    if os.geteuid() != 0 or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("needs root and mount namespaces (unshare -m)")
+    runner = tmp_path / "runner.py"
+    runner.write_text(RUNNER.replace("\nreconcile.APPLIER = FileApplier()\n",
+                                     "\nreconcile.APPLIER = FileApplier()\n" + RECORDING))
+    state = str(tmp_path / "kernel.json")
+    d = tmp_path / "d"
+    d.mkdir()
+    path = str(d / "broker.db")
+    env = dict(os.environ, SB_RECORDING="1")
+    env.pop(reconcile.CRASH_ENV, None)
+
+    def argv(args):
+        return [sys.executable, str(runner), REPO, state] + list(args) + ["--db", path]
+
+    def rw(*args):
+        return subprocess.run(argv(args), capture_output=True, text=True, env=env, timeout=60)
+
+    def ro(*args):
+        script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" && shift && exec "$@"'
+        return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(d)] + argv(args),
+                              capture_output=True, text=True, env=env, timeout=60)
+
+    rw.ro = ro
+    rw.path = path
+    rw.dir = str(d)
+    return rw
+
+
+def test_apply_with_nothing_to_do_runs_on_a_read_only_file_system(ro_proc):
+    assert ro_proc("init", "--prefix", PREFIX, "--public-ipv4", X).returncode == 0
+    assert ro_proc("add", "home", "--remote", Y).returncode == 0
+    assert ro_proc("apply").returncode == 0             # the record of an apply in line with this database
+    before = _file_state(ro_proc.path)
+    r = ro_proc.ro("apply", "--json")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    body = json.loads(r.stdout)
+    assert body["applied"] is True and body["apply"].get("unchanged") is True and "notices" not in body
+    r = ro_proc.ro("list")
+    assert r.returncode == 0 and "home" in r.stdout, r.stderr
+    assert _file_state(ro_proc.path) == before
+    # proof the mount was read-only: a change is refused, saying why
+    r = ro_proc.ro("add", "away", "--remote", Y2)
+    assert r.returncode == 1 and "error DB_READ_ONLY:" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert _file_state(ro_proc.path) == before
+
+
+def test_apply_that_must_repair_on_a_read_only_file_system_says_it_cannot_record(ro_proc):
+    assert ro_proc("init", "--prefix", PREFIX, "--public-ipv4", X).returncode == 0
+    assert ro_proc("add", "home", "--remote", Y).returncode == 0
+    os.unlink(os.path.join(os.path.dirname(ro_proc.dir), "kernel.json"))      # a reboot: the kernel forgot
+    # and the record is of no use (as after an upgrade): this apply would write a new one
+    conn = db.connect(ro_proc.path, create=False)
+    db.forget_applied(conn)
+    conn.close()
+    before = _file_state(ro_proc.path)
+    r = ro_proc.ro("apply", "--json")
+    assert r.returncode == 0, r.stderr
+    body = json.loads(r.stdout)
+    assert body["applied"] is True and "unchanged" not in body["apply"]
+    assert [n["code"] for n in body["notices"]] == ["DB_READ_ONLY"]
+    assert "compares everything again" in body["notices"][0]["message"]
+    assert "notice DB_READ_ONLY:" in r.stderr
+    assert _file_state(ro_proc.path) == before
+    # the kernel (the state file, outside the read-only mount) was repaired all the same
+    with open(os.path.join(os.path.dirname(ro_proc.dir), "kernel.json")) as f:
+        assert json.load(f)["kernel"] == ["sbs-home"]
+    # with no lock file (a database copied onto read-only media), apply runs unlocked
+    os.unlink(ro_proc.path + ".lock")
+    assert ro_proc.ro("apply").returncode == 0
+
+
+# ---- issue 12: the tunnels' local IPv4 address followed or refused; the detected uplink's RAs ---------------
+
+def _host(monkeypatch, addresses, found=None):
+    """The host as apply sees it: `addresses` on it; detect() finds `found` as its public address."""
+    asked = []
+
+    def on_host(address, netns):
+        asked.append(address)
+        return address in addresses
+
+    monkeypatch.setattr(hostfacts, "ipv4_on_host", on_host)
+    monkeypatch.setattr(hostfacts, "detect", lambda uplink, netns: {"public_ipv4": found} if found else {})
+    return asked
+
+
+def test_apply_follows_an_ipv4_address_it_detected(broker, monkeypatch):
+    _host(monkeypatch, [X], X)
+    s = broker.json("init", "--prefix", PREFIX)["server"]
+    assert s["public_ipv4"] == X and s["ipv4_followed"] is True
+    broker.ok("add", "home", "--remote", Y)
+    broker.ok("add", "away", "--remote", Y2)
+    asked = _host(monkeypatch, ["203.0.113.50"], "203.0.113.50")
+    rc, out, err = broker.run("apply")
+    assert rc == 0 and asked == [X]
+    assert "notice LOCAL_IPV4_CHANGED:" in err and "from %s to 203.0.113.50" % X in err
+    assert "peeraddr" in err and "host name" in err
+    # every tunnel re-keyed, and the routers are told the new address
+    assert [p["tunnel"]["local"] for p in broker.applier.kernel_state["plans"]] == ["203.0.113.50"] * 2
+    assert broker.json("config", "home")["router"]["options"]["peeraddr"] == "203.0.113.50"
+    # the next apply finds it on the host: nothing to say
+    rc, out, err = broker.run("apply")
+    assert rc == 0 and err == ""
+    _host(monkeypatch, ["203.0.113.51"], "203.0.113.51")
+    body = json.loads(broker.run("apply", "--json")[1])
+    assert body["notices"][0]["code"] == "LOCAL_IPV4_CHANGED" and body["applied"] is True
+
+
+def test_apply_refuses_loudly_when_a_given_address_is_gone(broker, monkeypatch):
+    broker.init()
+    broker.ok("add", "home", "--remote", Y)
+    asked = _host(monkeypatch, ["203.0.113.50"], "203.0.113.50")
+    err = broker.fails("LOCAL_IPV4_GONE", "apply")
+    assert X in err and "--public-ipv4" in err and "peeraddr" in err and "host name" in err
+    assert asked and set(asked) == {X}
+    # everything else was applied all the same; the JSON says the same
+    assert broker.applier.devices() == ["sbs-home"]
+    body = json.loads(broker.run("apply", "--json")[1])
+    assert body["applied"] is True and body["error"]["code"] == "LOCAL_IPV4_GONE"
+    # told the new address, the broker uses it; `auto` from then on follows the host
+    s = broker.json("init", "--public-ipv4", "auto")["server"]
+    assert s["public_ipv4"] == "203.0.113.50" and s["ipv4_followed"] is True
+    assert broker.run("apply")[0] == 0
+
+
+def test_apply_refuses_when_a_detected_address_has_nothing_public_to_follow(broker, monkeypatch):
+    _host(monkeypatch, [X], X)
+    broker.init("--public-ipv4", "auto")
+    _host(monkeypatch, [], None)
+    err = broker.fails("LOCAL_IPV4_GONE", "apply")
+    assert "no public IPv4 address was found" in err
+    # init with nothing to detect says so too
+    broker.fails("PUBLIC_IPV4_UNKNOWN", "init", "--public-ipv4", "auto")
+    # the new address is a tunnel's remote: refused, not taken
+    _host(monkeypatch, [X], X)
+    broker.ok("init", "--public-ipv4", "auto")
+    broker.ok("add", "home", "--remote", Y)
+    _host(monkeypatch, [Y], Y)
+    assert "tunnel home" in broker.fails("LOCAL_IPV4_GONE", "apply")
+
+
+def test_behind_nat_apply_checks_the_local_address(broker, monkeypatch):
+    asked = _host(monkeypatch, ["10.1.2.3"])
+    broker.init("--local-ipv4", "10.1.2.3")
+    broker.ok("add", "home", "--remote", Y)
+    assert broker.run("apply")[0] == 0 and asked[-1] == "10.1.2.3"
+    assert broker.json("info")["server"]["ipv4_followed"] is False
+    _host(monkeypatch, ["10.1.2.4"])
+    assert "10.1.2.3" in broker.fails("LOCAL_IPV4_GONE", "apply")
+
+
+def test_init_behind_nat_without_the_local_address_says_what_to_add(broker, monkeypatch):
+    _host(monkeypatch, ["10.1.2.3"])
+    rc, out, err = broker.run("init", "--prefix", PREFIX, "--public-ipv4", X)
+    assert rc == 0 and "notice LOCAL_IPV4_NOT_ON_HOST:" in err and "--local-ipv4" in err
+    body = broker.json("init", "--local-ipv4", "10.1.2.3")
+    assert "notices" not in body and body["server"]["local_ipv4"] == "10.1.2.3"
+
+
+def test_init_without_an_uplink_keeps_ras_on_the_default_routes_device(broker, monkeypatch):
+    found = {"public_ipv4": X, "uplink": "ens3", "uplink_ra": True}
+    seen = []
+    monkeypatch.setattr(hostfacts, "detect", lambda uplink, netns: seen.append(uplink) or dict(found))
+    s = broker.json("init", "--prefix", PREFIX, "--public-ipv4", X)["server"]
+    assert seen == [None] and (s["uplink"], s["uplink_accept_ra"]) == ("ens3", True)
+    assert ["net.ipv6.conf.ens3.accept_ra", "2"] in broker.applier.kernel_state["sysctls"]
+
+
+@pytest.mark.parametrize("args,uplink", [(["--uplink-ra", "no"], None), (["--uplink", ""], None),
+                                         (["--uplink", "eth1"], "eth1")])
+def test_init_looks_for_the_uplink_only_when_not_told(broker, monkeypatch, args, uplink):
+    monkeypatch.setattr(hostfacts, "detect", lambda u, netns: {"uplink": "ens3", "uplink_ra": True} if u is None
+                        else {"uplink_ra": False})
+    s = broker.json("init", "--prefix", PREFIX, "--public-ipv4", X, *args)["server"]
+    assert s["uplink"] == uplink and s["uplink_accept_ra"] is False
+    # a later init without --uplink keeps what was said, '' included
+    assert broker.json("init")["server"]["uplink"] == uplink
+
+
+def test_init_leaves_a_default_routes_device_alone_when_it_takes_no_ras(broker, monkeypatch):
+    monkeypatch.setattr(hostfacts, "detect", lambda u, netns: {"uplink": "ens3", "uplink_ra": False})
+    s = broker.json("init", "--prefix", PREFIX, "--public-ipv4", X)["server"]
+    assert (s["uplink"], s["uplink_accept_ra"]) == (None, False)

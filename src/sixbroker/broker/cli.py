@@ -21,6 +21,10 @@ default %s); after every change the kernel and the nftables table `inet sixbroke
 with it, and `apply` does that alone (at boot, or after a crash).""" % db.DEFAULT_PATH
 
 
+ALLOW_PRIVATE = ("accept a private or CGNAT --remote: the router reaches this server over a private network "
+                 "(a VPN, the same LAN), not through NAT")
+
+
 class _Usage(Exception):
     pass
 
@@ -66,7 +70,8 @@ def _parser():
                    help="keep a prefix of --prefix out of the pool, e.g. one the server uses itself "
                    "(repeatable; replaces the earlier list)")
     s.add_argument("--public-ipv4", metavar="ADDRESS",
-                   help="the IPv4 address routers reach this server at (default: the uplink's)")
+                   help="the IPv4 address routers reach this server at (default, or 'auto': the uplink's, "
+                   "followed by `apply` when it changes; an address given is kept as given)")
     s.add_argument("--local-ipv4", metavar="ADDRESS",
                    help="the tunnels' local IPv4 address if not the public one (1:1 NAT)")
     s.add_argument("--uplink", metavar="IFNAME", help="the server's upstream interface, e.g. eth0 ('' for none)")
@@ -86,6 +91,7 @@ def _parser():
     s.add_argument("--remote", required=True, metavar="IPV4", help="the router's public IPv4 address")
     s.add_argument("--routed-prefix-length", metavar="LEN", help="length of the routed prefix (default 64)")
     s.add_argument("--mtu", help="tunnel MTU (default %d)" % service.DEFAULT_MTU)
+    s.add_argument("--allow-private", action="store_true", help=ALLOW_PRIVATE)
 
     s = sub.add_parser("list", parents=[common, js], help="list the tunnels")
     s = sub.add_parser("show", parents=[common, js], help="show one tunnel")
@@ -96,6 +102,7 @@ def _parser():
     s.add_argument("name")
     s.add_argument("--remote", metavar="IPV4")
     s.add_argument("--mtu")
+    s.add_argument("--allow-private", action="store_true", help=ALLOW_PRIVATE)
     s = sub.add_parser("apply", parents=[common, js], help="bring the kernel and firewall in line with the database")
     s = sub.add_parser("config", parents=[common, js], help="print a tunnel's router configuration again")
     s.add_argument("name")
@@ -146,7 +153,8 @@ def _server_text(s):
              "transfer prefix %s" % s["transfer_prefix"]]
     if s["reserved"]:
         lines.append("reserved        %s" % ", ".join(s["reserved"]))
-    lines += ["public IPv4     %s" % s["public_ipv4"],
+    lines += ["public IPv4     %s%s" % (s["public_ipv4"], " (read from the host; apply follows it)"
+                                        if s["ipv4_followed"] else ""),
               "local IPv4      %s" % s["local_ipv4"],
               "uplink          %s%s" % (s["uplink"] or "-", " (accept_ra=2)" if s["uplink_accept_ra"] else ""),
               "ndp proxy       %s" % ("on (the uplink answers for every tunnel address and routed prefix)"
@@ -178,18 +186,34 @@ class _Lock:
         self.fd = None
 
     def __enter__(self):
+        import errno
         import fcntl
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o750, exist_ok=True)
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as e:
-            raise SixbrokerError("DB_ERROR", "%s: %s" % (self.path, e.strerror or e))
+            if e.errno != errno.EROFS:
+                raise SixbrokerError("DB_ERROR", "%s: %s" % (self.path, e.strerror or e))
+            # a read-only file system: flock works on a read-only descriptor; with no lock file at all
+            # nobody can commit a change here either, so an apply runs unlocked
+            try:
+                self.fd = os.open(self.path, os.O_RDONLY)
+            except OSError:
+                return self
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc):
-        os.close(self.fd)
+        if self.fd is not None:
+            os.close(self.fd)
         return False
+
+    def remove(self):
+        """Take the lock file away (a refused first init leaves nothing behind), while still holding it."""
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
 
 
 def _apply(conn, change=None):
@@ -221,7 +245,8 @@ def _run(args, path):
     want_json = getattr(args, "json", False)
     cmd = args.command
     if cmd in ("list", "show", "config", "info"):
-        conn = db.connect(path, create=False)
+        # a read never writes: not a migration, not an empty file turned into a database
+        conn = db.connect_readonly(path)
         try:
             if cmd == "list":
                 tunnels = service.views(conn)
@@ -241,24 +266,45 @@ def _run(args, path):
 
     if cmd != "init" and not os.path.exists(path):
         raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
-    with _Lock(path):
+    parent = os.path.dirname(os.path.abspath(path))
+    new_dir = not os.path.isdir(parent)
+    with _Lock(path) as lock:
         fresh = not os.path.exists(path)
-        conn = db.connect(path, create=(cmd == "init"))
+        try:
+            conn = db.connect(path, create=(cmd == "init"))
+        except BaseException:
+            if fresh:
+                _forget_first_init(path, lock, new_dir)
+            raise
         try:
             return _change(conn, args, cmd, want_json)
-        except SixbrokerError:
+        except BaseException:
             if fresh and db.server_or_none(conn) is None:
-                # a refused first init leaves no empty database behind
                 conn.close()
-                os.unlink(path)
+                _forget_first_init(path, lock, new_dir)
             raise
         finally:
             conn.close()
 
 
+def _forget_first_init(path, lock, new_dir):
+    """A refused first init leaves nothing behind: no database, no lock file, no directory we made."""
+    for p in (path, path + "-journal"):
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
+    lock.remove()
+    if new_dir:
+        try:
+            os.rmdir(os.path.dirname(os.path.abspath(path)))
+        except OSError:
+            pass
+
+
 def _change(conn, args, cmd, want_json):
     result = {}
-    change = None
+    change = lost = None
     if cmd == "init":
         ra = {"auto": None, "yes": True, "no": False}[args.uplink_ra]
         from sixbroker.broker import hostfacts
@@ -269,6 +315,9 @@ def _change(conn, args, cmd, want_json):
                            uplink_ra=ra, netns=args.netns, detect=hostfacts.detect, ndp_proxy=args.ndp_proxy,
                            onlink=apply_ndp.onlink)
         reconcile.crash_point("commit")
+        if hostfacts.ipv4_on_host(new["local_ipv4"], new["netns"]) is False:
+            conn.notices.append(("LOCAL_IPV4_NOT_ON_HOST", "%s: behind 1:1 NAT give --local-ipv4 with this host's "
+                                 "own address (--public-ipv4 stays the NAT's)" % new["local_ipv4"]))
         result["server"] = service.server_view(conn)
         text = _server_text(result["server"])
         if old is not None and old["netns"] != new["netns"]:
@@ -281,7 +330,7 @@ def _change(conn, args, cmd, want_json):
                 sys.stderr.write("%s: warning: %s\n" % (PROG, result["warnings"][0]))
     elif cmd == "add":
         change = reconcile.Change(conn, args.name)
-        t = service.add(conn, args.name, args.remote, args.routed_prefix_length, args.mtu)
+        t = service.add(conn, args.name, args.remote, args.routed_prefix_length, args.mtu, args.allow_private)
         reconcile.crash_point("commit")
         result["tunnel"] = t
         result["router"] = routerconf.as_json(t)
@@ -297,23 +346,27 @@ def _change(conn, args, cmd, want_json):
         if args.remote is None and args.mtu is None:
             raise _Usage("%s set: nothing to change: give --remote and/or --mtu" % PROG)
         change = reconcile.Change(conn, args.name)
-        t = service.update(conn, args.name, args.remote, args.mtu)
+        t = service.update(conn, args.name, args.remote, args.mtu, args.allow_private)
         reconcile.crash_point("commit")
         result["tunnel"] = t
         text = _tunnel_text(t)
     else:  # apply
         db.server(conn)
         text = ""
+        lost = _follow_ipv4(conn)
     report, err = _apply(conn, change)
     result["applied"] = err is None
+    if cmd == "apply" and err is None and lost is not None:
+        err = SixbrokerError(*lost)
     if report is not None:
         result["apply"] = report
         if cmd == "apply":
             text = "kernel and firewall are in line with the database (%d tunnel%s)\n" % (
                 report["tunnels"], "" if report["tunnels"] == 1 else "s")
+    _notices(conn, result)
     if want_json:
         if err is not None:
-            result["error"] = {"code": err.code, "cause": err.cause, "message": err.text}
+            result["error"] = {"code": err.code, "cause": getattr(err, "cause", err.code), "message": err.text}
         _json(result)
     else:
         _out(text)
@@ -322,6 +375,25 @@ def _change(conn, args, cmd, want_json):
             _error(err)
         return 1
     return 0
+
+
+def _follow_ipv4(conn):
+    """The tunnels' local address checked before every apply (see service.follow_ipv4): a change
+    followed becomes a notice; one that cannot be, the apply's error (everything else is applied)."""
+    from sixbroker.broker import hostfacts
+    notice, lost = service.follow_ipv4(conn, hostfacts.ipv4_on_host, hostfacts.detect)
+    if notice is not None:
+        conn.notices.append(notice)
+    return lost
+
+
+def _notices(conn, result):
+    """What the user must hear even when the command succeeded: on stderr (text) and in the JSON."""
+    notices = getattr(conn, "notices", [])
+    if notices:
+        result["notices"] = [{"code": c, "message": "%s: %s" % (CODES[c], text)} for c, text in notices]
+        for n in result["notices"]:
+            sys.stderr.write("%s: notice %s: %s\n" % (PROG, n["code"], n["message"]))
 
 
 def _error(e):

@@ -4,9 +4,10 @@ The database is the truth; the kernel and the firewall are made to match it afte
 every change is one transaction and a crash between the commit and the kernel change is repaired by the
 next `sixbroker server apply`.
 
-Layout (schema version 3, `PRAGMA user_version`):
+Layout (schema version 4, `PRAGMA user_version`):
 - `server`: one row, the broker's own facts (its prefix, transfer prefix, IPv4 addresses, uplink, netns,
-  whether it proxies NDP on the uplink).
+  whether it proxies NDP on the uplink, and whether the IPv4 addresses were read from the host, so
+  `apply` may follow them when they change).
 - `tunnels`: one row per tunnel; `transfer_index` numbers its /127 inside the transfer prefix.
 - `blocks`: what is taken out of the broker prefix, counted in /64s from its start (`start` inclusive,
   `stop` exclusive): each tunnel's routed prefix, the transfer prefix and any reserved prefix (tunnel
@@ -24,6 +25,7 @@ Integers are /64 counts and /127 indexes rather than addresses because SQLite's 
 import os
 import sqlite3
 import time
+from urllib.parse import quote
 
 from sixbroker.errors import SixbrokerError
 
@@ -104,6 +106,11 @@ MIGRATIONS = [
     """
     ALTER TABLE server ADD COLUMN ndp_proxy INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: the IPv4 addresses read from the host at init (1) rather than given (0); a broker from before
+    # counts as given, so `apply` refuses loudly instead of moving its tunnels to an address it guessed
+    """
+    ALTER TABLE server ADD COLUMN ipv4_detected INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -116,39 +123,96 @@ def now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+class Connection(sqlite3.Connection):
+    """A connection that carries what could not be written (`notices`: [(code, text)]) to the caller."""
+
+    def __init__(self, *args, **kwargs):
+        sqlite3.Connection.__init__(self, *args, **kwargs)
+        self.notices = []
+
+
 def connect(path, create=True):
-    """An open, migrated database.  create=False: a missing file is BROKER_NOT_INITIALISED."""
+    """An open, migrated database.  create=False: a missing or empty file is BROKER_NOT_INITIALISED (and
+    stays as it was).  Created here: the file 0600 and its directory 0700 (it holds the homes' addresses)."""
     if not create and not os.path.exists(path):
         raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
-    if create:
+    if create and path != ":memory:":
         parent = os.path.dirname(os.path.abspath(path))
         try:
-            os.makedirs(parent, mode=0o750, exist_ok=True)
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+            # sqlite would create it umask-wide (0644); its journals copy the file's mode
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
         except OSError as e:
-            raise SixbrokerError("DB_ERROR", "%s: %s" % (parent, e.strerror or e))
+            raise SixbrokerError("DB_ERROR", "%s: %s" % (e.filename or path, e.strerror or e))
+    conn = _open(path, path, False)
     try:
-        # isolation_level=None: the module's implicit transactions off; transaction() says BEGIN itself
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-    except sqlite3.Error as e:
-        raise SixbrokerError("DB_ERROR", "%s: %s" % (path, e))
-    try:
-        conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA foreign_keys = ON")
         # rollback journal with full sync: a commit that returned survives a power cut, which the
         # boot-time `apply` relies on
         conn.execute("PRAGMA synchronous = FULL")
+        if not create and _version(conn) == 0:
+            raise SixbrokerError("BROKER_NOT_INITIALISED", "the database at %s is empty" % path)
         migrate(conn)
     except sqlite3.DatabaseError as e:
         conn.close()
-        raise SixbrokerError("DB_ERROR", "%s: %s" % (path, e))
+        raise _db_error(e, path)
     except SixbrokerError:
         conn.close()
         raise
     return conn
 
 
+def connect_readonly(path):
+    """The database opened for reading only (list, show, config, info): never created, migrated or
+    written, whatever its state.  Schemas older than this one are read as they are: every version has the
+    server, tunnels and blocks tables that the views read."""
+    if not os.path.exists(path):
+        raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
+    conn = _open("file:%s?mode=ro" % quote(os.path.abspath(path)), path, True)
+    try:
+        version = _version(conn)
+        if version > SCHEMA_VERSION:
+            raise SixbrokerError("DB_TOO_NEW", "schema version %d, this sixbroker knows up to %d"
+                                 % (version, SCHEMA_VERSION))
+        if version == 0:
+            raise SixbrokerError("BROKER_NOT_INITIALISED", "the database at %s is empty" % path)
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        raise _db_error(e, path)
+    except SixbrokerError:
+        conn.close()
+        raise
+    return conn
+
+
+def _open(target, path, uri):
+    try:
+        # isolation_level=None: the module's implicit transactions off; transaction() says BEGIN itself
+        conn = sqlite3.connect(target, timeout=30, isolation_level=None, uri=uri, factory=Connection)
+    except sqlite3.Error as e:
+        raise _db_error(e, path)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _version(conn):
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _read_only(e):
+    return getattr(e, "sqlite_errorname", "").startswith("SQLITE_READONLY") or "readonly" in str(e)
+
+
+def _db_error(e, path):
+    if _read_only(e):
+        return SixbrokerError("DB_READ_ONLY", "%s: %s" % (path, e))
+    return SixbrokerError("DB_ERROR", "%s: %s" % (path, e))
+
+
 def migrate(conn):
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    version = _version(conn)
     if version > SCHEMA_VERSION:
         raise SixbrokerError("DB_TOO_NEW", "schema version %d, this sixbroker knows up to %d"
                              % (version, SCHEMA_VERSION))
@@ -184,15 +248,28 @@ class transaction:
         self.conn = conn
 
     def __enter__(self):
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise _read_only_error(e)
         return self.conn
 
     def __exit__(self, typ, value, tb):
         if typ is None:
-            self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("ROLLBACK")
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                raise _read_only_error(e)
+            return False
+        self.conn.execute("ROLLBACK")
+        if isinstance(value, sqlite3.OperationalError) and _read_only(value):
+            # SQLite takes the write lock of a read-only file and refuses only the first write
+            raise SixbrokerError("DB_READ_ONLY", str(value))
         return False
+
+
+def _read_only_error(e):
+    return SixbrokerError("DB_READ_ONLY", str(e)) if _read_only(e) else e
 
 
 # ---- reading ------------------------------------------------------------------------------------------
@@ -203,6 +280,12 @@ def server(conn):
     if row is None:
         raise SixbrokerError("BROKER_NOT_INITIALISED")
     return dict(row)
+
+
+def set_server_ipv4(conn, public, local):
+    with transaction(conn):
+        conn.execute("UPDATE server SET public_ipv4 = ?, local_ipv4 = ?, updated = ? WHERE id = 1",
+                     (public, local, now()))
 
 
 def server_or_none(conn):
@@ -266,9 +349,22 @@ def applied(conn):
 
 
 def record_applied(conn, gen, version, kernel, nft, foreign_tunnels):
-    with transaction(conn):
-        conn.execute("INSERT OR REPLACE INTO applied (id, generation, version, kernel, nft, foreign_tunnels, at)"
-                     " VALUES (1, ?, ?, ?, ?, ?, ?)", (gen, version, kernel, nft, foreign_tunnels, now()))
+    """Write the record, unless it already says exactly this (an apply that changed nothing writes
+    nothing, so it runs on a read-only file system).  A database that cannot be written is no failure of
+    the apply: the kernel and the firewall are in line all the same; it goes to conn.notices."""
+    old = applied(conn)
+    new = (gen, version, kernel, nft, foreign_tunnels)
+    if old is not None and tuple(old[k] for k in ("generation", "version", "kernel", "nft", "foreign_tunnels")) == new:
+        return
+    try:
+        with transaction(conn):
+            conn.execute("INSERT OR REPLACE INTO applied (id, generation, version, kernel, nft, foreign_tunnels,"
+                         " at) VALUES (1, ?, ?, ?, ?, ?, ?)", new + (now(),))
+    except SixbrokerError as e:
+        if e.code != "DB_READ_ONLY" or not hasattr(conn, "notices"):
+            raise
+        conn.notices.append(("DB_READ_ONLY", "the kernel and the firewall are in line, but the record of it "
+                             "could not be saved (%s): the next apply compares everything again" % e))
 
 
 def forget_applied(conn):

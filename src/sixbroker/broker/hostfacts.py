@@ -1,12 +1,17 @@
-"""Facts `sixbroker server init` reads from the VPS when it is not told them: its public IPv4 address and
-whether the uplink configures itself from router advertisements."""
+"""Facts `sixbroker server` reads from the VPS: its public IPv4 address, which device is its uplink and
+whether that configures itself from router advertisements (for `init`, when not told), and whether the
+tunnels' local IPv4 address is still on the host (for `apply`)."""
 
 from sixbroker import addr
 from sixbroker.errors import SixbrokerError
 
 def detect(uplink, netns):
-    """{"public_ipv4": text, "public_ipv4_error": SixbrokerError, "uplink_ra": bool}, keys only for what
-    could be read; the error is raised by whoever needs the address."""
+    """{"public_ipv4": text, "public_ipv4_error": SixbrokerError, "uplink": name, "uplink_ra": bool}, keys
+    only for what could be read; the error is raised by whoever needs the address.
+
+    Without an uplink, "uplink" is the device of the IPv6 default route (where RAs would come from): a VPS
+    whose default route comes from RAs loses it once forwarding is on unless that device gets accept_ra=2,
+    whether or not the user named it."""
     facts = {}
     try:
         ip = public_ipv4(uplink, netns)
@@ -14,11 +19,89 @@ def detect(uplink, netns):
             facts["public_ipv4"] = ip
     except SixbrokerError as e:
         facts["public_ipv4_error"] = e
+    cut = False
+    if not uplink:
+        uplink, learned = default_route_device6(netns)
+        if not uplink:
+            # no IPv6 default route at all: the IPv4 uplink is where RAs would come from
+            uplink, learned = default_route_device4(netns), False
+            cut = True
+        if uplink:
+            facts["uplink"] = uplink
     if uplink:
         ra = uplink_takes_ra(uplink, netns)
+        if ra is False and (cut or learned) and _sysctl("/proc/sys/net/ipv6/conf/" + uplink + "/accept_ra",
+                                                        netns) == 1:
+            # forwarding on already with accept_ra 1 (what an older init left): the kernel ignores RAs and
+            # dropped their default route when forwarding went on, or holds one that will lapse
+            ra = True
         if ra is not None:
             facts["uplink_ra"] = ra
     return facts
+
+
+def _kernel(netns):
+    from sixbroker import apply_kernel
+    try:
+        return apply_kernel._Kernel(netns, apply_kernel.Result())
+    except SixbrokerError:
+        return None
+
+
+RTPROT_RA = 9       # a route the kernel learned from a router advertisement (`proto ra`)
+
+
+def default_route_device6(netns):
+    """(name, learned from an RA) of the device the main table's IPv6 default route leaves by (an RA
+    route first: the one forwarding would stop renewing), or (None, False)."""
+    k = _kernel(netns)
+    if k is None:
+        return None, False
+    try:
+        defaults = [r for r in k.routes6() if r.dst_len == 0 and r.src_len == 0 and r.oif]
+        if not defaults:
+            return None, False
+        defaults.sort(key=lambda r: (r.proto != RTPROT_RA, r.metric))
+        for li in k.links():
+            if li.index == defaults[0].oif:
+                return li.name, defaults[0].proto == RTPROT_RA
+    except SixbrokerError:
+        return None, False
+    finally:
+        k.close()
+    return None, False
+
+
+def default_route_device4(netns):
+    """The name of the device the main table's IPv4 default route leaves by, or None."""
+    k = _kernel(netns)
+    if k is None:
+        return None
+    try:
+        index = k.default_route_device4()
+        for li in k.links() if index is not None else ():
+            if li.index == index:
+                return li.name
+    except SixbrokerError:
+        return None
+    finally:
+        k.close()
+    return None
+
+
+def ipv4_on_host(address, netns):
+    """True when IPv4 address is one of the host's (in netns), False when not, None when the host cannot
+    be read (the apply that follows says why).  One address dump: `apply` asks every time, even when its
+    record proves the rest unchanged, because the record cannot see the uplink's addresses."""
+    k = _kernel(netns)
+    if k is None:
+        return None
+    try:
+        return any(a == address for _, a in k.addrs4())
+    except SixbrokerError:
+        return None
+    finally:
+        k.close()
 
 
 def public_ipv4(uplink, netns):
@@ -26,10 +109,9 @@ def public_ipv4(uplink, netns):
 
     A private address means the VPS is behind 1:1 NAT: routers must dial the public address, which only
     the user knows, so that is an error that says what to give."""
-    from sixbroker import apply_kernel
-    try:
-        k = apply_kernel._Kernel(netns, apply_kernel.Result())
-    except SixbrokerError:
+    from sixbroker.broker.service import is_public
+    k = _kernel(netns)
+    if k is None:
         # a host we cannot read is a host we ask the user about; the error below says what to give
         return None
     try:
@@ -51,7 +133,7 @@ def public_ipv4(uplink, netns):
             found.append(addr.Address.parse(text, 4))
         except addr.AddressError:
             continue
-    public = [a for a in found if not (a.is_private or a.is_cgnat or a.is_loopback or a.is_link_local)]
+    public = [a for a in found if is_public(a)]
     if public:
         return str(public[0])
     if found:

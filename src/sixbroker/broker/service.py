@@ -52,19 +52,39 @@ def _ipv4(text, code):
     return a
 
 
-def check_remote(text, server):
+def is_public(a):
+    """Reachable across the internet: IANA's globally reachable IPv4 space, plus the three documentation
+    /24s (192.0.2.0, 198.51.100.0, 203.0.113.0), which the examples and tests use as public addresses and
+    which no real router has.  Not public: private (RFC 1918), shared CGNAT 100.64/10, 0/8, 192.0.0/24,
+    benchmarking 198.18/15, 6to4 relay anycast, and everything already not unicast."""
+    return a.is_unicast and (a.is_global or a.is_documentation)
+
+
+def check_remote(text, server, allow_private=False):
+    """A router's address as this server sees it.  A private or CGNAT one is the router's own address
+    behind its NAT, which the server never sees: refused unless the router is on a private network with
+    this server (allow_private)."""
     a = _ipv4(text, "INVALID_REMOTE")
     if str(a) in (server["local_ipv4"], server["public_ipv4"]):
         raise SixbrokerError("REMOTE_IS_SERVER", str(a))
+    if not allow_private and not is_public(a):
+        raise SixbrokerError("REMOTE_NOT_PUBLIC", str(a))
     return a
 
 
+def _ascii_number(value):
+    """The int of a text of ASCII digits only, else None.  str.isdigit() and int() take any script's
+    digits ('\u0661\u0664\u0668\u0660' is 1480 to int()); the router side reads ASCII only."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, str) or not value or not all("0" <= ch <= "9" for ch in value):
+        return None
+    return int(value)
+
+
 def check_mtu(value):
-    try:
-        n = int(value) if not isinstance(value, int) else value
-    except (TypeError, ValueError):
-        raise SixbrokerError("INVALID_MTU", repr(value))
-    if isinstance(value, str) and not value.isdigit():
+    n = _ascii_number(value)
+    if n is None:
         raise SixbrokerError("INVALID_MTU", repr(value))
     if n < MTU_MIN or n > MTU_MAX:
         raise SixbrokerError("MTU_OUT_OF_RANGE", str(n))
@@ -75,9 +95,10 @@ def check_length(value, layout):
     text = str(value)
     if text.startswith("/"):
         text = text[1:]
-    if not text.isdigit():
+    n = _ascii_number(text)
+    if n is None:
         raise SixbrokerError("INVALID_PREFIX_LENGTH", repr(value))
-    return layout.check_length(int(text))
+    return layout.check_length(n)
 
 
 def _prefix(text, code, lo, hi):
@@ -149,8 +170,11 @@ def init(conn, prefix=None, transfer_prefix=None, reserve=None, public_ipv4=None
     """Create or update the server row.  On an existing broker, options not given keep their values;
     the prefixes can change only while there are no tunnels.
 
-    detect: callable(uplink, netns) -> {"public_ipv4", "uplink_ra"} facts read from the host, used only
-    for what the caller did not give (tests pass their own).
+    detect: callable(uplink, netns) -> {"public_ipv4", "uplink", "uplink_ra"} facts read from the host,
+    used only for what the caller did not give (tests pass their own).  public_ipv4 "auto": read it from
+    the host now, and follow it when it changes (`apply`); an address given is pinned.  uplink "": none
+    (stored as "", so a later init does not look for one again); not given and none yet: the device of the
+    IPv6 default route, when it takes its configuration from RAs.
     ndp_proxy: "on", "off", "auto" (on when `onlink(prefix, uplink, netns)` says the uplink has the
     broker prefix on-link), None (the old value; auto on a first init).
     """
@@ -182,26 +206,40 @@ def init(conn, prefix=None, transfer_prefix=None, reserve=None, public_ipv4=None
     if uplink is None:
         uplink = old["uplink"] if old else None
     else:
-        uplink = check_uplink(uplink) if uplink != "" else None
+        uplink = check_uplink(uplink) if uplink != "" else ""
     if netns is None:
         netns = old["netns"] if old else None
     else:
         netns = check_netns(netns) if netns != "" else None
     facts = None
-    if public_ipv4 is None and old is not None:
+    detected = public_ipv4 in (None, "auto") and local_ipv4 is None
+    if public_ipv4 == "auto":
+        public_ipv4 = None
+    elif public_ipv4 is None and old is not None:
         public_ipv4 = old["public_ipv4"]
+        detected = bool(old["ipv4_detected"]) and local_ipv4 is None
         if local_ipv4 is None:
             local_ipv4 = old["local_ipv4"]
-    if public_ipv4 is None or (uplink_ra is None and uplink and (old is None or uplink != old["uplink"])):
-        facts = (detect or (lambda u, n: {}))(uplink, netns) or {}
+    find_uplink = uplink is None and uplink_ra is not False
+    if uplink is None and uplink_ra is False:
+        uplink = ""         # "leave RAs alone" is kept as no uplink to look after, so no later init looks
+    if (public_ipv4 is None or find_uplink
+            or (uplink_ra is None and uplink and (old is None or uplink != old["uplink"]))):
+        facts = (detect or (lambda u, n: {}))(uplink or None, netns) or {}
+    if find_uplink and facts.get("uplink") and (uplink_ra or facts.get("uplink_ra")):
+        # forwarding would cut this host's own RA-configured default route: keep RAs on that device
+        uplink = check_uplink(facts["uplink"])
+        uplink_ra = True
     if public_ipv4 is None:
         public_ipv4 = facts.get("public_ipv4")
         if not public_ipv4:
             raise facts.get("public_ipv4_error") or SixbrokerError("PUBLIC_IPV4_UNKNOWN")
     public = _ipv4(public_ipv4, "INVALID_PUBLIC_IPV4")
+    if not is_public(public):
+        raise SixbrokerError("PUBLIC_IPV4_NOT_PUBLIC", str(public))
     local = _ipv4(local_ipv4, "INVALID_LOCAL_IPV4") if local_ipv4 else public
     if uplink_ra is None:
-        if facts is not None and "uplink_ra" in facts:
+        if facts is not None and "uplink_ra" in facts and uplink:
             uplink_ra = bool(facts["uplink_ra"])
         elif old is not None and uplink == old["uplink"]:
             uplink_ra = bool(old["uplink_ra"])
@@ -229,12 +267,14 @@ def init(conn, prefix=None, transfer_prefix=None, reserve=None, public_ipv4=None
             conn.execute("INSERT INTO blocks (start, stop, length, tunnel, kind) VALUES (?, ?, ?, NULL, ?)",
                          (s, e, length, kind))
         conn.execute(
-            "INSERT INTO server (id, prefix, transfer_prefix, public_ipv4, local_ipv4, uplink, uplink_ra, netns,"
-            " created, updated) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO server (id, prefix, transfer_prefix, public_ipv4, local_ipv4, ipv4_detected, uplink,"
+            " uplink_ra, netns, created, updated) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(id) DO UPDATE SET prefix = excluded.prefix, transfer_prefix = excluded.transfer_prefix,"
-            " public_ipv4 = excluded.public_ipv4, local_ipv4 = excluded.local_ipv4, uplink = excluded.uplink,"
+            " public_ipv4 = excluded.public_ipv4, local_ipv4 = excluded.local_ipv4,"
+            " ipv4_detected = excluded.ipv4_detected, uplink = excluded.uplink,"
             " uplink_ra = excluded.uplink_ra, netns = excluded.netns, updated = excluded.updated",
-            (str(net), str(transfer), str(public), str(local), uplink, 1 if uplink_ra else 0, netns, stamp, stamp))
+            (str(net), str(transfer), str(public), str(local), 1 if detected else 0, uplink,
+             1 if uplink_ra else 0, netns, stamp, stamp))
         conn.execute("UPDATE server SET ndp_proxy = ? WHERE id = 1 AND ndp_proxy != ?", (ndp, ndp))
     return db.server(conn)
 
@@ -260,6 +300,41 @@ def _ndp_mode(mode, old, net, uplink, netns, onlink):
     return 1 if onlink is not None and onlink(net, uplink, netns) else 0
 
 
+def follow_ipv4(conn, on_host, detect):
+    """Before an apply: (notice, error), each None or (code, text).  The tunnels' local address still on
+    the host: nothing.  Gone and read from the host at init: the new one is read and saved (every tunnel
+    re-keys to it in the apply that follows), LOCAL_IPV4_CHANGED.  Gone and given (or nothing public to
+    follow): LOCAL_IPV4_GONE, the database unchanged.
+
+    on_host: callable(address, netns) -> True/False/None; detect: as init's."""
+    s = db.server(conn)
+    old = s["local_ipv4"]
+    if on_host(old, s["netns"]) is not False:
+        return None, None
+    routers = ("then set every router's peeraddr to it (or, so that this never happens again, to a host "
+               "name whose A record follows this server: routers accept host names)")
+    if not s["ipv4_detected"]:
+        return None, ("LOCAL_IPV4_GONE", "%s was given with --public-ipv4/--local-ipv4 and is no longer on this "
+                      "host: run `sixbroker server init --public-ipv4 NEW` (behind 1:1 NAT with --local-ipv4 "
+                      "too, or --public-ipv4 auto to follow the uplink from now on), %s" % (old, routers))
+    facts = detect(s["uplink"] or None, s["netns"]) or {}
+    if not facts.get("public_ipv4") and s["uplink"]:
+        facts = detect(None, s["netns"]) or {}
+    new = facts.get("public_ipv4")
+    why = facts.get("public_ipv4_error")
+    if not new:
+        return None, ("LOCAL_IPV4_GONE", "%s is no longer on this host and no public IPv4 address was found to "
+                      "follow%s: run `sixbroker server init --public-ipv4 NEW`, %s"
+                      % (old, " (%s)" % why if why else "", routers))
+    clash = db.tunnel_with_remote(conn, new)
+    if clash is not None:
+        return None, ("LOCAL_IPV4_GONE", "%s is no longer on this host, and the new address %s is the remote of "
+                      "tunnel %s" % (old, new, clash))
+    db.set_server_ipv4(conn, new, new)
+    return ("LOCAL_IPV4_CHANGED", "from %s to %s: the tunnels now use %s; %s"
+            % (old, new, new, routers.replace("to it", "to " + new))), None
+
+
 def _reserved_rows(conn, layout):
     out = []
     for b in conn.execute("SELECT start, length FROM blocks WHERE kind = 'reserved' ORDER BY start"):
@@ -276,9 +351,11 @@ def server_view(conn):
         "reserved": [r["prefix"] for r in _reserved_rows(conn, layout)],
         "public_ipv4": s["public_ipv4"],
         "local_ipv4": s["local_ipv4"],
-        "uplink": s["uplink"],
+        # a database from before schemas 3 and 4 (read, never migrated, by `info`): no proxy, given addresses
+        "ipv4_followed": bool(s.get("ipv4_detected")),
+        "uplink": s["uplink"] or None,
         "uplink_accept_ra": bool(s["uplink_ra"]),
-        "ndp_proxy": bool(s["ndp_proxy"]),
+        "ndp_proxy": bool(s.get("ndp_proxy")),
         "routed_default_length": layout.default_length,
         "netns": s["netns"],
         "tunnels": db.tunnel_count(conn),
@@ -320,11 +397,11 @@ def show(conn, name):
     return view(s, alloc.Layout.of(s), db.tunnel(conn, name))
 
 
-def add(conn, name, remote, routed_length=None, mtu=None):
+def add(conn, name, remote, routed_length=None, mtu=None, allow_private=False):
     s = db.server(conn)
     layout = alloc.Layout.of(s)
     check_name(name)
-    r = check_remote(remote, s)
+    r = check_remote(remote, s, allow_private)
     length = check_length(layout.default_length if routed_length is None else routed_length, layout)
     mtu = DEFAULT_MTU if mtu is None else check_mtu(mtu)
     stamp = db.now()
@@ -355,9 +432,9 @@ def remove(conn, name):
     return gone
 
 
-def update(conn, name, remote=None, mtu=None):
+def update(conn, name, remote=None, mtu=None, allow_private=False):
     s = db.server(conn)
-    r = check_remote(remote, s) if remote is not None else None
+    r = check_remote(remote, s, allow_private) if remote is not None else None
     mtu = check_mtu(mtu) if mtu is not None else None
     with db.transaction(conn):
         t = db.tunnel(conn, name)
@@ -436,7 +513,9 @@ def base_sysctls(server, tunnels=0):
     namespace (--netns) leaves them to the host."""
     out = [["net.ipv6.conf.all.forwarding", "1"]]
     if server["uplink"] and server["uplink_ra"]:
-        out.append(["net.ipv6.conf." + server["uplink"] + ".accept_ra", "2"])
+        # before forwarding: switching that on drops the RA default routes of every device whose
+        # accept_ra is not 2 (kernel rt6_purge_dflt_routers), the VPS's own IPv6 until the next RA
+        out.insert(0, ["net.ipv6.conf." + server["uplink"] + ".accept_ra", "2"])
     if tunnels >= NEIGH_FROM and not server.get("netns"):
         cap = 4096
         while cap < 2 * tunnels + 1024:
