@@ -28,7 +28,7 @@ SCHEMA = (
     ("defaultroute", "string", "1", "Add the IPv6 default route over the tunnel"),
     ("metric", "string", None, "Metric of the default route"),
     ("zone", "string", "wan", "Firewall zone of the tunnel interface"),
-    ("device", "string", None, "Name of the sit device (default: sb-<interface>)"),
+    ("device", "string", None, "Name of the sit device (default: sb-<interface>; see device_name for long names)"),
 )
 
 OPTION_NAMES = tuple(o[0] for o in SCHEMA)
@@ -364,11 +364,37 @@ def derive_gateway(iface):
     return gw
 
 
+DEVICE_MAX = 15     # IFNAMSIZ - 1
+DEVICE_PREFIX = "sb-"
+
+
 def device_name(interface, option=None):
-    """The sit device: `device` if given, else sb-<interface>, cut to the kernel's 15 characters."""
+    """The sit device of an interface: the `device` option if given, else derived from the interface name.
+
+    The rule (luci-app's options.js deviceName() mirrors it; a test holds the two together):
+      1. "sb-" + interface, when that fits the kernel's 15 characters (interface up to 12 characters);
+      2. else "sb-" + the interface's first 7 characters + "-" + 4 lower-case hex digits of
+         name_hash(interface): 3 + 7 + 1 + 4 = 15 characters.
+    Two interfaces never share a name by rule 1; rule 2's "-" cannot appear in a UCI section name (letters,
+    digits, '_'), so a rule-2 name never equals a rule-1 name of an interface defined in UCI.  Two long
+    names with the same first 7 characters collide only when their 16-bit hashes do (1 in 65536), and the
+    handler refuses a sit that netifd says belongs to another interface (DEVICE_IN_USE) even then.
+    """
     if option:
         return option
-    return ("sb-" + interface)[:15]
+    name = DEVICE_PREFIX + interface
+    if len(name) <= DEVICE_MAX:
+        return name
+    return DEVICE_PREFIX + interface[:7] + "-" + "%04x" % name_hash(interface)
+
+
+def name_hash(text):
+    """32-bit FNV-1a over the UTF-8 bytes of text, xor-folded to 16 bits (FNV's own advice for short
+    hashes).  Plain integer arithmetic, the same on CPython, MicroPython and JavaScript (Math.imul)."""
+    h = 0x811C9DC5
+    for b in text.encode("utf-8"):
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return (h >> 16) ^ (h & 0xFFFF)
 
 
 # netifd's blobmsg types for a handler's `config` declaration (libubox blobmsg.h)

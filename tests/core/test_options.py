@@ -79,9 +79,27 @@ def test_empty_strings_mean_unset():
 
 def test_device_name_default_fits_the_kernel():
     assert options.device_name("wan6") == "sb-wan6"
-    assert options.device_name("averyveryverylongname") == "sb-averyveryver"
-    assert len(options.device_name("averyveryverylongname")) == 15
+    assert options.device_name("a" * 12) == "sb-" + "a" * 12          # rule 1 up to 15 characters
     assert options.device_name("wan6", "mytun") == "mytun"
+    for name in ("a" * 13, "averyveryverylongname", "home_tunnel_a"):
+        dev = options.device_name(name)
+        assert len(dev) == 15 and dev.startswith("sb-" + name[:7] + "-")
+        assert dev[11:] == "%04x" % options.name_hash(name)
+
+
+def test_long_interface_names_get_distinct_devices():
+    # issue 11 item 9: both were sb-home_tunnel_
+    a, b = options.device_name("home_tunnel_a"), options.device_name("home_tunnel_b")
+    assert a != b
+    names = ["home_tunnel_" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789_"]
+    assert len(set(options.device_name(n) for n in names)) == len(names)
+
+
+def test_name_hash_is_fnv1a_folded():
+    # FNV-1a 32-bit reference values (draft-eastlake-fnv, test vectors): "" 811c9dc5, "a" e40c292c,
+    # "foobar" bf9cf968; folded (high ^ low 16 bits)
+    for text, fnv in (("", 0x811C9DC5), ("a", 0xE40C292C), ("foobar", 0xBF9CF968)):
+        assert options.name_hash(text) == (fnv >> 16) ^ (fnv & 0xFFFF)
 
 
 # One bad configuration per line, each with the single code it must produce and nothing else.
