@@ -46,9 +46,13 @@ CODES = {
     "OPTION_NOT_LIST": "This option takes a list",
     # setup time (the environment, not the configuration)
     "PEER_RESOLVE_FAIL": "The peer's host name (peeraddr) did not resolve to an IPv4 address",
+    "PEER_NOT_FOUND": "The peer's host name (peeraddr) does not exist (NXDOMAIN): check its spelling",
+    "PEER_NO_IPV4": "The peer's host name (peeraddr) has no IPv4 address (no A record): 6in4 needs one",
     "NO_LOCAL_ADDRESS": "No local IPv4 address: the underlying interface has none, or there is no route to the peer",
     "TUNLINK_NOT_UP": "The underlying interface (tunlink) is not up",
-    "DEVICE_IN_USE": "The tunnel device name (device) belongs to another device that is not a sit tunnel",
+    "TUNLINK_UNKNOWN": "The underlying interface (tunlink) names no interface netifd knows",
+    "DEVICE_IN_USE": "The tunnel device name (device) is taken by a device that is not a sit tunnel, or by another interface's tunnel",
+    "UPDATE_REFUSED": "netifd refused the tunnel (it could not create or claim the sit device): see the system log",
     "UBUS_FAIL": "Could not talk to netifd over ubus",
     "INTERNAL_ERROR": "Internal error (a bug in sixbroker): see the system log",
     # UCI files (/etc/config/*)

@@ -255,15 +255,26 @@ def test_host_dependency_messages_pass(name):
     assert problems_of(netifd.host_dep_message(IFACE, X, "wan")) == []
 
 
-@pytest.mark.parametrize("codes", [["MISSING_PEER_ADDRESS"], ["INVALID_TTL", "INVALID_TOS", "INVALID_MTU"]])
-def test_error_message_passes(codes):
-    assert problems_of(netifd.error_message(IFACE, codes)) == []
+@pytest.mark.parametrize("retry", [None, 5, 3600])
+def test_error_message_passes(retry):
+    err = options.SixbrokerError("PEER_NOT_FOUND", "typo.example.net: [Errno -2] Name or service not known",
+                                 "peeraddr")
+    msg = netifd.error_message(IFACE, err, retry)
+    assert problems_of(msg) == []
+    # proto-shell.c proto_shell_notify_error: error[0] is the code, the rest its data (at most 15 in all)
+    assert msg["error"][0] == "PEER_NOT_FOUND" and len(msg["error"]) <= P.ERROR_MAX_ITEMS
 
 
 def test_error_message_for_real_config_errors_passes():
     with pytest.raises(options.ConfigErrors) as e:
-        options.validate({"ttl": "0", "tos": "xyz", "mtu": "9", "ip6prefix": ["nonsense"]})
-    assert problems_of(netifd.error_message(IFACE, e.value.codes())) == []
+        options.validate({"ttl": "0", "tos": "xyz", "mtu": "9", "ip6prefix": ["nonsense"], "zone": ["a", "b"]})
+    for err in e.value.errors:
+        assert problems_of(netifd.error_message(IFACE, err)) == []
+
+
+def test_retry_task_message_passes():
+    msg = {"action": netifd.RUN_TASK, "interface": IFACE, "command": [netifd.SLEEP, "30"]}
+    assert problems_of(msg) == []
 
 
 @pytest.mark.parametrize("action", [netifd.BLOCK_RESTART, netifd.SETUP_FAILED])
