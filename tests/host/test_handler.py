@@ -16,6 +16,8 @@ import sys
 import pytest
 
 from netifd_policy import UBUS_INVALID_ARGUMENT, Interface, check_notify
+from sixbroker import plan
+from sixbroker.broker import routerconf
 from ubusd_fake import FakeUbusd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -241,6 +243,27 @@ def test_pppoe_link_gives_mtu_1472(router_ns, interp):
     proc, sent = run_handler(interp, dict(SEED, tunlink="wanppp"))
     assert proc.returncode == 0, proc.stderr
     assert sent[1] == update("192.0.2.50", 1472, "wanppp", "pppoe-wan")
+
+
+@both
+def test_the_brokers_printed_config_on_pppoe_gives_1472(router_ns, interp):
+    # issue 11 item 8: `sixbroker server add` prints mtu '1480' (the broker's MTU) into every router's
+    # section; it is the most the router uses, not a must: behind PPPoE (1492) the router takes 1472
+    view = {"peeraddr": PEER, "router_address": "2001:db8:5b10::b", "transfer_length": 127,
+            "server_address": "2001:db8:5b10::a", "routed": ["2001:db8:5b11::/64"], "mtu": plan.DEFAULT_MTU}
+    printed = dict(routerconf.options(view))
+    assert printed["mtu"] == "1480"
+    del printed["proto"]
+    proc, sent = run_handler(interp, dict(printed, tunlink="wanppp"))
+    assert proc.returncode == 0, proc.stderr
+    assert sent[1]["tunnel"]["mtu"] == 1472
+    assert "wan6: mtu 1480 lowered to 1472: pppoe-wan has MTU 1492" in proc.stderr
+    # on Ethernet the printed 1480 is what the link gives anyway, and nothing is logged
+    proc, sent = run_handler(interp, dict(printed, tunlink="wan"))
+    assert sent[1]["tunnel"]["mtu"] == 1480 and "lowered" not in proc.stderr
+    # a lower MTU from the broker still caps the router
+    proc, sent = run_handler(interp, dict(printed, tunlink="wan", mtu="1400"))
+    assert sent[1]["tunnel"]["mtu"] == 1400
 
 
 @both
