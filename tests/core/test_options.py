@@ -201,8 +201,9 @@ def test_netifd_dump_declares_every_option_as_text():
 
 
 # JSON types netifd can pass: a dynamic interface (netifd ubus.c netifd_add_dynamic keeps the caller's
-# message as the config, proto-shell.c proto_shell_handler prints it with blobmsg_format_json, which
-# writes a double as "%lf": 1480.5 arrives as 1480.500000).
+# message as the config, proto-shell.c proto_shell_handler prints it with blobmsg_format_json), so any
+# JSON type the caller used.  A UCI interface cannot: a UCI list for a string option is left out
+# (netifd config.c / uci blob.c uci_to_blob: `if (o->type == UCI_TYPE_LIST) continue;`).
 MISTYPED = [
     ({"peeraddr": ["198.51.100.1"]}, "INVALID_PEER_ADDRESS", "peeraddr"),
     ({"peeraddr": 3325256705}, "INVALID_PEER_ADDRESS", "peeraddr"),

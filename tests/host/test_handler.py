@@ -15,7 +15,8 @@ import sys
 
 import pytest
 
-from netifd_policy import UBUS_INVALID_ARGUMENT, Interface, check_notify
+import handler_shim
+from netifd_policy import UBUS_INVALID_ARGUMENT, Interface
 from sixbroker import plan
 from sixbroker.broker import routerconf
 from ubusd_fake import FakeUbusd
@@ -89,51 +90,21 @@ def staged_mpy(tmp_path_factory):
     yield lib
 
 
-def netifd_objects(model=None, extra=()):
-    """What netifd answers for the interfaces of the namespace above (ubus.c netifd_dump_status); the
-    handler's own interface is model (tests/netifd_policy.py Interface), which keeps what it is told."""
+def netifd_interfaces():
+    """What netifd answers for the interfaces of the namespace above (ubus.c netifd_dump_status)."""
     wan = {"interface": "wan", "up": True, "proto": "dhcp", "l3_device": "wan0", "device": "wan0",
            "ipv4-address": [{"address": WAN_IP, "mask": 24}]}
     wanppp = {"interface": "wanppp", "up": True, "proto": "pppoe", "l3_device": "pppoe-wan",
               "device": "eth1", "ipv4-address": [{"address": "192.0.2.50", "mask": 32}]}
     down = {"interface": "wwan", "up": False, "proto": "dhcp"}
-    model = model or Interface("wan6")
-    interfaces = [wan, wanppp, down] + list(extra)
-
-    def notify(call):
-        return model.notify(call.data)
-
-    def dump(call):
-        return {"interface": interfaces + [model.status()]}
-
-    objects = {
-        "network.interface": {"notify_proto": notify, "dump": dump},
-        "network.interface.wan": {"status": wan},
-        "network.interface.wanppp": {"status": wanppp},
-        "network.interface.wwan": {"status": down},
-        "network.interface." + model.name: {"status": lambda call: model.status()},
-    }
-    for st in extra:
-        objects["network.interface." + st["interface"]] = {"status": st}
-    return objects
+    return [wan, wanppp, down]
 
 
-def run_handler(interp, config, action="setup", iface="wan6", model=None, run_dir=None, extra=()):
+def run_handler(interp, config, action="setup", iface="wan6", model=None):
     # the shim would fall back to /usr/bin/python3: make sure the interpreter under test is the one it finds
     assert os.access(INTERPRETERS[interp], os.X_OK), INTERPRETERS[interp]
-    model = model or Interface(iface)
-    with FakeUbusd(netifd_objects(model, extra)) as ub:
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SIXBROKER_PYTHON": INTERPRETERS[interp],
-               "SIXBROKER_LIB": LIBS[interp], "SIXBROKER_RUN_DIR": run_dir or RUN_DIR}
-        env.update(ub.env())
-        argv = ["ip", "netns", "exec", NS, "busybox", "sh", "./sixbroker.sh", "sixbroker", action, iface,
-                json.dumps(config)]
-        proc = subprocess.run(argv, cwd=PROTO_DIRS[interp], env=env, capture_output=True, text=True, timeout=60)
-        assert ub.errors == []
-        sent = [c for c in ub.calls if c.method == "notify_proto"]
-    for c in sent:
-        assert check_notify(c.data) == [], (c.data, check_notify(c.data))
-    return proc, [c.data for c in sent]
+    return handler_shim.run(INTERPRETERS[interp], NS, config, netifd_interfaces(), model, iface, action,
+                            RUN_DIR, LIBS[interp], PROTO_DIRS[interp])
 
 
 @pytest.fixture(autouse=True)
@@ -399,7 +370,7 @@ def test_long_config_reaches_the_handler(router_ns, interp):
 
 @both
 def test_config_that_is_not_json_is_an_internal_error(router_ns, interp):
-    with FakeUbusd(netifd_objects()) as ub:
+    with FakeUbusd(handler_shim.netifd_objects(Interface("wan6"), netifd_interfaces())) as ub:
         env = {"PATH": "/usr/bin:/bin", "SIXBROKER_PYTHON": INTERPRETERS[interp], "SIXBROKER_LIB": LIBS[interp]}
         env.update(ub.env())
         proc = subprocess.run(["busybox", "sh", "./sixbroker.sh", "sixbroker", "setup", "wan6", "{not json"],
