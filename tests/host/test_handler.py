@@ -371,13 +371,17 @@ def test_long_config_reaches_the_handler(router_ns, interp):
 @both
 def test_config_that_is_not_json_is_an_internal_error(router_ns, interp):
     with FakeUbusd(handler_shim.netifd_objects(Interface("wan6"), netifd_interfaces())) as ub:
-        env = {"PATH": "/usr/bin:/bin", "SIXBROKER_PYTHON": INTERPRETERS[interp], "SIXBROKER_LIB": LIBS[interp]}
+        env = {"PATH": "/usr/bin:/bin", "SIXBROKER_PYTHON": INTERPRETERS[interp], "SIXBROKER_LIB": LIBS[interp],
+               "SIXBROKER_RUN_DIR": RUN_DIR}
         env.update(ub.env())
         proc = subprocess.run(["busybox", "sh", "./sixbroker.sh", "sixbroker", "setup", "wan6", "{not json"],
                               cwd=PROTO_DIRS[interp], env=env, capture_output=True, text=True, timeout=60)
         sent = [c.data for c in ub.calls if c.method == "notify_proto"]
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert sent == [{"action": 3, "interface": "wan6", "error": ["INTERNAL_ERROR", "", "netifd passed no JSON object"]}]
+    # a bug is retried as rarely as a lasting failure, not at once (netifd's own retry)
+    assert sent == [{"action": 3, "interface": "wan6",
+                     "error": ["INTERNAL_ERROR", "", "netifd passed no JSON object", "next try in 30 s"]},
+                    {"action": 1, "interface": "wan6", "command": ["/bin/sleep", "30"]}]
 
 
 @both
