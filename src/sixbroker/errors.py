@@ -44,16 +44,21 @@ CODES = {
     "INVALID_DEVICE": "The tunnel device name must be 1 to 15 letters, digits, '-' or '_'",
     "UNKNOWN_OPTION": "Unknown option",
     "OPTION_NOT_LIST": "This option takes a list",
+    # the same two mistakes under codes of our own: LuCI's network.js predefines the old codes and keeps
+    # its own words for them (registerErrorCode refuses a known code), so LuCI shows these words only
+    # under these codes (see LUCI_PREDEFINED)
+    "PEER_ADDRESS_MISSING": "The broker address (peeraddr) is not set: give the IPv4 address or host name of your broker",
+    "PEER_NOT_RESOLVED": "The broker's host name (peeraddr) has no IPv4 address in DNS",
     # setup time (the environment, not the configuration)
     "PEER_RESOLVE_FAIL": "The peer's host name (peeraddr) did not resolve to an IPv4 address",
-    "PEER_NOT_FOUND": "The peer's host name (peeraddr) does not exist (NXDOMAIN): check its spelling",
-    "PEER_NO_IPV4": "The peer's host name (peeraddr) has no IPv4 address (no A record): 6in4 needs one",
     "NO_LOCAL_ADDRESS": "No local IPv4 address: the underlying interface has none, or there is no route to the peer",
     "TUNLINK_NOT_UP": "The underlying interface (tunlink) is not up",
-    "TUNLINK_UNKNOWN": "The underlying interface (tunlink) names no interface netifd knows",
     "DEVICE_IN_USE": "The tunnel device name (device) is taken by a device that is not a sit tunnel, or by another interface's tunnel",
-    "UPDATE_REFUSED": "netifd refused the tunnel (it could not create or claim the sit device): see the system log",
     "UBUS_FAIL": "Could not talk to netifd over ubus",
+    "PEER_NOT_FOUND": "The peer's host name (peeraddr) does not exist (NXDOMAIN): check its spelling",
+    "PEER_NO_IPV4": "The peer's host name (peeraddr) has no IPv4 address (no A record): 6in4 needs one",
+    "TUNLINK_UNKNOWN": "The underlying interface (tunlink) names no interface netifd knows",
+    "UPDATE_REFUSED": "netifd refused the tunnel (it could not create or claim the sit device): see the system log",
     "INTERNAL_ERROR": "Internal error (a bug in sixbroker): see the system log",
     # UCI files (/etc/config/*)
     "UCI_PARSE": "A UCI configuration file could not be read",
@@ -98,6 +103,15 @@ CODES = {
     "CONFIG_NOT_FOUND": "The configuration file cannot be read",
     "NO_TUNNELS": "The configuration has no enabled `config tunnel` section",
 }
+
+
+# The codes LuCI's network.js defines itself (its proto_errors table, openwrt/luci
+# modules/luci-base/htdocs/luci-static/resources/network.js): Network -> Interfaces shows LuCI's words
+# for them whatever a protocol registers.  Ours among them -> the code that carries our words.
+LUCI_PREDEFINED = ("CONNECT_FAILED", "INVALID_ADDRESS", "INVALID_GATEWAY", "INVALID_LOCAL_ADDRESS",
+                   "MISSING_ADDRESS", "MISSING_PEER_ADDRESS", "NO_DEVICE", "NO_IFACE", "NO_IFNAME",
+                   "NO_WAN_ADDRESS", "NO_WAN_LINK", "PEER_RESOLVE_FAIL", "PIN_FAILED")
+LUCI_REPLACEMENTS = {"MISSING_PEER_ADDRESS": "PEER_ADDRESS_MISSING", "PEER_RESOLVE_FAIL": "PEER_NOT_RESOLVED"}
 
 
 class SixbrokerError(Exception):

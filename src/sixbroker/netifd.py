@@ -9,7 +9,7 @@ proto-shell.c and system.c to the letter: netifd drops a mistyped attribute with
 import sys
 
 from sixbroker import options, plan as planmod
-from sixbroker.errors import SixbrokerError, ConfigErrors
+from sixbroker.errors import LUCI_REPLACEMENTS, SixbrokerError, ConfigErrors
 
 # notify_proto actions (proto-shell.c, enum proto_shell_notify... / netifd-proto.sh)
 UPDATE, RUN_TASK, KILL_TASK, ERROR, BLOCK_RESTART, SET_AVAILABLE, HOST_DEP, SETUP_FAILED = range(8)
@@ -223,7 +223,16 @@ def setup(interface, config, bus, fingerprint=""):
     return 0
 
 
+def for_netifd(err):
+    """The error under the code netifd keeps: LuCI shows its own words for the codes it defines itself
+    (network.js proto_errors; registerErrorCode does not replace them), so ours travel under codes of
+    our own (errors.LUCI_REPLACEMENTS)."""
+    code = LUCI_REPLACEMENTS.get(err.code)
+    return err if code is None else SixbrokerError(code, err.detail, err.option)
+
+
 def _refuse(bus, interface, errors):
+    errors = [for_netifd(e) for e in errors]
     for err in errors:
         log(interface + ": " + err.code + ": " + err.text)
     for err in errors:
@@ -237,6 +246,7 @@ def _refuse(bus, interface, errors):
 def _retry_later(bus, interface, err, fingerprint):
     kind = "passing" if err.code in PASSING else "lasting"
     delay = _next_delay(interface, err.code, fingerprint, kind)
+    err = for_netifd(err)
     log("%s: %s: %s; next try in %d s" % (interface, err.code, err.text, delay))
     _send(bus, error_message(interface, err, delay))
     if _send(bus, {"action": RUN_TASK, "interface": interface, "command": [SLEEP, str(delay)]}) is not None:

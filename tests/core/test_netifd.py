@@ -88,7 +88,16 @@ def test_every_configuration_error_is_its_own_action_3():
     rc, sent = run({"ip6addr": "2001:db8::b", "ttl": "0"})
     assert [m["action"] for m in sent] == [3, 3, 3, 4]
     assert [m["error"][:2] for m in sent[:3]] == [
-        ["MISSING_PEER_ADDRESS", "peeraddr"], ["IP6ADDR_NEEDS_LENGTH", "ip6addr"], ["INVALID_TTL", "ttl"]]
+        ["PEER_ADDRESS_MISSING", "peeraddr"], ["IP6ADDR_NEEDS_LENGTH", "ip6addr"], ["INVALID_TTL", "ttl"]]
+
+
+def test_codes_luci_words_itself_travel_under_ours():
+    # LuCI's network.js defines MISSING_PEER_ADDRESS and PEER_RESOLVE_FAIL with its own words, and
+    # registerErrorCode cannot replace them
+    rc, sent = run({"ip6addr": "2001:db8::b/127"})
+    assert sent[0]["error"][:2] == ["PEER_ADDRESS_MISSING", "peeraddr"]
+    assert netifd.for_netifd(SixbrokerError("PEER_RESOLVE_FAIL", "x", "peeraddr")).code == "PEER_NOT_RESOLVED"
+    assert netifd.for_netifd(SixbrokerError("INVALID_TTL", "0", "ttl")).code == "INVALID_TTL"
 
 
 def test_tunlink_down_is_retried_after_a_delay():

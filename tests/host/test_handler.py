@@ -194,7 +194,7 @@ def retried(sent, code, option, delay):
 # IPv4 address is a lasting mistake (30 s, then longer); no answer from the server is passing (5 s).
 RESOLVER_ANSWERS = [("typo.example.net", "PEER_NOT_FOUND", 30),      # NXDOMAIN
                     ("v6only.example.net", "PEER_NO_IPV4", 30),      # NOERROR, no A record
-                    ("broken.example.net", "PEER_RESOLVE_FAIL", 5)]  # SERVFAIL
+                    ("broken.example.net", "PEER_NOT_RESOLVED", 5)]  # SERVFAIL (PEER_RESOLVE_FAIL)
 
 
 @both
@@ -308,7 +308,8 @@ def test_tunlink_naming_no_interface_is_lasting(router_ns, interp):
 
 
 CONFIG_ERRORS = [
-    ({"ip6addr": "2001:db8:5b10::b/127"}, "MISSING_PEER_ADDRESS", "peeraddr"),
+    # MISSING_PEER_ADDRESS: LuCI words that code itself, so netifd gets ours (errors.LUCI_REPLACEMENTS)
+    ({"ip6addr": "2001:db8:5b10::b/127"}, "PEER_ADDRESS_MISSING", "peeraddr"),
     (dict(SEED, peeraddr="2001:db8::1"), "PEER_NOT_IPV4", "peeraddr"),
     (dict(SEED, ip6addr="2001:db8:5b10::b"), "IP6ADDR_NEEDS_LENGTH", "ip6addr"),
     (dict(SEED, ip6prefix=["2001:db8:5b10::/48"]), "PREFIX_OVERLAPS_TUNNEL", "ip6prefix"),

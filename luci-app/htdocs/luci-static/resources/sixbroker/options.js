@@ -52,14 +52,16 @@ var ERRORS = {
 	UNKNOWN_OPTION: _('Unknown option'),
 	OPTION_NOT_LIST: _('This option takes a list'),
 	PEER_RESOLVE_FAIL: _('The peer\'s host name (peeraddr) did not resolve to an IPv4 address'),
-	PEER_NOT_FOUND: _('The peer\'s host name (peeraddr) does not exist (NXDOMAIN): check its spelling'),
-	PEER_NO_IPV4: _('The peer\'s host name (peeraddr) has no IPv4 address (no A record): 6in4 needs one'),
+	PEER_ADDRESS_MISSING: _('The broker address (peeraddr) is not set: give the IPv4 address or host name of your broker'),
+	PEER_NOT_RESOLVED: _('The broker\'s host name (peeraddr) has no IPv4 address in DNS'),
 	NO_LOCAL_ADDRESS: _('No local IPv4 address: the underlying interface has none, or there is no route to the peer'),
 	TUNLINK_NOT_UP: _('The underlying interface (tunlink) is not up'),
-	TUNLINK_UNKNOWN: _('The underlying interface (tunlink) names no interface netifd knows'),
 	DEVICE_IN_USE: _('The tunnel device name (device) is taken by a device that is not a sit tunnel, or by another interface\'s tunnel'),
-	UPDATE_REFUSED: _('netifd refused the tunnel (it could not create or claim the sit device): see the system log'),
 	UBUS_FAIL: _('Could not talk to netifd over ubus'),
+	PEER_NOT_FOUND: _('The peer\'s host name (peeraddr) does not exist (NXDOMAIN): check its spelling'),
+	PEER_NO_IPV4: _('The peer\'s host name (peeraddr) has no IPv4 address (no A record): 6in4 needs one'),
+	TUNLINK_UNKNOWN: _('The underlying interface (tunlink) names no interface netifd knows'),
+	UPDATE_REFUSED: _('netifd refused the tunnel (it could not create or claim the sit device): see the system log'),
 	INTERNAL_ERROR: _('Internal error (a bug in sixbroker): see the system log')
 };
 
