@@ -244,6 +244,7 @@ def _refuse(bus, interface, errors):
 
 
 def _retry_later(bus, interface, err, fingerprint):
+    # what is not known to pass (LASTING, an internal error) waits the long delays
     kind = "passing" if err.code in PASSING else "lasting"
     delay = _next_delay(interface, err.code, fingerprint, kind)
     err = for_netifd(err)
@@ -257,7 +258,9 @@ def _retry_later(bus, interface, err, fingerprint):
 
 def _failures_file(interface):
     import os
-    return (os.getenv("SIXBROKER_RUN_DIR") or RUN_DIR) + "/" + interface + ".failures"
+    # a dynamic interface's name is whatever the ubus caller chose: keep it inside the directory
+    name = interface if options.is_file_name(interface) else "%04x" % options.name_hash(interface)
+    return (os.getenv("SIXBROKER_RUN_DIR") or RUN_DIR) + "/" + name + ".failures"
 
 
 def _next_delay(interface, code, fingerprint, kind):
@@ -276,7 +279,7 @@ def _next_delay(interface, code, fingerprint, kind):
         pass
     first, most = DELAYS[kind]
     delay = first
-    for _ in range(count):
+    for _ in range(min(count, 32)):     # 2 ** 32 times any first delay is past any most
         delay = min(delay * 2, most)
     try:
         os.mkdir(path.rsplit("/", 1)[0])

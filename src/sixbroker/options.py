@@ -63,6 +63,11 @@ def _is_name(text, extra):
     return True
 
 
+def is_file_name(text):
+    """Letters, digits, '_', '-' and inner dots: safe as one path component."""
+    return _is_name(text, "_-.") and text[0] != "." and len(text) <= 64
+
+
 def is_hostname(text):
     """RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens."""
     if not text or len(text) > 253:

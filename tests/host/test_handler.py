@@ -17,7 +17,7 @@ import pytest
 
 import handler_shim
 from netifd_policy import UBUS_INVALID_ARGUMENT, Interface
-from sixbroker import plan
+from sixbroker import options, plan
 from sixbroker.broker import routerconf
 from ubusd_fake import FakeUbusd
 
@@ -283,6 +283,16 @@ def test_delays_grow_across_setups_and_start_over(router_ns, interp):
     assert run_handler(interp, SEED)[0].returncode == 0
     proc, sent = run_handler(interp, dict(SEED, tunlink="wwan", ttl="63"))
     assert sent[1]["command"] == ["/bin/sleep", "5"]
+
+
+@both
+def test_failures_of_an_odd_interface_name_stay_in_the_run_directory(router_ns, interp):
+    # a dynamic interface (ubus call network add_dynamic) may have any name
+    for _ in range(2):
+        proc, sent = run_handler(interp, dict(SEED, tunlink="wwan"), iface="../escape")
+    assert sent[1]["command"] == ["/bin/sleep", "10"]
+    assert os.listdir(RUN_DIR) == ["%04x.failures" % options.name_hash("../escape")]
+    assert not os.path.exists(os.path.join(os.path.dirname(RUN_DIR), "escape.failures"))
 
 
 @both
