@@ -364,3 +364,29 @@ def test_handler_reads_netifd_config_with_repeated_keys():
     assert text.count('"mtu"') == 2 and text.count('"metric"') == 1
     o = options.validate(json.loads(text))
     assert (o.mtu, o.defaultroute, o.metric) == (1400, False, 10)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The error list netifd keeps (tests/netifd_policy.py Interface, which the handler tests answer with).
+
+def test_each_action_3_is_one_more_error_until_the_next_setup():
+    # proto-shell.c proto_shell_notify_error -> interface.c interface_add_error (list_add_tail); only
+    # interface_set_up from down (interface_clear_errors), a reload or a removal clears the list
+    model = P.Interface(IFACE)
+    for err in (["INVALID_TTL", "ttl", "0"], ["INVALID_MTU", "mtu", "x"], ["UPDATE_REFUSED"]):
+        assert model.notify({"action": 3, "interface": IFACE, "error": err}) == P.UBUS_OK
+    assert model.status()["errors"] == [
+        {"subsystem": "sixbroker", "code": "INVALID_TTL", "data": ["ttl", "0"]},
+        {"subsystem": "sixbroker", "code": "INVALID_MTU", "data": ["mtu", "x"]},
+        {"subsystem": "sixbroker", "code": "UPDATE_REFUSED"}]      # ubus.c: no data array when empty
+    model.set_up()
+    assert "errors" not in model.status()
+
+
+@pytest.mark.parametrize("error", [["A"] * 16, ["A", 5], [], "A"])
+def test_an_error_netifd_refuses_is_not_kept(error):
+    # data[16]: n_data + 1 == 16 fails; every item must be a string; an empty list fails
+    model = P.Interface(IFACE)
+    assert model.notify({"action": 3, "interface": IFACE, "error": error}) == P.UBUS_INVALID_ARGUMENT
+    assert "errors" not in model.status()
+    assert model.notify({"action": 3, "interface": IFACE, "error": ["A"] * 15}) == P.UBUS_OK
