@@ -16,6 +16,9 @@ ZONE = {
     "broker.example.net": {A: "203.0.113.10"},
     "v6only.example.net": {AAAA: "2001:db8::10"},       # an A query gets NOERROR with no answer (NODATA)
     "broken.example.net": SERVFAIL,                      # the server cannot answer now
+    # an A query answered NXDOMAIN, an AAAA query with an address: glibc then says EAI_NONAME for an IPv4
+    # lookup, as musl (OpenWrt) says for any name without an A record
+    "v6only-nx.example.net": {A: NXDOMAIN, AAAA: "2001:db8::11"},
 }                                                        # any other name: NXDOMAIN
 
 
@@ -35,7 +38,9 @@ def answer(msg):
     entry = ZONE.get(name.rstrip("."), NXDOMAIN)
     records = []
     rcode = entry if isinstance(entry, int) else NOERROR
-    if isinstance(entry, dict) and qtype in entry:
+    if isinstance(entry, dict) and isinstance(entry.get(qtype), int):
+        rcode = entry[qtype]
+    elif isinstance(entry, dict) and qtype in entry:
         family = socket.AF_INET if qtype == A else socket.AF_INET6
         rdata = socket.inet_pton(family, entry[qtype])
         # the owner name as a pointer to the question's name at offset 12

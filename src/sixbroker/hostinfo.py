@@ -9,9 +9,10 @@ from sixbroker import addr
 from sixbroker.errors import SixbrokerError
 
 
-# getaddrinfo's answers (<netdb.h>; the same numbers in glibc and musl, OpenWrt's libc).  musl's
-# lookup_name.c name_from_dns: an NXDOMAIN gives EAI_NONAME, a name with no A record EAI_NODATA, a
-# SERVFAIL or no answer EAI_AGAIN, another refusal (REFUSED, FORMERR) EAI_FAIL.
+# getaddrinfo's answers (<netdb.h>; the same numbers in glibc and musl, OpenWrt's libc).  glibc: an
+# NXDOMAIN gives EAI_NONAME, a name without an A record EAI_NODATA.  musl (lookup_name.c name_from_dns)
+# gives EAI_NONAME for both, so a name that has IPv6 addresses is asked about once more.  Both: a
+# SERVFAIL or no answer is EAI_AGAIN, another refusal (REFUSED, FORMERR) EAI_FAIL.
 EAI_NONAME = -2
 EAI_AGAIN = -3
 EAI_NODATA = -5
@@ -30,6 +31,8 @@ def resolve_ipv4(host):
         infos = socket.getaddrinfo(host, 0, socket.AF_INET)
     except OSError as e:
         code = _RESOLVE_CODES.get(_eai(e), "PEER_RESOLVE_FAIL")
+        if code == "PEER_NOT_FOUND" and _has_ipv6(socket, host):
+            code = "PEER_NO_IPV4"
         raise SixbrokerError(code, host + ": " + str(e), "peeraddr")
     for info in infos:
         sa = info[4]
@@ -40,6 +43,13 @@ def resolve_ipv4(host):
             b = raw[1]
             return addr.Address(4, (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3])
     raise SixbrokerError("PEER_NO_IPV4", host, "peeraddr")
+
+
+def _has_ipv6(socket, host):
+    try:
+        return bool(socket.getaddrinfo(host, 0, getattr(socket, "AF_INET6", 10)))
+    except OSError:
+        return False
 
 
 def _eai(e):

@@ -194,6 +194,7 @@ def retried(sent, code, option, delay):
 # IPv4 address is a lasting mistake (30 s, then longer); no answer from the server is passing (5 s).
 RESOLVER_ANSWERS = [("typo.example.net", "PEER_NOT_FOUND", 30),      # NXDOMAIN
                     ("v6only.example.net", "PEER_NO_IPV4", 30),      # NOERROR, no A record
+                    ("v6only-nx.example.net", "PEER_NO_IPV4", 30),   # EAI_NONAME, yet AAAA records
                     ("broken.example.net", "PEER_NOT_RESOLVED", 5)]  # SERVFAIL (PEER_RESOLVE_FAIL)
 
 
