@@ -103,7 +103,10 @@ def error_message(interface, err, retry=None):
     error: [CODE, option, detail] ("" where there is none), then "next try in N s" when netifd will
     try again by itself.
     """
-    error = [err.code, err.option or "", str(err.detail) if err.detail is not None else ""]
+    # a NUL cannot travel in a blobmsg string (ubus refuses the whole message): the detail quotes the
+    # user's value, which a dynamic interface's JSON may give one
+    detail = str(err.detail).replace("\0", "\\0") if err.detail is not None else ""
+    error = [err.code, err.option or "", detail]
     if retry is not None:
         error.append("next try in %d s" % retry)
     return {"action": ERROR, "interface": interface, "error": error}

@@ -177,3 +177,8 @@ def test_config_json_rejects_what_json_rejects():
         with pytest.raises(ValueError):
             netifd.loads(text)
 
+
+
+def test_a_nul_in_the_users_value_still_reaches_netifd():
+    rc, sent = run(dict(SEED, ttl="6\u00004"))
+    assert sent[0]["error"] == ["INVALID_TTL", "ttl", "6\\04"]

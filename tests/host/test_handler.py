@@ -364,7 +364,9 @@ def test_each_mistake_is_one_error_netifd_keeps(router_ns, interp):
 def test_mistyped_json_from_netifd_is_the_options_code(router_ns, interp):
     # issue 11 item 7: these were INTERNAL_ERROR (a TypeError), retried at once
     for change, code in (({"mtu": 1480.5}, "INVALID_MTU"), ({"zone": ["wan", "lan"]}, "INVALID_ZONE"),
-                         ({"tos": ["10"]}, "INVALID_TOS"), ({"tunlink": ["wan"]}, "INVALID_TUNLINK")):
+                         ({"tos": ["10"]}, "INVALID_TOS"), ({"tunlink": ["wan"]}, "INVALID_TUNLINK"),
+                         # a NUL in a blobmsg string makes ubus refuse the whole message
+                         ({"ttl": "6\u00004"}, "INVALID_TTL")):
         proc, sent = run_handler(interp, dict(SEED, **change))
         assert [m["action"] for m in sent] == [3, 4], (change, sent)
         assert sent[0]["error"][0] == code and "Traceback" not in proc.stderr
