@@ -744,3 +744,75 @@ def netifd_config_json(section, dump):
             if value is not None:
                 pairs.append((name, value))
     return "{" + ", ".join(json.dumps(k) + ": " + json.dumps(v) for k, v in pairs) + "}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# One interface's state as netifd keeps it while a protocol handler runs, for the fake ubusd to answer
+# notify_proto and status with.  Transcribed from openwrt/netifd at 02dd2f2 (proto-shell.c, index id
+# 19830955791) and 01901f4 (interface.c, index id 19931711362), ubus.c netifd_add_interface_errors.
+
+UBUS_OK, UBUS_INVALID_ARGUMENT, UBUS_NOT_FOUND, UBUS_PERMISSION_DENIED, UBUS_UNKNOWN_ERROR = 0, 2, 4, 6, 9
+
+
+class Interface:
+    """What a handler's notify_proto calls leave behind in netifd.
+
+    errors: interface.c interface_add_error appends one {subsystem, code, data} per action 3 (the
+    subsystem is the protocol's name, proto_shell_notify_error); nothing but interface_set_up (from
+    down, the next setup), a configuration reload and the interface's removal clears the list.
+    refuse_update: the ubus status proto_shell_update_link answers an update with (INVALID_ARGUMENT
+    when the tunnel device could not be created, UNKNOWN_ERROR when device_claim failed), or None.
+    """
+
+    def __init__(self, name, proto="sixbroker", refuse_update=None):
+        self.name = name
+        self.proto = proto
+        self.refuse_update = refuse_update
+        self.errors = []
+        self.autostart = True
+        self.up = False
+        self.pending = True         # IFS_SETUP: set_up() ran the setup that now talks to us
+        self.tasks = []             # proto tasks started (action 1): their argv
+        self.setup_failed = False   # action 7 seen: netifd tears down (and sets up again if autostart)
+        self.l3_device = None
+        self.data = {}
+
+    def set_up(self):
+        """interface.c interface_set_up from IFS_DOWN: errors cleared, then the handler's setup."""
+        self.errors = []
+        self.autostart = True
+        self.up, self.pending, self.setup_failed, self.tasks = False, True, False, []
+
+    def notify(self, msg):
+        """proto-shell.c proto_shell_notify: the ubus status for one notify_proto message."""
+        if check_notify(msg):
+            return UBUS_INVALID_ARGUMENT
+        action = msg["action"]
+        if action == 0:
+            if self.refuse_update is not None:
+                return self.refuse_update
+            self.up, self.pending = True, False
+            self.l3_device = msg.get("ifname")
+            self.data.update(msg.get("data") or {})
+        elif action == 1:
+            self.tasks.append(list(msg["command"]))
+        elif action == 3:
+            # proto_shell_notify_error: data[16], n_data + 1 == 16 fails; every item a string
+            items = msg["error"]
+            self.errors.append({"subsystem": self.proto, "code": items[0], "data": list(items[1:])})
+        elif action == 4:
+            self.autostart = False
+        elif action == 7:
+            self.setup_failed = True
+        return UBUS_OK
+
+    def status(self):
+        """ubus.c netifd_handle_status, the parts a handler's messages change."""
+        st = {"interface": self.name, "up": self.up, "pending": self.pending, "autostart": self.autostart,
+              "proto": self.proto, "data": dict(self.data)}
+        if self.l3_device:
+            st["l3_device"] = self.l3_device
+        if self.errors:
+            # netifd_add_interface_errors: "data" only when there is some
+            st["errors"] = [dict((k, v) for k, v in e.items() if k != "data" or v) for e in self.errors]
+        return st

@@ -9,14 +9,28 @@ proto-shell.c and system.c to the letter: netifd drops a mistyped attribute with
 import sys
 
 from sixbroker import options, plan as planmod
-from sixbroker.errors import SixbrokerError, ConfigErrors
+from sixbroker.errors import LUCI_REPLACEMENTS, SixbrokerError, ConfigErrors
 
 # notify_proto actions (proto-shell.c, enum proto_shell_notify... / netifd-proto.sh)
 UPDATE, RUN_TASK, KILL_TASK, ERROR, BLOCK_RESTART, SET_AVAILABLE, HOST_DEP, SETUP_FAILED = range(8)
 
-# Errors of the environment rather than the configuration: let netifd try again later.
-TRANSIENT = ("PEER_RESOLVE_FAIL", "NO_LOCAL_ADDRESS", "TUNLINK_NOT_UP", "UBUS_FAIL")
-RETRY_DELAY = 5     # seconds; netifd re-runs a failed setup at once, this keeps it from spinning
+# Failures of the environment, not of the configuration: netifd tries again after a delay.  PASSING ones
+# usually heal within seconds (the WAN or the resolver is still coming up); LASTING ones wait for someone
+# to act (a misspelt host name, one with only IPv6 addresses, a tunlink naming no interface, netifd
+# unable to create the sit device) and back off much further.  Every other error is the configuration's:
+# netifd is told not to restart (action 4) until the next ifup or configuration change.
+PASSING = ("PEER_RESOLVE_FAIL", "NO_LOCAL_ADDRESS", "TUNLINK_NOT_UP", "UBUS_FAIL")
+LASTING = ("PEER_NOT_FOUND", "PEER_NO_IPV4", "TUNLINK_UNKNOWN", "UPDATE_REFUSED")
+# seconds: the first delay and the most, doubling in between (5 10 20 40 60 60 ...; 30 60 ... 3600)
+DELAYS = {"passing": (5, 60), "lasting": (30, 3600)}
+# The delay is a proto task (action 1) of netifd's: `sleep N`, and when it ends netifd tears the
+# interface down and sets it up again (proto-shell.c proto_shell_task_finish: a proto task ending in
+# S_SETUP runs teardown; interface.c then calls interface_set_up, which clears the errors).  Setup itself
+# exits at once: no interpreter waits in memory, and ifdown meanwhile just kills the sleep
+# (proto_shell_handler: teardown runs when no script is pending, then the task gets SIGTERM).
+SLEEP = "/bin/sleep"
+# Failures in a row survive setup re-runs (netifd runs a fresh process each time), not a reboot.
+RUN_DIR = "/var/run/sixbroker"
 
 
 def update_message(interface, plan, local_from="option"):
@@ -80,11 +94,22 @@ def fw4_rule(r):
     return out
 
 
-MAX_ERRORS = 15    # proto-shell.c refuses an error list of 16 or more entries whole
+def error_message(interface, err, retry=None):
+    """One action 3 for one mistake.  netifd keeps each call as one entry of the interface's error list
+    (proto-shell.c proto_shell_notify_error -> interface.c interface_add_error: code = error[0],
+    data = the rest), and LuCI shows one line per entry, by its code (network.js getErrors); a list
+    of codes in one call would show only the first.
 
-
-def error_message(interface, codes):
-    return {"action": ERROR, "interface": interface, "error": list(codes)[:MAX_ERRORS]}
+    error: [CODE, option, detail] ("" where there is none), then "next try in N s" when netifd will
+    try again by itself.
+    """
+    # a NUL cannot travel in a blobmsg string (ubus refuses the whole message): the detail quotes the
+    # user's value, which a dynamic interface's JSON may give one
+    detail = str(err.detail).replace("\0", "\\0") if err.detail is not None else ""
+    error = [err.code, err.option or "", detail]
+    if retry is not None:
+        error.append("next try in %d s" % retry)
+    return {"action": ERROR, "interface": interface, "error": error}
 
 
 def simple_message(interface, action):
@@ -146,11 +171,14 @@ def setup_messages(interface, config, bus):
     peer = opts.peer if opts.peer is not None else hostinfo.resolve_ipv4(opts.peer_host)
     local, device, via, local_from = local_facts(bus, opts, peer)
     name = options.device_name(interface, opts.device)
-    if hostinfo.device_in_use(name):
-        # netifd deletes whatever holds the name before it creates the tunnel (system_add_ip_tunnel)
-        raise SixbrokerError("DEVICE_IN_USE", name, "device")
+    taken = hostinfo.device_taken(name, bus, interface)
+    if taken:
+        raise SixbrokerError("DEVICE_IN_USE", taken, "device")
     link_mtu = hostinfo.device_mtu(device) if device else None
     p = planmod.router(opts, interface, peer, local, name, link_mtu, link=via, link_device=device)
+    if opts.mtu and p["tunnel"]["mtu"] < opts.mtu:
+        log("%s: mtu %d lowered to %d: %s has MTU %d, less the outer IPv4 header" % (
+            interface, opts.mtu, p["tunnel"]["mtu"], device, link_mtu))
     # The dependency without a host: netifd still re-runs setup when `via` goes down and up, but adds no
     # /32 route to the peer, which it would leave behind after ifdown (interface_ip_add_target_route puts
     # it on the WAN's host_routes, flushed only when the WAN goes down).  tunnel.link pins the outer
@@ -173,27 +201,23 @@ def local_facts(bus, opts, peer):
     return local, device, via, local_from
 
 
-def setup(interface, config, bus):
+def setup(interface, config, bus, fingerprint=""):
+    """fingerprint: the config as netifd passed it; a changed configuration starts the delays over."""
     try:
         p, msgs = setup_messages(interface, config, bus)
     except ConfigErrors as e:
-        for err in e.errors:
-            log(interface + ": " + err.code + ": " + err.text)
-        _send(bus, error_message(interface, e.codes()))
-        # a configuration error will not fix itself: stop netifd from retrying until the next ifup
-        _send(bus, simple_message(interface, BLOCK_RESTART))
-        return 1
+        return _refuse(bus, interface, e.errors)
     except SixbrokerError as e:
-        log(interface + ": " + e.code + ": " + e.text)
-        _send(bus, error_message(interface, [e.code]))
-        if e.code in TRANSIENT:
-            _pause()
-            _send(bus, simple_message(interface, SETUP_FAILED))
-        else:
-            _send(bus, simple_message(interface, BLOCK_RESTART))
-        return 1
+        if e.code in PASSING or e.code in LASTING:
+            return _retry_later(bus, interface, e, fingerprint)
+        return _refuse(bus, interface, [e])
     for m in msgs:
-        _send(bus, m)
+        failed = _send(bus, m)
+        if failed is not None and m["action"] == UPDATE:
+            # proto-shell.c proto_shell_update_link: INVALID_ARGUMENT when the device could not be
+            # created, UNKNOWN_ERROR when it could not be claimed (system_add_ip_tunnel failed)
+            return _retry_later(bus, interface, SixbrokerError("UPDATE_REFUSED", failed.text), fingerprint)
+    _forget_failures(interface)
     from sixbroker import hotplug
     hotplug.record(interface, msgs)     # what the hotplug script follows, in the shell
     t = p["tunnel"]
@@ -204,18 +228,92 @@ def setup(interface, config, bus):
     return 0
 
 
-def _pause():
+def for_netifd(err):
+    """The error under the code netifd keeps: LuCI shows its own words for the codes it defines itself
+    (network.js proto_errors; registerErrorCode does not replace them), so ours travel under codes of
+    our own (errors.LUCI_REPLACEMENTS)."""
+    code = LUCI_REPLACEMENTS.get(err.code)
+    return err if code is None else SixbrokerError(code, err.detail, err.option)
+
+
+def _refuse(bus, interface, errors):
+    errors = [for_netifd(e) for e in errors]
+    for err in errors:
+        log(interface + ": " + err.code + ": " + err.text)
+    for err in errors:
+        _send(bus, error_message(interface, err))
+    # a configuration error will not fix itself: stop netifd from retrying until the next ifup
+    _send(bus, simple_message(interface, BLOCK_RESTART))
+    _forget_failures(interface)
+    return 1
+
+
+def _retry_later(bus, interface, err, fingerprint):
+    # what is not known to pass (LASTING, an internal error) waits the long delays
+    kind = "passing" if err.code in PASSING else "lasting"
+    delay = _next_delay(interface, err.code, fingerprint, kind)
+    err = for_netifd(err)
+    log("%s: %s: %s; next try in %d s" % (interface, err.code, err.text, delay))
+    _send(bus, error_message(interface, err, delay))
+    if _send(bus, {"action": RUN_TASK, "interface": interface, "command": [SLEEP, str(delay)]}) is not None:
+        # no task, no wait: netifd tears down and sets up again at once
+        _send(bus, simple_message(interface, SETUP_FAILED))
+    return 1
+
+
+def _failures_file(interface):
     import os
-    import time
-    delay = os.getenv("SIXBROKER_RETRY_DELAY")
-    time.sleep(float(delay) if delay else RETRY_DELAY)
+    # a dynamic interface's name is whatever the ubus caller chose: keep it inside the directory
+    name = interface if options.is_file_name(interface) else "%04x" % options.name_hash(interface)
+    return (os.getenv("SIXBROKER_RUN_DIR") or RUN_DIR) + "/" + name + ".failures"
+
+
+def _next_delay(interface, code, fingerprint, kind):
+    """The delay after this failure: the first one after a success, a new kind of failure or a changed
+    configuration, then twice the last, up to the most.  Kept in a file: "<code> <hash> <count>"."""
+    import os
+    key = code + " " + "%04x" % options.name_hash(fingerprint)
+    path = _failures_file(interface)
+    count = 0
+    try:
+        with open(path) as f:
+            words = f.read().split()
+        if " ".join(words[:2]) == key:
+            count = int(words[2])
+    except (OSError, ValueError, IndexError):
+        pass
+    first, most = DELAYS[kind]
+    delay = first
+    for _ in range(min(count, 32)):     # 2 ** 32 times any first delay is past any most
+        delay = min(delay * 2, most)
+    try:
+        os.mkdir(path.rsplit("/", 1)[0])
+    except OSError:
+        pass        # there already; or read-only, and then every delay is the first
+    try:
+        with open(path, "w") as f:
+            f.write(key + " " + str(count + 1) + "\n")
+    except OSError:
+        pass
+    return delay
+
+
+def _forget_failures(interface):
+    import os
+    try:
+        os.remove(_failures_file(interface))
+    except OSError:
+        pass
 
 
 def _send(bus, msg):
+    """None when netifd took the message, else the error (logged)."""
     try:
         bus.call("network.interface", "notify_proto", msg)
     except SixbrokerError as e:
         log(msg["interface"] + ": UBUS_FAIL: " + e.text)
+        return e
+    return None
 
 
 def main(argv):
@@ -243,15 +341,11 @@ def main(argv):
         return 1
     try:
         if not isinstance(config, dict):
-            log(interface + ": INTERNAL_ERROR: netifd passed no JSON object")
-            _send(bus, error_message(interface, ["INTERNAL_ERROR"]))
-            return 1
-        return setup(interface, config, bus)
+            return _retry_later(bus, interface, SixbrokerError("INTERNAL_ERROR", "netifd passed no JSON object"), text)
+        return setup(interface, config, bus, text)
     except Exception as e:  # noqa: BLE001
-        log(interface + ": INTERNAL_ERROR: " + type(e).__name__ + ": " + str(e))
-        _send(bus, error_message(interface, ["INTERNAL_ERROR"]))
-        _send(bus, simple_message(interface, SETUP_FAILED))
-        return 1
+        # a bug: as rare a retry as a lasting failure, not netifd's immediate one
+        return _retry_later(bus, interface, SixbrokerError("INTERNAL_ERROR", type(e).__name__ + ": " + str(e)), text)
     finally:
         bus.close()
 

@@ -63,6 +63,11 @@ def _is_name(text, extra):
     return True
 
 
+def is_file_name(text):
+    """Letters, digits, '_', '-' and inner dots: safe as one path component."""
+    return _is_name(text, "_-.") and text[0] != "." and len(text) <= 64
+
+
 def is_hostname(text):
     """RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens."""
     if not text or len(text) > 253:
@@ -104,6 +109,54 @@ def _text(value):
     return value
 
 
+# The code a mistyped option gets.  A UCI interface reaches us typed by our dump (netifd config.c ->
+# uci blob.c: a string option given as a UCI list is left out, a list option given as text is split
+# into words), but a dynamic interface (ubus call network add_dynamic) reaches the handler with the
+# caller's JSON types unchanged (netifd ubus.c netifd_add_dynamic keeps the message as the config), so
+# any JSON type can arrive.
+TYPE_CODES = {
+    "peeraddr": "INVALID_PEER_ADDRESS", "ipaddr": "INVALID_IPADDR", "ip6addr": "INVALID_IP6ADDR",
+    "ip6gw": "INVALID_IP6GW", "ip6prefix": "OPTION_NOT_LIST", "tunlink": "INVALID_TUNLINK",
+    "mtu": "INVALID_MTU", "ttl": "INVALID_TTL", "tos": "INVALID_TOS",
+    "sourcerouting": "INVALID_SOURCEROUTING", "defaultroute": "INVALID_DEFAULTROUTE",
+    "metric": "INVALID_METRIC", "zone": "INVALID_ZONE", "device": "INVALID_DEVICE",
+}
+NUMBER_OPTIONS = ("mtu", "ttl", "metric")                 # text, or a JSON integer
+BOOL_OPTIONS = ("sourcerouting", "defaultroute")          # text, a JSON boolean or 0/1
+
+
+def json_kind(value):
+    if value is True or value is False:
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a fraction"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "a " + type(value).__name__
+
+
+def type_problem(name, value):
+    """Why value cannot be option name's, or None.  None (JSON null) counts as unset."""
+    if value is None or isinstance(value, str):
+        return None
+    if name in LIST_OPTIONS:
+        if isinstance(value, (list, tuple)):
+            return None         # the items are checked one by one
+    elif isinstance(value, int) and not (value is True or value is False):
+        if name in NUMBER_OPTIONS or name in BOOL_OPTIONS:
+            return None
+    elif value is True or value is False:
+        if name in BOOL_OPTIONS:
+            return None
+    return json_kind(value) + ", not " + ("a list or text" if name in LIST_OPTIONS else "text")
+
+
 class Options:
     """Validated options; addresses are sixbroker.addr objects."""
 
@@ -139,8 +192,17 @@ def validate(config, strict=False, extra=()):
     def err(code, option, detail=None):
         errors.append(SixbrokerError(code, detail, option))
 
+    # types first: a mistyped option gets its own code once, and nothing below looks at it (a list
+    # compares with text character by character, and would pass as a name)
+    mistyped = []
+    for name in OPTION_NAMES:
+        problem = type_problem(name, config.get(name))
+        if problem is not None:
+            err(TYPE_CODES[name], name, problem)
+            mistyped.append(name)
+
     def get(name):
-        v = config.get(name)
+        v = None if name in mistyped else config.get(name)
         if v is None or v == "":
             v = DEFAULTS.get(name)
         if name in LIST_OPTIONS:
@@ -233,13 +295,12 @@ def validate(config, strict=False, extra=()):
 
     # routed prefixes
     prefixes = get("ip6prefix") or []
-    if not isinstance(prefixes, (list, tuple)):
-        prefixes = [prefixes] if isinstance(prefixes, str) else None
-    if prefixes is None:
-        err("OPTION_NOT_LIST", "ip6prefix")
-        prefixes = []
+    if isinstance(prefixes, str):
+        prefixes = [prefixes]
     for text in prefixes:
-        text = _text(text)
+        if not isinstance(text, str):
+            err("INVALID_IP6PREFIX", "ip6prefix", json_kind(text) + " in the list, not text")
+            continue
         if not text or "/" not in text:
             code = "IP6PREFIX_NEEDS_LENGTH"
             try:
@@ -335,6 +396,8 @@ def validate(config, strict=False, extra=()):
         else:
             o.device = device
 
+    # a mistyped option counts as unset above: drop what that alone caused (MISSING_PEER_ADDRESS...)
+    errors = errors[:len(mistyped)] + [e for e in errors[len(mistyped):] if e.option not in mistyped]
     if errors:
         raise ConfigErrors(errors)
     return o

@@ -47,12 +47,18 @@ def _route(target, length, gateway, source=None, metric=None):
 
 
 def tunnel_mtu(option_mtu, link_mtu):
-    """The `mtu` option, else the underlying device's MTU less the outer IPv4 header."""
-    if option_mtu:
-        return option_mtu
+    """The underlying device's MTU less the outer IPv4 header, capped by the `mtu` option.
+
+    The option is a most, not a must: the broker prints its own MTU (1480) into every router's
+    configuration, and a router behind PPPoE (1492) must still send 1472-byte packets, not outer
+    packets its link cannot carry.  The broker keeps sending up to its MTU; netifd sets DF on the outer
+    packets (tunnel df, on by default), so the ISP's "fragmentation needed" lowers the path MTU the
+    VPS's sit device uses towards this router.  Without a known link: the option, else 1480.
+    """
     if link_mtu:
-        return max(link_mtu - 20, 1280)
-    return DEFAULT_MTU
+        derived = max(link_mtu - 20, 1280)
+        return min(option_mtu, derived) if option_mtu else derived
+    return option_mtu or DEFAULT_MTU
 
 
 def router(opts, interface, peer, local, device, link_mtu=None, lan=None, link=None, link_device=None):

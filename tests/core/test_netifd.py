@@ -5,9 +5,18 @@ every field in tests/host/test_netifd_contract.py.
 """
 from sixbroker import netifd
 from sixbroker.errors import SixbrokerError
+from sixbroker.ubus import UbusError
 
 SEED = {"peeraddr": "203.0.113.10", "ip6addr": "2001:db8:5b10::b/127", "ip6prefix": ["2001:db8:5b11::/64"],
         "tunlink": "wan"}
+
+# the handler keeps failures in a row in a run directory: not the host's /var/run
+RUN_DIR = "/tmp/sixbroker-core-tests"
+try:
+    import os
+    os.environ["SIXBROKER_RUN_DIR"] = RUN_DIR     # CPython's getenv reads os.environ
+except AttributeError:
+    os.putenv("SIXBROKER_RUN_DIR", RUN_DIR)       # MicroPython has no os.environ
 
 WAN_UP = {"up": True, "l3_device": "sbtest-nodev", "ipv4-address": [{"address": "198.51.100.20", "mask": 24}]}
 
@@ -24,7 +33,8 @@ class Bus:
             self.sent.append(data)
             return None
         if path not in self.objects:
-            raise SixbrokerError("UBUS_FAIL", "Not found")
+            # what ubusd answers a lookup of an object nobody registered (ubusd_proto.c)
+            raise UbusError("ubus call " + path + " " + method + ": Not found (ubus status 4)", 4)
         return self.objects[path]
 
     def close(self):
@@ -70,42 +80,44 @@ def test_configuration_error_blocks_restart():
     c["mtu"] = "huge"
     rc, sent = run(c)
     assert rc == 1
-    assert sent == [{"action": 3, "interface": "wan6", "error": ["INVALID_MTU"]},
+    assert sent == [{"action": 3, "interface": "wan6", "error": ["INVALID_MTU", "mtu", "huge"]},
                     {"action": 4, "interface": "wan6"}]
 
 
-def test_every_configuration_error_goes_to_netifd():
+def test_every_configuration_error_is_its_own_action_3():
     rc, sent = run({"ip6addr": "2001:db8::b", "ttl": "0"})
-    assert sent[0]["error"] == ["MISSING_PEER_ADDRESS", "IP6ADDR_NEEDS_LENGTH", "INVALID_TTL"]
+    assert [m["action"] for m in sent] == [3, 3, 3, 4]
+    assert [m["error"][:2] for m in sent[:3]] == [
+        ["PEER_ADDRESS_MISSING", "peeraddr"], ["IP6ADDR_NEEDS_LENGTH", "ip6addr"], ["INVALID_TTL", "ttl"]]
 
 
-def test_tunlink_down_is_transient_and_retried():
-    os_env()
+def test_codes_luci_words_itself_travel_under_ours():
+    # LuCI's network.js defines MISSING_PEER_ADDRESS and PEER_RESOLVE_FAIL with its own words, and
+    # registerErrorCode cannot replace them
+    rc, sent = run({"ip6addr": "2001:db8::b/127"})
+    assert sent[0]["error"][:2] == ["PEER_ADDRESS_MISSING", "peeraddr"]
+    assert netifd.for_netifd(SixbrokerError("PEER_RESOLVE_FAIL", "x", "peeraddr")).code == "PEER_NOT_RESOLVED"
+    assert netifd.for_netifd(SixbrokerError("INVALID_TTL", "0", "ttl")).code == "INVALID_TTL"
+
+
+def test_tunlink_down_is_retried_after_a_delay():
     bus = Bus({"network.interface.wan": {"up": False}})
     rc, sent = run(SEED, bus)
     assert rc == 1
-    assert sent == [{"action": 3, "interface": "wan6", "error": ["TUNLINK_NOT_UP"]},
-                    {"action": 7, "interface": "wan6"}]
+    assert sent[0]["error"][:2] == ["TUNLINK_NOT_UP", "tunlink"]
+    assert sent[0]["error"][3].startswith("next try in ")
+    assert sent[1]["action"] == 1 and sent[1]["command"][0] == "/bin/sleep"
+    assert sent[0]["error"][3] == "next try in " + sent[1]["command"][1] + " s"
 
 
-def test_unknown_tunlink_is_reported_as_not_up():
-    os_env()
+def test_unknown_tunlink_is_its_own_code():
     rc, sent = run(SEED, Bus({}))
-    assert sent[0]["error"] == ["TUNLINK_NOT_UP"]
+    assert sent[0]["error"][:3] == ["TUNLINK_UNKNOWN", "tunlink", "wan"]
 
 
 def test_tunlink_without_ipv4_address():
-    os_env()
     rc, sent = run(SEED, Bus({"network.interface.wan": {"up": True, "l3_device": "x", "ipv4-address": []}}))
-    assert sent[0]["error"] == ["NO_LOCAL_ADDRESS"]
-
-
-def os_env():
-    import os
-    try:
-        os.environ["SIXBROKER_RETRY_DELAY"] = "0"     # CPython's getenv reads os.environ
-    except AttributeError:
-        os.putenv("SIXBROKER_RETRY_DELAY", "0")       # MicroPython has no os.environ
+    assert sent[0]["error"][0] == "NO_LOCAL_ADDRESS"
 
 
 def test_sourcerouting_routes_carry_their_source():
@@ -131,7 +143,8 @@ def test_device_name_held_by_another_device_is_refused():
     c["device"] = "lo"
     rc, sent = run(c)
     assert rc == 1
-    assert sent == [{"action": 3, "interface": "wan6", "error": ["DEVICE_IN_USE"]},
+    assert sent == [{"action": 3, "interface": "wan6", "error": ["DEVICE_IN_USE", "device",
+                                                                  "lo is a device that is not a sit tunnel"]},
                     {"action": 4, "interface": "wan6"}]
 
 
@@ -164,3 +177,8 @@ def test_config_json_rejects_what_json_rejects():
         with pytest.raises(ValueError):
             netifd.loads(text)
 
+
+
+def test_a_nul_in_the_users_value_still_reaches_netifd():
+    rc, sent = run(dict(SEED, ttl="6\u00004"))
+    assert sent[0]["error"] == ["INVALID_TTL", "ttl", "6\\04"]

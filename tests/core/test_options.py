@@ -198,3 +198,50 @@ def test_netifd_dump_declares_every_option_as_text():
     types = dict((c[0], c[1]) for c in d["config"])
     assert types["ip6prefix"] == options.BLOBMSG_ARRAY
     assert all(t == options.BLOBMSG_STRING for n, t in types.items() if n != "ip6prefix")
+
+
+# JSON types netifd can pass: a dynamic interface (netifd ubus.c netifd_add_dynamic keeps the caller's
+# message as the config, proto-shell.c proto_shell_handler prints it with blobmsg_format_json), so any
+# JSON type the caller used.  A UCI interface cannot: a UCI list for a string option is left out
+# (netifd config.c / uci blob.c uci_to_blob: `if (o->type == UCI_TYPE_LIST) continue;`).
+MISTYPED = [
+    ({"peeraddr": ["198.51.100.1"]}, "INVALID_PEER_ADDRESS", "peeraddr"),
+    ({"peeraddr": 3325256705}, "INVALID_PEER_ADDRESS", "peeraddr"),
+    ({"mtu": 1480.5}, "INVALID_MTU", "mtu"),
+    ({"mtu": 1480.0}, "INVALID_MTU", "mtu"),
+    ({"mtu": True}, "INVALID_MTU", "mtu"),
+    ({"tos": ["10"]}, "INVALID_TOS", "tos"),
+    ({"tos": 16}, "INVALID_TOS", "tos"),
+    ({"tunlink": ["wan"]}, "INVALID_TUNLINK", "tunlink"),
+    ({"zone": ["wan", "lan"]}, "INVALID_ZONE", "zone"),
+    ({"zone": {"name": "wan"}}, "INVALID_ZONE", "zone"),
+    ({"ipaddr": ["192.0.2.1"]}, "INVALID_IPADDR", "ipaddr"),
+    ({"ip6addr": ["2001:db8:5b10::b/127"]}, "INVALID_IP6ADDR", "ip6addr"),
+    ({"ip6gw": 1}, "INVALID_IP6GW", "ip6gw"),
+    ({"ttl": 64.0}, "INVALID_TTL", "ttl"),
+    ({"metric": [5]}, "INVALID_METRIC", "metric"),
+    ({"sourcerouting": "1 0".split()}, "INVALID_SOURCEROUTING", "sourcerouting"),
+    ({"device": ["sb-x"]}, "INVALID_DEVICE", "device"),
+    ({"ip6prefix": {"a": 1}}, "OPTION_NOT_LIST", "ip6prefix"),
+    ({"ip6prefix": 64}, "OPTION_NOT_LIST", "ip6prefix"),
+    ({"ip6prefix": ["2001:db8:5b11::/64", 5]}, "INVALID_IP6PREFIX", "ip6prefix"),
+    ({"ip6prefix": [["2001:db8:5b11::/64"]]}, "INVALID_IP6PREFIX", "ip6prefix"),
+]
+
+
+@pytest.mark.parametrize("change,code,option", MISTYPED)
+def test_a_mistyped_option_gets_its_own_code_only(change, code, option):
+    with pytest.raises(ConfigErrors) as e:
+        options.validate(dict(SEED_HOME, **change))
+    assert [(x.code, x.option) for x in e.value.errors] == [(code, option)]
+
+
+def test_mistyped_options_each_reported_with_the_others():
+    bad = dict(SEED_HOME, peeraddr=["198.51.100.1"], mtu=1480.5, zone=["wan", "lan"], ttl="300")
+    with pytest.raises(ConfigErrors) as e:
+        options.validate(bad)
+    assert sorted(e.value.codes()) == ["INVALID_MTU", "INVALID_PEER_ADDRESS", "INVALID_TTL", "INVALID_ZONE"]
+
+
+def test_json_null_is_unset():
+    assert options.validate(dict(SEED_HOME, mtu=None, zone=None)).zone == "wan"

@@ -15,7 +15,10 @@ import sys
 
 import pytest
 
-from netifd_policy import check_notify
+import handler_shim
+from netifd_policy import UBUS_INVALID_ARGUMENT, Interface
+from sixbroker import options, plan
+from sixbroker.broker import routerconf
 from ubusd_fake import FakeUbusd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,7 +59,15 @@ def router_ns():
     os.makedirs(etc, exist_ok=True)
     with open(etc + "/hosts", "w") as f:
         f.write("127.0.0.1 localhost\n" + PEER + " broker.example.net\n")
+    # every other name goes to tests/dns_fake.py on the namespace's loopback
+    with open(etc + "/resolv.conf", "w") as f:
+        f.write("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+    dns = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, os.path.join(ROOT, "tests", "dns_fake.py")],
+                           stdout=subprocess.PIPE, text=True)
+    assert dns.stdout.readline().strip() == "ready"
     yield NS
+    dns.terminate()
+    dns.wait()
     for ns in (NS, ISP):
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     subprocess.run(["rm", "-rf", etc])
@@ -79,36 +90,32 @@ def staged_mpy(tmp_path_factory):
     yield lib
 
 
-def netifd_objects():
+def netifd_interfaces():
     """What netifd answers for the interfaces of the namespace above (ubus.c netifd_dump_status)."""
     wan = {"interface": "wan", "up": True, "proto": "dhcp", "l3_device": "wan0", "device": "wan0",
            "ipv4-address": [{"address": WAN_IP, "mask": 24}]}
     wanppp = {"interface": "wanppp", "up": True, "proto": "pppoe", "l3_device": "pppoe-wan",
               "device": "eth1", "ipv4-address": [{"address": "192.0.2.50", "mask": 32}]}
     down = {"interface": "wwan", "up": False, "proto": "dhcp"}
-    return {
-        "network.interface": {"notify_proto": None, "dump": {"interface": [wan, wanppp, down]}},
-        "network.interface.wan": {"status": wan},
-        "network.interface.wanppp": {"status": wanppp},
-        "network.interface.wwan": {"status": down},
-    }
+    return [wan, wanppp, down]
 
 
-def run_handler(interp, config, action="setup", iface="wan6"):
+def run_handler(interp, config, action="setup", iface="wan6", model=None):
     # the shim would fall back to /usr/bin/python3: make sure the interpreter under test is the one it finds
     assert os.access(INTERPRETERS[interp], os.X_OK), INTERPRETERS[interp]
-    with FakeUbusd(netifd_objects()) as ub:
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SIXBROKER_PYTHON": INTERPRETERS[interp],
-               "SIXBROKER_LIB": LIBS[interp], "SIXBROKER_RETRY_DELAY": "0"}
-        env.update(ub.env())
-        argv = ["ip", "netns", "exec", NS, "busybox", "sh", "./sixbroker.sh", "sixbroker", action, iface,
-                json.dumps(config)]
-        proc = subprocess.run(argv, cwd=PROTO_DIRS[interp], env=env, capture_output=True, text=True, timeout=60)
-        assert ub.errors == []
-        sent = [c for c in ub.calls if c.method == "notify_proto"]
-    for c in sent:
-        assert check_notify(c.data) == [], (c.data, check_notify(c.data))
-    return proc, [c.data for c in sent]
+    return handler_shim.run(INTERPRETERS[interp], NS, config, netifd_interfaces(), model, iface, action,
+                            RUN_DIR, LIBS[interp], PROTO_DIRS[interp])
+
+
+@pytest.fixture(autouse=True)
+def fresh_run_dir(tmp_path):
+    """The handler's /var/run/sixbroker, empty for each test (it keeps failures in a row there)."""
+    global RUN_DIR
+    RUN_DIR = str(tmp_path / "run")
+    yield RUN_DIR
+
+
+RUN_DIR = None
 
 
 SEED = {"peeraddr": PEER, "ip6addr": "2001:db8:5b10::b/127", "ip6prefix": ["2001:db8:5b11::/64"],
@@ -174,13 +181,33 @@ def test_host_name_peer_is_resolved(router_ns, interp):
     assert sent[1] == update(WAN_IP, 1480, "wan", "wan0")
 
 
+def retried(sent, code, option, delay):
+    """The shape of a failure netifd retries by itself: the error, then a `sleep` proto task."""
+    assert len(sent) == 2, sent
+    error = sent[0]["error"]
+    assert sent[0]["action"] == 3 and error[:2] == [code, option] and error[3:] == ["next try in %d s" % delay]
+    assert sent[1] == {"action": 1, "interface": "wan6", "command": ["/bin/sleep", str(delay)]}
+    return error[2]
+
+
+# What the resolver answered (tests/dns_fake.py) -> the code: a name that does not exist or has no
+# IPv4 address is a lasting mistake (30 s, then longer); no answer from the server is passing (5 s).
+RESOLVER_ANSWERS = [("typo.example.net", "PEER_NOT_FOUND", 30),      # NXDOMAIN
+                    ("v6only.example.net", "PEER_NO_IPV4", 30),      # NOERROR, no A record
+                    ("v6only-nx.example.net", "PEER_NO_IPV4", 30),   # EAI_NONAME, yet AAAA records
+                    ("broken.example.net", "PEER_NOT_RESOLVED", 5)]  # SERVFAIL (PEER_RESOLVE_FAIL)
+
+
 @both
-def test_unresolvable_peer_is_transient(router_ns, interp):
-    proc, sent = run_handler(interp, dict(SEED, peeraddr="nowhere.invalid"))
+@pytest.mark.parametrize("host,code,delay", RESOLVER_ANSWERS)
+def test_resolver_answers_tell_lasting_from_passing(router_ns, interp, host, code, delay):
+    model = Interface("wan6")
+    proc, sent = run_handler(interp, dict(SEED, peeraddr=host), model=model)
     assert proc.returncode == 1
-    assert sent == [{"action": 3, "interface": "wan6", "error": ["PEER_RESOLVE_FAIL"]},
-                    {"action": 7, "interface": "wan6"}]
-    assert "PEER_RESOLVE_FAIL" in proc.stderr and "Traceback" not in proc.stderr
+    assert host in retried(sent, code, "peeraddr", delay)
+    assert model.autostart and model.tasks == [["/bin/sleep", str(delay)]]
+    assert [e["code"] for e in model.status()["errors"]] == [code]
+    assert code in proc.stderr and "next try in %d s" % delay in proc.stderr and "Traceback" not in proc.stderr
 
 
 @both
@@ -188,6 +215,27 @@ def test_pppoe_link_gives_mtu_1472(router_ns, interp):
     proc, sent = run_handler(interp, dict(SEED, tunlink="wanppp"))
     assert proc.returncode == 0, proc.stderr
     assert sent[1] == update("192.0.2.50", 1472, "wanppp", "pppoe-wan")
+
+
+@both
+def test_the_brokers_printed_config_on_pppoe_gives_1472(router_ns, interp):
+    # issue 11 item 8: `sixbroker server add` prints mtu '1480' (the broker's MTU) into every router's
+    # section; it is the most the router uses, not a must: behind PPPoE (1492) the router takes 1472
+    view = {"peeraddr": PEER, "router_address": "2001:db8:5b10::b", "transfer_length": 127,
+            "server_address": "2001:db8:5b10::a", "routed": ["2001:db8:5b11::/64"], "mtu": plan.DEFAULT_MTU}
+    printed = dict(routerconf.options(view))
+    assert printed["mtu"] == "1480"
+    del printed["proto"]
+    proc, sent = run_handler(interp, dict(printed, tunlink="wanppp"))
+    assert proc.returncode == 0, proc.stderr
+    assert sent[1]["tunnel"]["mtu"] == 1472
+    assert "wan6: mtu 1480 lowered to 1472: pppoe-wan has MTU 1492" in proc.stderr
+    # on Ethernet the printed 1480 is what the link gives anyway, and nothing is logged
+    proc, sent = run_handler(interp, dict(printed, tunlink="wan"))
+    assert sent[1]["tunnel"]["mtu"] == 1480 and "lowered" not in proc.stderr
+    # a lower MTU from the broker still caps the router
+    proc, sent = run_handler(interp, dict(printed, tunlink="wan", mtu="1400"))
+    assert sent[1]["tunnel"]["mtu"] == 1400
 
 
 @both
@@ -209,34 +257,119 @@ def test_sourcerouting_on(router_ns, interp):
 
 
 @both
-def test_tunlink_down_is_transient(router_ns, interp):
+def test_tunlink_down_is_passing(router_ns, interp):
     proc, sent = run_handler(interp, dict(SEED, tunlink="wwan"))
     assert proc.returncode == 1
-    assert sent == [{"action": 3, "interface": "wan6", "error": ["TUNLINK_NOT_UP"]},
-                    {"action": 7, "interface": "wan6"}]
+    assert retried(sent, "TUNLINK_NOT_UP", "tunlink", 5) == "wwan"
+
+
+@both
+def test_delays_grow_across_setups_and_start_over(router_ns, interp):
+    # netifd runs setup afresh after each delay (a new process): the count lives in the run directory
+    unknown = dict(SEED, tunlink="wan9")
+    delays = []
+    for _ in range(8):
+        proc, sent = run_handler(interp, unknown)
+        retried(sent, "TUNLINK_UNKNOWN", "tunlink", int(sent[1]["command"][1]))
+        delays.append(int(sent[1]["command"][1]))
+    assert delays == [30, 60, 120, 240, 480, 960, 1920, 3600]
+    # another failure starts at its own first delay; so does a changed configuration
+    proc, sent = run_handler(interp, dict(SEED, tunlink="wwan"))
+    assert sent[1]["command"] == ["/bin/sleep", "5"]
+    proc, sent = run_handler(interp, dict(SEED, tunlink="wwan"))
+    assert sent[1]["command"] == ["/bin/sleep", "10"]
+    proc, sent = run_handler(interp, dict(SEED, tunlink="wwan", ttl="63"))
+    assert sent[1]["command"] == ["/bin/sleep", "5"]
+    # a success forgets the failures
+    assert run_handler(interp, SEED)[0].returncode == 0
+    proc, sent = run_handler(interp, dict(SEED, tunlink="wwan", ttl="63"))
+    assert sent[1]["command"] == ["/bin/sleep", "5"]
+
+
+@both
+def test_failures_of_an_odd_interface_name_stay_in_the_run_directory(router_ns, interp):
+    # a dynamic interface (ubus call network add_dynamic) may have any name
+    for _ in range(2):
+        proc, sent = run_handler(interp, dict(SEED, tunlink="wwan"), iface="../escape")
+    assert sent[1]["command"] == ["/bin/sleep", "10"]
+    assert os.listdir(RUN_DIR) == ["%04x.failures" % options.name_hash("../escape")]
+    assert not os.path.exists(os.path.join(os.path.dirname(RUN_DIR), "escape.failures"))
+
+
+@both
+def test_refused_update_is_an_error_netifd_keeps_and_backs_off(router_ns, interp):
+    # proto-shell.c proto_shell_update_link answers INVALID_ARGUMENT when the sit device could not be
+    # created (proto_shell_create_tunnel -> NULL)
+    model = Interface("wan6", refuse_update=UBUS_INVALID_ARGUMENT)
+    proc, sent = run_handler(interp, SEED, model=model)
+    assert proc.returncode == 1
+    assert [m["action"] for m in sent] == [6, 0, 3, 1]
+    assert sent[2]["error"][:2] == ["UPDATE_REFUSED", ""] and "Invalid argument" in sent[2]["error"][2]
+    assert sent[2]["error"][3] == "next try in 30 s" and sent[3]["command"] == ["/bin/sleep", "30"]
+    assert model.status()["errors"][0]["code"] == "UPDATE_REFUSED" and not model.up
+    assert "UPDATE_REFUSED" in proc.stderr and " -> " not in proc.stderr     # no success line
+    proc, sent = run_handler(interp, SEED, model=Interface("wan6", refuse_update=UBUS_INVALID_ARGUMENT))
+    assert sent[3]["command"] == ["/bin/sleep", "60"]
+
+
+@both
+def test_tunlink_naming_no_interface_is_lasting(router_ns, interp):
+    proc, sent = run_handler(interp, dict(SEED, tunlink="wan9"))
+    assert retried(sent, "TUNLINK_UNKNOWN", "tunlink", 30) == "wan9"
 
 
 CONFIG_ERRORS = [
-    ({"ip6addr": "2001:db8:5b10::b/127"}, "MISSING_PEER_ADDRESS"),
-    (dict(SEED, peeraddr="2001:db8::1"), "PEER_NOT_IPV4"),
-    (dict(SEED, ip6addr="2001:db8:5b10::b"), "IP6ADDR_NEEDS_LENGTH"),
-    (dict(SEED, ip6prefix=["2001:db8:5b10::/48"]), "PREFIX_OVERLAPS_TUNNEL"),
-    (dict(SEED, ip6prefix=["2001:db8:5b11::1/64"]), "IP6PREFIX_HOST_BITS"),
-    (dict(SEED, mtu="jumbo"), "INVALID_MTU"),
-    (dict(SEED, ttl="300"), "INVALID_TTL"),
-    (dict(SEED, device="wan0"), "DEVICE_IN_USE"),
+    # MISSING_PEER_ADDRESS: LuCI words that code itself, so netifd gets ours (errors.LUCI_REPLACEMENTS)
+    ({"ip6addr": "2001:db8:5b10::b/127"}, "PEER_ADDRESS_MISSING", "peeraddr"),
+    (dict(SEED, peeraddr="2001:db8::1"), "PEER_NOT_IPV4", "peeraddr"),
+    (dict(SEED, ip6addr="2001:db8:5b10::b"), "IP6ADDR_NEEDS_LENGTH", "ip6addr"),
+    (dict(SEED, ip6prefix=["2001:db8:5b10::/48"]), "PREFIX_OVERLAPS_TUNNEL", "ip6prefix"),
+    (dict(SEED, ip6prefix=["2001:db8:5b11::1/64"]), "IP6PREFIX_HOST_BITS", "ip6prefix"),
+    (dict(SEED, mtu="jumbo"), "INVALID_MTU", "mtu"),
+    (dict(SEED, ttl="300"), "INVALID_TTL", "ttl"),
+    (dict(SEED, device="wan0"), "DEVICE_IN_USE", "device"),
 ]
 
 
 @both
-@pytest.mark.parametrize("config,code", CONFIG_ERRORS)
-def test_configuration_errors(router_ns, interp, config, code):
-    proc, sent = run_handler(interp, config)
+@pytest.mark.parametrize("config,code,option", CONFIG_ERRORS)
+def test_configuration_errors(router_ns, interp, config, code, option):
+    model = Interface("wan6")
+    proc, sent = run_handler(interp, config, model=model)
     assert proc.returncode == 1
-    assert sent == [{"action": 3, "interface": "wan6", "error": [code]}, {"action": 4, "interface": "wan6"}]
+    assert len(sent) == 2 and sent[1] == {"action": 4, "interface": "wan6"}
+    assert sent[0]["action"] == 3 and sent[0]["error"][:2] == [code, option] and len(sent[0]["error"]) == 3
+    assert [e["code"] for e in model.status()["errors"]] == [code] and model.autostart is False
     log = proc.stderr.strip().splitlines()
     assert log and all(line.startswith("sixbroker: wan6: " + code) for line in log), log
     assert "Traceback" not in proc.stderr
+
+
+@both
+def test_each_mistake_is_one_error_netifd_keeps(router_ns, interp):
+    # issue 11 item 2: all codes in one action 3 became one netifd error with the rest as its data
+    model = Interface("wan6")
+    config = {"ip6addr": "2001:db8:5b10::b", "mtu": "9000000", "ttl": "0", "peeraddr": ["203.0.113.10"]}
+    proc, sent = run_handler(interp, config, model=model)
+    assert proc.returncode == 1
+    assert [m["action"] for m in sent] == [3, 3, 3, 3, 4]
+    errors = model.status()["errors"]
+    assert [(e["subsystem"], e["code"], e["data"][0]) for e in errors] == [
+        ("sixbroker", "INVALID_PEER_ADDRESS", "peeraddr"), ("sixbroker", "IP6ADDR_NEEDS_LENGTH", "ip6addr"),
+        ("sixbroker", "MTU_OUT_OF_RANGE", "mtu"), ("sixbroker", "INVALID_TTL", "ttl")]
+    assert errors[0]["data"][1] == "a list, not text"
+
+
+@both
+def test_mistyped_json_from_netifd_is_the_options_code(router_ns, interp):
+    # issue 11 item 7: these were INTERNAL_ERROR (a TypeError), retried at once
+    for change, code in (({"mtu": 1480.5}, "INVALID_MTU"), ({"zone": ["wan", "lan"]}, "INVALID_ZONE"),
+                         ({"tos": ["10"]}, "INVALID_TOS"), ({"tunlink": ["wan"]}, "INVALID_TUNLINK"),
+                         # a NUL in a blobmsg string makes ubus refuse the whole message
+                         ({"ttl": "6\u00004"}, "INVALID_TTL")):
+        proc, sent = run_handler(interp, dict(SEED, **change))
+        assert [m["action"] for m in sent] == [3, 4], (change, sent)
+        assert sent[0]["error"][0] == code and "Traceback" not in proc.stderr
 
 
 @both
@@ -251,14 +384,18 @@ def test_long_config_reaches_the_handler(router_ns, interp):
 
 @both
 def test_config_that_is_not_json_is_an_internal_error(router_ns, interp):
-    with FakeUbusd(netifd_objects()) as ub:
-        env = {"PATH": "/usr/bin:/bin", "SIXBROKER_PYTHON": INTERPRETERS[interp], "SIXBROKER_LIB": LIBS[interp]}
+    with FakeUbusd(handler_shim.netifd_objects(Interface("wan6"), netifd_interfaces())) as ub:
+        env = {"PATH": "/usr/bin:/bin", "SIXBROKER_PYTHON": INTERPRETERS[interp], "SIXBROKER_LIB": LIBS[interp],
+               "SIXBROKER_RUN_DIR": RUN_DIR}
         env.update(ub.env())
         proc = subprocess.run(["busybox", "sh", "./sixbroker.sh", "sixbroker", "setup", "wan6", "{not json"],
                               cwd=PROTO_DIRS[interp], env=env, capture_output=True, text=True, timeout=60)
         sent = [c.data for c in ub.calls if c.method == "notify_proto"]
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert sent == [{"action": 3, "interface": "wan6", "error": ["INTERNAL_ERROR"]}]
+    # a bug is retried as rarely as a lasting failure, not at once (netifd's own retry)
+    assert sent == [{"action": 3, "interface": "wan6",
+                     "error": ["INTERNAL_ERROR", "", "netifd passed no JSON object", "next try in 30 s"]},
+                    {"action": 1, "interface": "wan6", "command": ["/bin/sleep", "30"]}]
 
 
 @both

@@ -255,15 +255,26 @@ def test_host_dependency_messages_pass(name):
     assert problems_of(netifd.host_dep_message(IFACE, X, "wan")) == []
 
 
-@pytest.mark.parametrize("codes", [["MISSING_PEER_ADDRESS"], ["INVALID_TTL", "INVALID_TOS", "INVALID_MTU"]])
-def test_error_message_passes(codes):
-    assert problems_of(netifd.error_message(IFACE, codes)) == []
+@pytest.mark.parametrize("retry", [None, 5, 3600])
+def test_error_message_passes(retry):
+    err = options.SixbrokerError("PEER_NOT_FOUND", "typo.example.net: [Errno -2] Name or service not known",
+                                 "peeraddr")
+    msg = netifd.error_message(IFACE, err, retry)
+    assert problems_of(msg) == []
+    # proto-shell.c proto_shell_notify_error: error[0] is the code, the rest its data (at most 15 in all)
+    assert msg["error"][0] == "PEER_NOT_FOUND" and len(msg["error"]) <= P.ERROR_MAX_ITEMS
 
 
 def test_error_message_for_real_config_errors_passes():
     with pytest.raises(options.ConfigErrors) as e:
-        options.validate({"ttl": "0", "tos": "xyz", "mtu": "9", "ip6prefix": ["nonsense"]})
-    assert problems_of(netifd.error_message(IFACE, e.value.codes())) == []
+        options.validate({"ttl": "0", "tos": "xyz", "mtu": "9", "ip6prefix": ["nonsense"], "zone": ["a", "b"]})
+    for err in e.value.errors:
+        assert problems_of(netifd.error_message(IFACE, err)) == []
+
+
+def test_retry_task_message_passes():
+    msg = {"action": netifd.RUN_TASK, "interface": IFACE, "command": [netifd.SLEEP, "30"]}
+    assert problems_of(msg) == []
 
 
 @pytest.mark.parametrize("action", [netifd.BLOCK_RESTART, netifd.SETUP_FAILED])
@@ -353,3 +364,29 @@ def test_handler_reads_netifd_config_with_repeated_keys():
     assert text.count('"mtu"') == 2 and text.count('"metric"') == 1
     o = options.validate(json.loads(text))
     assert (o.mtu, o.defaultroute, o.metric) == (1400, False, 10)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The error list netifd keeps (tests/netifd_policy.py Interface, which the handler tests answer with).
+
+def test_each_action_3_is_one_more_error_until_the_next_setup():
+    # proto-shell.c proto_shell_notify_error -> interface.c interface_add_error (list_add_tail); only
+    # interface_set_up from down (interface_clear_errors), a reload or a removal clears the list
+    model = P.Interface(IFACE)
+    for err in (["INVALID_TTL", "ttl", "0"], ["INVALID_MTU", "mtu", "x"], ["UPDATE_REFUSED"]):
+        assert model.notify({"action": 3, "interface": IFACE, "error": err}) == P.UBUS_OK
+    assert model.status()["errors"] == [
+        {"subsystem": "sixbroker", "code": "INVALID_TTL", "data": ["ttl", "0"]},
+        {"subsystem": "sixbroker", "code": "INVALID_MTU", "data": ["mtu", "x"]},
+        {"subsystem": "sixbroker", "code": "UPDATE_REFUSED"}]      # ubus.c: no data array when empty
+    model.set_up()
+    assert "errors" not in model.status()
+
+
+@pytest.mark.parametrize("error", [["A"] * 16, ["A", 5], [], "A"])
+def test_an_error_netifd_refuses_is_not_kept(error):
+    # data[16]: n_data + 1 == 16 fails; every item must be a string; an empty list fails
+    model = P.Interface(IFACE)
+    assert model.notify({"action": 3, "interface": IFACE, "error": error}) == P.UBUS_INVALID_ARGUMENT
+    assert "errors" not in model.status()
+    assert model.notify({"action": 3, "interface": IFACE, "error": ["A"] * 15}) == P.UBUS_OK

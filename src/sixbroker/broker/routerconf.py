@@ -27,7 +27,8 @@ def options(tunnel):
         ("ip6addr", tunnel["router_address"] + "/" + str(tunnel["transfer_length"])),
         ("ip6gw", tunnel["server_address"]),
         ("ip6prefix", [p for p in tunnel["routed"] if not _longer_than_64(p)]),
-        # the same MTU at both ends: a router behind PPPoE would otherwise pick 1472 while we send 1480
+        # the broker's MTU, which the router takes as its most (plan.tunnel_mtu): behind PPPoE it still
+        # uses 1472, and the broker's larger packets meet the ISP's "fragmentation needed" (DF is set)
         ("mtu", str(tunnel["mtu"])),
     ]
 
