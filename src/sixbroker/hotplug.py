@@ -48,15 +48,27 @@ def stale(dump, route_device=None):
     return sorted(out)
 
 
-# <dir>/sixbroker.<tunnel>: "<interface the tunnel follows> <local IPv4 it uses>\n", read by the hotplug script
-# with the shell's `read` and removed by the shim's teardown (files/lib/netifd/proto/sixbroker.sh).  /var/run
-# is a tmpfs on OpenWrt: nothing outlives a reboot.
-RUN_DIR = "/var/run"
+# The handler's one run directory (a tmpfs on OpenWrt: nothing outlives a reboot), a file per tunnel and kind:
+#  <tunnel>.follows  "<interface the tunnel follows> <local IPv4 it uses>\n", read by the hotplug script with
+#                    the shell's `read` and removed by the shim's teardown (files/lib/netifd/proto/sixbroker.sh);
+#  <tunnel>.failures the failures in a row that set the next retry's delay (netifd.py).
+RUN_DIR = "/var/run/sixbroker"
 
 
-def record_path(interface, prefix="sixbroker."):
+def run_path(interface, kind):
     import os
-    return (os.getenv("SIXBROKER_RUN") or RUN_DIR) + "/" + prefix + interface
+    from sixbroker import options
+    # a dynamic interface's name is whatever the ubus caller chose: keep it inside the directory
+    name = interface if options.is_file_name(interface) else "%04x" % options.name_hash(interface)
+    return (os.getenv("SIXBROKER_RUN_DIR") or RUN_DIR) + "/" + name + "." + kind
+
+
+def make_run_dir(path):
+    import os
+    try:
+        os.mkdir(path.rsplit("/", 1)[0])
+    except OSError:
+        pass        # there already (or not creatable: the open that follows says so)
 
 
 def record(interface, msgs):
@@ -69,7 +81,9 @@ def record(interface, msgs):
     sb = msgs[-1]["data"]["sixbroker"]
     if sb["local_from"] == "option" or not follow:
         return
-    path, new = record_path(interface), record_path(interface, ".sixbroker.new.")
+    path = run_path(interface, "follows")
+    new = path + ".new"
+    make_run_dir(path)
     try:
         # written aside (a name the script's glob skips), then renamed: it never reads half a line
         with open(new, "w") as f:

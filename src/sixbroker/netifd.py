@@ -29,8 +29,8 @@ DELAYS = {"passing": (5, 60), "lasting": (30, 3600)}
 # exits at once: no interpreter waits in memory, and ifdown meanwhile just kills the sleep
 # (proto_shell_handler: teardown runs when no script is pending, then the task gets SIGTERM).
 SLEEP = "/bin/sleep"
-# Failures in a row survive setup re-runs (netifd runs a fresh process each time), not a reboot.
-RUN_DIR = "/var/run/sixbroker"
+# Failures in a row survive setup re-runs (netifd runs a fresh process each time), not a reboot: they are
+# kept in the run directory (hotplug.run_path).
 
 
 def update_message(interface, plan, local_from="option"):
@@ -262,10 +262,8 @@ def _retry_later(bus, interface, err, fingerprint):
 
 
 def _failures_file(interface):
-    import os
-    # a dynamic interface's name is whatever the ubus caller chose: keep it inside the directory
-    name = interface if options.is_file_name(interface) else "%04x" % options.name_hash(interface)
-    return (os.getenv("SIXBROKER_RUN_DIR") or RUN_DIR) + "/" + name + ".failures"
+    from sixbroker import hotplug
+    return hotplug.run_path(interface, "failures")
 
 
 def _next_delay(interface, code, fingerprint, kind):
@@ -286,10 +284,8 @@ def _next_delay(interface, code, fingerprint, kind):
     delay = first
     for _ in range(min(count, 32)):     # 2 ** 32 times any first delay is past any most
         delay = min(delay * 2, most)
-    try:
-        os.mkdir(path.rsplit("/", 1)[0])
-    except OSError:
-        pass        # there already; or read-only, and then every delay is the first
+    from sixbroker import hotplug
+    hotplug.make_run_dir(path)      # read-only: then every delay is the first
     try:
         with open(path, "w") as f:
             f.write(key + " " + str(count + 1) + "\n")

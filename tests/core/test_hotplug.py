@@ -75,7 +75,7 @@ TMP = "/tmp/sixbroker-core-test-hotplug"
 
 
 class RunDir:
-    """SIXBROKER_RUN pointed at a fresh directory for the block, then put back."""
+    """SIXBROKER_RUN_DIR pointed at a fresh directory for the block, then put back."""
 
     def __enter__(self):
         import os
@@ -97,9 +97,9 @@ class RunDir:
     def _set(value):
         import os
         try:
-            os.environ["SIXBROKER_RUN"] = value     # CPython's getenv reads os.environ
+            os.environ["SIXBROKER_RUN_DIR"] = value     # CPython's getenv reads os.environ
         except AttributeError:
-            os.putenv("SIXBROKER_RUN", value)       # MicroPython has no os.environ
+            os.putenv("SIXBROKER_RUN_DIR", value)       # MicroPython has no os.environ
 
     @staticmethod
     def _clear():
@@ -137,10 +137,10 @@ WAN = {"up": True, "l3_device": "sbtest-nodev", "ipv4-address": [{"address": "19
 def test_setup_records_the_interface_followed_and_the_local_address():
     with RunDir():
         assert netifd.setup("wan6", SEED, Bus(WAN)) == 0
-        assert RunDir.files() == {"sixbroker.wan6": "wan 198.51.100.20\n"}
+        assert RunDir.files() == {"wan6.follows": "wan 198.51.100.20\n"}
         # the next setup (after a teardown, or a restart by hotplug) replaces it whole
         assert netifd.setup("wan6", SEED, Bus(dict(WAN, **{"ipv4-address": [{"address": "198.51.100.30"}]}))) == 0
-        assert RunDir.files() == {"sixbroker.wan6": "wan 198.51.100.30\n"}
+        assert RunDir.files() == {"wan6.follows": "wan 198.51.100.30\n"}
 
 
 def test_a_pinned_local_address_leaves_no_record():
@@ -161,5 +161,5 @@ def test_a_failed_setup_leaves_no_record():
 
 def test_a_record_that_cannot_be_written_costs_the_tunnel_nothing():
     with RunDir():
-        RunDir._set(TMP + "/not-a-directory")
+        RunDir._set(TMP + "/missing/not-a-directory")     # its parent is missing: no record can be made
         assert netifd.setup("wan6", SEED, Bus(WAN)) == 0

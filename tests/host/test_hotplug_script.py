@@ -71,7 +71,7 @@ def netns():
 
 @pytest.fixture
 def run(tmp_path):
-    """The run directory (SIXBROKER_RUN, /var/run on the router) of this test."""
+    """The run directory (SIXBROKER_RUN_DIR, /var/run/sixbroker on the router) of this test."""
     path = tmp_path / "run"
     path.mkdir()
     (tmp_path / "network").write_text("config interface 'wan6'\n\toption proto 'sixbroker'\n")
@@ -95,7 +95,7 @@ def shim(interp, run_dir, action, iface="wan6", config=SEED, wan_address=OLD):
     """The handler as netifd runs it: ./sixbroker.sh <proto> <action> <iface> '<config>' (proto-shell.c)."""
     with FakeUbusd(objects(wan_address)) as ub:
         env = {"PATH": "/usr/bin:/bin", "SIXBROKER_PYTHON": INTERPRETERS[interp], "SIXBROKER_LIB": SRC,
-               "SIXBROKER_RUN": str(run_dir)}
+               "SIXBROKER_RUN_DIR": str(run_dir)}
         env.update(ub.env())
         p = subprocess.run(["./sixbroker.sh", "sixbroker", action, iface, json.dumps(config)], cwd=PROTO,
                            env=env, capture_output=True, text=True, timeout=60)
@@ -106,7 +106,7 @@ def shim(interp, run_dir, action, iface="wan6", config=SEED, wan_address=OLD):
 def hotplug(python, run_dir, action, interface, ns=None, ub=None, trace=None, extra=None):
     """One hotplug-call of our script; with trace, the programs it executed (strace -f) come back too."""
     env = {"PATH": "/usr/bin:/bin", "ACTION": action, "INTERFACE": interface, "SIXBROKER_PYTHON": str(python),
-           "SIXBROKER_LIB": SRC, "SIXBROKER_RUN": str(run_dir),
+           "SIXBROKER_LIB": SRC, "SIXBROKER_RUN_DIR": str(run_dir),
            # a router whose configuration has a sixbroker interface (read by the script before issue 11)
            "SIXBROKER_NETWORK_CONFIG": str(run_dir.parent / "network")}
     if action in ("ifup", "ifupdate"):
@@ -130,8 +130,8 @@ def hotplug(python, run_dir, action, interface, ns=None, ub=None, trace=None, ex
 def test_what_setup_records_and_teardown_removes(run, tmp_path):
     for interp in INTERPRETERS:
         shim(interp, run, "setup")
-        assert os.listdir(str(run)) == ["sixbroker.wan6"]
-        assert (run / "sixbroker.wan6").read_text() == "wan %s\n" % OLD
+        assert os.listdir(str(run)) == ["wan6.follows"]
+        assert (run / "wan6.follows").read_text() == "wan %s\n" % OLD
         shim(interp, run, "teardown")
         assert os.listdir(str(run)) == []
     pinned = dict(SEED, ipaddr="192.0.2.99")
@@ -199,6 +199,6 @@ def test_no_tunnel_set_up_means_nothing_to_follow(run, tmp_path, netns, recorder
 
 def test_a_record_it_cannot_read_is_left_to_hotplug_py(run, tmp_path, netns, recorder):
     # half a line (a record from another version, a full disk): the script does not guess, python decides
-    (run / "sixbroker.wan6").write_text("wan")
+    (run / "wan6.follows").write_text("wan")
     hotplug(recorder, run, "ifup", "wan", ns=netns)
     assert len(recorded(recorder)) == 1

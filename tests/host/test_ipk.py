@@ -688,8 +688,8 @@ def write_stubs(root, handlers=None, network="", ifstatus=None, down=None, rpcd_
         with open(os.path.join(stub, "uci-network." + key), "w") as f:
             f.write(value + "\n")
     for iface in records or ():                              # what a setup leaves for the hotplug script
-        os.makedirs(os.path.join(root, "var", "run"), exist_ok=True)
-        with open(os.path.join(root, "var", "run", "sixbroker." + iface), "w") as f:
+        os.makedirs(os.path.join(root, "var", "run", "sixbroker"), exist_ok=True)
+        with open(os.path.join(root, "var", "run", "sixbroker", iface + ".follows"), "w") as f:
             f.write("wan 198.51.100.20\n")
     for iface, up in (ifstatus or {}).items():
         with open(os.path.join(stub, "ifstatus-" + iface), "w") as f:
@@ -737,7 +737,8 @@ def test_maintainer_scripts_do_nothing_live_in_an_image_build(built, tmp_path):
            "STUB_DIR": os.path.join(root, "stub"), "STUB_LOG": os.path.join(root, "tmp", "calls")}
     info = os.path.join(root, "usr", "lib", "opkg", "info")
     # the build host's run directory: a postrm acting live would remove this
-    sentinel = "/var/run/sixbroker.image-build-test-%d" % os.getpid()
+    sentinel = "/var/run/sixbroker/image-build-test-%d.follows" % os.getpid()
+    os.makedirs(os.path.dirname(sentinel), exist_ok=True)
     with open(sentinel, "w") as f:
         f.write("wan 198.51.100.20\n")
     try:
@@ -751,6 +752,10 @@ def test_maintainer_scripts_do_nothing_live_in_an_image_build(built, tmp_path):
     finally:
         if os.path.exists(sentinel):
             os.remove(sentinel)
+            try:
+                os.rmdir(os.path.dirname(sentinel))
+            except OSError:
+                pass
     # the wrappers did source our scripts...
     with open(os.path.join(root, "tmp", "functions.log")) as f:
         assert f.read().splitlines() == ["default_postinst sixbroker configure", "default_prerm sixbroker remove"]
@@ -941,8 +946,9 @@ def _run_like_a_router(root):
                        env={"PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
     assert os.listdir(os.path.join(lib, "sixbroker", "__pycache__"))
-    for name in ("sixbroker.wan6", ".sixbroker.new.wan6"):
-        with open(os.path.join(root, "var", "run", name), "w") as f:
+    os.makedirs(os.path.join(root, "var", "run", "sixbroker"), exist_ok=True)
+    for name in ("wan6.follows", "wan6.follows.new", "wan6.failures"):
+        with open(os.path.join(root, "var", "run", "sixbroker", name), "w") as f:
             f.write("wan 198.51.100.20\n")
 
 

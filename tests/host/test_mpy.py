@@ -87,7 +87,7 @@ def traced(interp, lib, *argv):
     driver.write_text(DRIVER)
     with FakeUbusd(OBJECTS) as ub:
         env = {"PATH": "/usr/bin:/bin", "SIXBROKER_CONFIG": json.dumps(SEED), "SIXBROKER_RETRY_DELAY": "0",
-               "SIXBROKER_RUN": str(lib.parent)}
+               "SIXBROKER_RUN_DIR": str(lib.parent)}
         env.update(ub.env())
         p = subprocess.run([interp, str(driver), str(lib)] + list(argv), env=env, capture_output=True,
                            text=True, timeout=60)
@@ -233,7 +233,7 @@ def test_the_shim_runs_the_handler_from_the_mpy(installed, tmp_path):
     # the installed shim, as netifd runs it (test_handler.py holds every scenario so)
     with FakeUbusd(OBJECTS) as ub:
         env = {"PATH": "/usr/bin:/bin", "SIXBROKER_PYTHON": MICROPYTHON, "SIXBROKER_LIB": str(installed),
-               "SIXBROKER_RUN": str(tmp_path)}
+               "SIXBROKER_RUN_DIR": str(tmp_path)}
         env.update(ub.env())
         proto = installed.parent.parent.parent / "lib" / "netifd" / "proto"
         p = subprocess.run(["busybox", "sh", "./sixbroker.sh", "sixbroker", "setup", "wan6", json.dumps(SEED)],

@@ -91,9 +91,10 @@ ARGVS = {
 
 @pytest.mark.parametrize("shape", sorted(ARGVS))
 def test_teardown_starts_no_interpreter_and_leaves_nothing(router, tmp_path, shape):
+    (router / "var" / "run" / "sixbroker").mkdir(exist_ok=True)
     before = tree(str(router))
     # what the setup left for the hotplug script (src/sixbroker/hotplug.py record)
-    record = router / "var" / "run" / "sixbroker.wan6"
+    record = router / "var" / "run" / "sixbroker" / "wan6.follows"
     record.write_text("wan 198.51.100.20\n")
     for env in ({}, {"ERROR": "1"}):
         p, execs = teardown(router, ARGVS[shape], env=env, trace=tmp_path / "trace" if STRACE else None)
@@ -106,7 +107,7 @@ def test_teardown_starts_no_interpreter_and_leaves_nothing(router, tmp_path, sha
             assert execs[3:] in ([], ["/bin/rm"]), execs
         assert tree(str(router)) == before          # the record is gone; nothing else was made
     # and the other tunnels' records stay
-    other = router / "var" / "run" / "sixbroker.home"
+    other = router / "var" / "run" / "sixbroker" / "home.follows"
     other.write_text("wan 198.51.100.20\n")
     teardown(router, ARGVS[shape])
     assert other.read_text() == "wan 198.51.100.20\n"
@@ -114,9 +115,9 @@ def test_teardown_starts_no_interpreter_and_leaves_nothing(router, tmp_path, sha
 
 
 def test_an_interface_name_never_reaches_outside_the_run_directory(router):
-    victim = router / "var" / "sixbroker.x"
+    victim = router / "var" / "run" / "x.follows"
     victim.write_text("not ours\n")
-    for name in ("../sixbroker.x", "/x", ""):
+    for name in ("../x", "/x", ""):
         p, _ = teardown(router, ["./sixbroker.sh", "sixbroker", "teardown", name, "{}"])
         assert p.returncode == 0, p.stderr
     assert victim.read_text() == "not ours\n"

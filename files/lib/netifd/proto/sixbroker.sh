@@ -19,7 +19,7 @@ fi
 if [ "$2" = teardown ]; then
 	case "$3" in
 		""|*/*) ;;
-		*) rec="${SIXBROKER_RUN:-/var/run}/sixbroker.$3"; [ -e "$rec" ] && rm -f "$rec" ;;
+		*) rec="${SIXBROKER_RUN_DIR:-/var/run/sixbroker}/$3.follows"; [ -e "$rec" ] && rm -f "$rec" ;;
 	esac
 	exit 0
 fi
