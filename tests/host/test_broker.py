@@ -301,8 +301,9 @@ def test_json_shapes(broker):
     assert batch_to_network(r["uci_batch"]).get("home").get("ip6prefix") == r["options"]["ip6prefix"]
     assert body["apply"]["tunnels"] == 1 and body["applied"] is True
 
-    assert broker.json("show", "home") == {"tunnel": t}
-    assert broker.json("list") == {"tunnels": [t]}
+    # list and show say where the tunnel stands since the last apply
+    assert broker.json("show", "home") == {"tunnel": dict(t, state="applied")}
+    assert broker.json("list") == {"tunnels": [dict(t, state="applied")]}
     assert broker.json("config", "home") == {"router": r}
     # `config` without --json prints the same shell text as `add` did
     assert broker.ok("config", "home") == r["shell"]
@@ -314,12 +315,13 @@ def test_json_shapes(broker):
 
 def test_text_list_and_show(broker):
     broker.init()
-    assert broker.ok("list").split() == ["NAME", "DEVICE", "REMOTE", "TRANSFER", "ROUTED", "MTU"]
+    assert broker.ok("list").split() == ["NAME", "DEVICE", "REMOTE", "TRANSFER", "ROUTED", "MTU", "STATE"]
     broker.ok("add", "b", "--remote", Y)
     broker.ok("add", "a", "--remote", Y2)
     rows = broker.ok("list").strip().split("\n")[1:]
-    assert [r.split()[:3] for r in rows] == [["a", "sbs-a", Y2], ["b", "sbs-b", Y]]
-    assert "2001:db8:5b00:2::/64" in broker.ok("show", "a")
+    assert [r.split()[:3] + r.split()[-1:] for r in rows] == [["a", "sbs-a", Y2, "applied"],
+                                                              ["b", "sbs-b", Y, "applied"]]
+    assert "2001:db8:5b00:2::/64" in broker.ok("show", "a") and "#   state applied" in broker.ok("show", "a")
 
 
 def test_lowest_free_first_and_freed_on_remove(broker):

@@ -18,6 +18,7 @@ Integers are /64 counts and /127 indexes rather than addresses because SQLite's 
 - `generation`: one number, moved on by triggers at every change of the three tables above.
 - `applied`: the generation the kernel and the firewall were last made to match, with the kernel's
   fingerprint and the nftables token seen then (reconcile.py: how `apply` tells "nothing to do" cheaply).
+- `faults`: the tunnels that last apply left out of line, with the error code (reconcile.py).
 """
 
 import os
@@ -96,6 +97,16 @@ MIGRATIONS = [
         kernel TEXT NOT NULL,
         nft TEXT,
         foreign_tunnels TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    """,
+    # 3: the tunnels the last apply could not bring in line, each with its error (reconcile.py); written
+    # by apply, read by list and show.  Not part of the desired state: no generation trigger.
+    """
+    CREATE TABLE faults (
+        tunnel TEXT PRIMARY KEY REFERENCES tunnels(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        code TEXT NOT NULL,
+        message TEXT NOT NULL,
         at TEXT NOT NULL
     );
     """,
@@ -269,3 +280,26 @@ def record_applied(conn, gen, version, kernel, nft, foreign_tunnels):
 def forget_applied(conn):
     with transaction(conn):
         conn.execute("DELETE FROM applied")
+
+
+def faults(conn):
+    """{tunnel: {"code", "message", "at"}} of the tunnels the last apply could not bring in line (none
+    from a database older than the table: a read does not migrate)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'faults'").fetchone() is None:
+        return {}
+    return dict((r["tunnel"], {"code": r["code"], "message": r["message"], "at": r["at"]})
+                for r in conn.execute("SELECT * FROM faults ORDER BY tunnel"))
+
+
+def record_faults(conn, failed, names=None):
+    """Replace what is recorded of the tunnels `names` (all when None) with failed: {tunnel: (code,
+    message)}."""
+    stamp = now()
+    with transaction(conn):
+        if names is None:
+            conn.execute("DELETE FROM faults")
+        else:
+            conn.executemany("DELETE FROM faults WHERE tunnel = ?", [(n,) for n in names])
+        conn.executemany("INSERT INTO faults (tunnel, code, message, at) SELECT ?, ?, ?, ?"
+                         " WHERE EXISTS (SELECT 1 FROM tunnels WHERE name = ?)",
+                         [(n, c, m, stamp, n) for n, (c, m) in sorted(failed.items())])
