@@ -28,7 +28,7 @@ def working(tunnels):
     for name in sorted(tunnels):
         t = tunnels[name]
         ns = HOMES[name][0]
-        if topo.ping(ns, t["server_address"], wait=1) and topo.ping("vps", lan_address(t), wait=1):
+        if topo.ping(ns, t["server_address"]) and topo.ping("vps", lan_address(t)):
             out.append(name)
     return out
 
@@ -133,7 +133,13 @@ def test_00_three_homes(w):
     w.server.json("init", "--prefix", PREFIX, "--uplink", "v-vps", "--netns", "vps")
     for name in ALL:
         w.add(name)
-    assert working(w.tunnels) == ALL
+    got = working(w.tunnels)
+    if got != ALL:
+        for ns in ("vps", "home2"):
+            for args in (["-d", "link"], ["addr"], ["-6", "route"], ["route"]):
+                print(ns, args, topo.ip(ns, *args, check=False).stdout)
+            print(ns, "nft", topo.nft(ns, "list", "ruleset", check=False).stdout)
+    assert got == ALL
 
 
 def test_foreign_sit_on_one_tunnels_pair_at_boot(w):

@@ -266,7 +266,12 @@ def reconcile_change(conn, change, using=None):
     state = _state(server, after_list, count)
     devices = set(p["tunnel"]["device"] for p in before + after_list)
     token = a.nft_token(state["netns"], rec["nft"])
-    kernel, delta = a.kernel_change(state, devices)
+    try:
+        kernel, delta = a.kernel_change(state, devices)
+    except Exception:
+        # not this tunnel's failure but the kernel step's: the full reconcile, which loads the firewall
+        # all the same and then says what went wrong
+        return reconcile(conn, a)
     db.record_faults(conn, _by_tunnel(conn, kernel.pop("failed", None) or {}), names=[change.name])
     crash_point("kernel")
     firewall = a.firewall_change(state["netns"], before, after_list, other)
