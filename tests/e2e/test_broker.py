@@ -426,18 +426,22 @@ def test_one_tunnel_that_cannot_be_applied_never_breaks_the_others(server, tmp_p
     _rebuild_vps()
     r2_routed = tunnels["r2"]["routed"][0]
     topo.ip("vps", "-6", "route", "add", "unreachable", r2_routed)
-    rc, out, err = server.run("apply", "--json")
-    body = json.loads(out)
-    assert rc == 3 and _failed(body) == [("r2", "ROUTE_NOT_OURS")], (out, err)
-    assert reachable(tunnels["r1"]) and reachable(tunnels["r3"])
-    # remove always works: what is ours goes with the row, the admin's route stays
-    body = server.json("remove", "r2")
-    assert body["applied"] is True and body.get("failed", []) == []
-    assert vps_devices() == ["sbs-r1", "sbs-r3"] and "r2" not in _states(server)
-    assert "unreachable " + r2_routed in topo.ip("vps", "-6", "route", "show", r2_routed).stdout
-    assert reachable(tunnels["r1"]) and reachable(tunnels["r3"])
-    # a full compare finds nothing left to do
-    _full_apply_finds_nothing(server)
+    try:
+        rc, out, err = server.run("apply", "--json")
+        body = json.loads(out)
+        assert rc == 3 and _failed(body) == [("r2", "ROUTE_NOT_OURS")], (out, err)
+        assert reachable(tunnels["r1"]) and reachable(tunnels["r3"])
+        # remove always works: what is ours goes with the row, the admin's route stays
+        body = server.json("remove", "r2")
+        assert body["applied"] is True and body.get("failed", []) == []
+        assert vps_devices() == ["sbs-r1", "sbs-r3"] and "r2" not in _states(server)
+        assert "unreachable " + r2_routed in topo.ip("vps", "-6", "route", "show", r2_routed).stdout
+        assert reachable(tunnels["r1"]) and reachable(tunnels["r3"])
+        # a full compare finds nothing left to do
+        _full_apply_finds_nothing(server)
+    finally:
+        # the suite's namespaces outlive the test: the admin's route must not meet the next one
+        topo.ip("vps", "-6", "route", "del", "unreachable", r2_routed, check=False)
 
 
 def _neighbour(i):
