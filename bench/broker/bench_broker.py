@@ -82,11 +82,16 @@ def main():
     ap.add_argument("--real", action="store_true", help="reconcile the real kernel and nftables (root, sit)")
     ap.add_argument("--vs-raw", action="store_true",
                     help="add/remove/apply as ratios to the raw ip -batch and nft commands (root, sit)")
+    ap.add_argument("--neighbour", action="store_true",
+                    help="with --vs-raw: the broker's commands with another nftables user changing its own table "
+                    "before each, as ratios to the same without (issue 12)")
     args = ap.parse_args()
     if args.vs_raw:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import vs_raw
         sizes = [int(s) for s in (args.sizes or "1,100,1000").split(",")]
+        if args.neighbour:
+            return vs_raw.neighbour_main(sizes, args.window or 3, SRC)
         return vs_raw.main(sizes, args.window or 3, SRC)
     sizes = [int(s) for s in (args.sizes or "1000,5000,10000").split(",")]
     args.window = args.window or 50

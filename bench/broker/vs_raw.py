@@ -20,6 +20,9 @@ Measured at N existing tunnels:
   table.  Broker: `sixbroker server apply` onto an empty namespace with N tunnels in the database.
 - apply no-op: `sixbroker server apply` again, nothing to change; compared with the raw creation.
 
+--neighbour (neighbour_main below) times the broker's own commands with another nftables user changing
+its table before each of them, as ratios to the same commands without it.
+
 Each process the raw side runs is started inside the namespace by this thread (setns, as the broker's own
 nft runs), not through `ip -n`/`ip netns exec`, which remount /sys: a person on the server types plain
 `ip` and `nft` in its own namespace.  add and remove are the median of --window rounds.
@@ -147,8 +150,11 @@ def sixbroker(path, *argv):
     return result
 
 
-def broker_round(tmp, n, window, tag="run"):
-    """(plans of the n tunnels, plan of one more, apply s, no-op apply s, [add s], [remove s])."""
+def broker_round(tmp, n, window, tag="run", before=None, paths=None):
+    """(plans of the n tunnels, plan of one more, apply s, no-op apply s, [add s], [remove s]).
+
+    before: called (untimed) before each timed command after the first apply; paths: a list that gets
+    the path each of those commands took ("unchanged", "incremental" or "full")."""
     fresh_ns(BROKER_NS)
     path = os.path.join(tmp, "broker-%s-%d.db" % (tag, n))
     sixbroker(path, "init", "--prefix", PREFIX, "--public-ipv4", LOCAL, "--netns", BROKER_NS)
@@ -160,14 +166,25 @@ def broker_round(tmp, n, window, tag="run"):
         _, plans = service.plans(conn)
     finally:
         conn.close()
+    before = before or (lambda: None)
+    paths = paths if paths is not None else []
+
+    def command(*argv):
+        before()
+        s, out = timed(lambda: sixbroker(path, *argv))
+        report = out["apply"]
+        paths.append("unchanged" if report.get("unchanged") else "incremental" if report.get("incremental")
+                     else "full")
+        return s, out
+
     cold, first = timed(lambda: sixbroker(path, "apply"))
-    warm, second = timed(lambda: sixbroker(path, "apply"))
+    warm, second = command("apply")
     assert len(first["apply"]["kernel"]["changes"]) >= n and first["apply"]["firewall"]["changed"], first
     assert second["apply"]["kernel"]["changes"] == [] and not second["apply"]["firewall"]["changed"], second
     name = "t%d" % n
     adds, removes, extra = [], [], None
     for _ in range(window):
-        s, out = timed(lambda: sixbroker(path, "add", name, "--remote", remote(n), "--allow-private"))
+        s, out = command("add", name, "--remote", remote(n), "--allow-private")
         assert out["apply"]["kernel"]["changes"] and out["apply"]["firewall"]["changed"], out
         adds.append(s)
         if extra is None:
@@ -176,7 +193,7 @@ def broker_round(tmp, n, window, tag="run"):
                 extra = [p for p in service.plans(conn)[1] if p["tunnel"]["device"] == service.device_of(name)][0]
             finally:
                 conn.close()
-        s, out = timed(lambda: sixbroker(path, "remove", name))
+        s, out = command("remove", name)
         assert out["apply"]["kernel"]["changes"] and out["apply"]["firewall"]["changed"], out
         removes.append(s)
     return plans, extra, cold, warm, adds, removes
@@ -276,4 +293,70 @@ def main(sizes, window, src):
     missed = ["%s at %d (%.1fx)" % (op, n, r) for n, op, r, limit in results if limit is not None and r > limit]
     print()
     print("targets: %s" % ("all met" if not missed else "not met: " + ", ".join(missed)))
+    return 0
+
+
+# ---- a neighbour in nftables ---------------------------------------------------------------------------
+# Issue 12, defect 6: fail2ban or Docker change their own tables all day.  The same broker commands as
+# above, timed in three rounds of one run: quiet (nobody else touches nftables), with a neighbour changing
+# its own table before every command, and with the record forgotten before every command (the full
+# O(N) path, which is what every command took with a neighbour before our table got its own proof).
+
+def neighbour_change(i):
+    run_in(BROKER_NS, ["nft", "-f", "-"], "table inet f2b {\n set ban { type ipv4_addr; }\n"
+           " chain input { type filter hook input priority -1; ip saddr @ban drop; }\n}\n"
+           "add element inet f2b ban { 192.0.2.%d }\n" % (1 + i % 250))
+
+
+def neighbour_main(sizes, window, src):
+    if os.geteuid() != 0:
+        sys.stderr.write("--neighbour needs root and a kernel with sit (run it in the guest: tests/guest.py)\n")
+        return 2
+    tmp = tempfile.mkdtemp(prefix="sixbroker-bench-")
+    raise_neigh_thresholds()
+    print("sixbroker server with a neighbour changing its own nftables table before every command (%s)" % (
+        "QEMU guest" if os.environ.get("SIXBROKER_GUEST") == "1" else "this host"))
+    print("median of %d; ratios to the quiet round (nobody else in nftables) of the same run" % window)
+    print()
+    head = "%6s  %-12s %9s %11s %9s %9s %9s  %s" % ("N", "operation", "quiet s", "neighbour s", "ratio",
+                                                    "full s", "ratio", "paths with the neighbour")
+    print(head)
+    print("-" * len(head))
+    count = [0]
+
+    def neighbour():
+        count[0] += 1
+        neighbour_change(count[0])
+
+    def forget(path_of):
+        def f():
+            conn = db.connect(path_of())
+            try:
+                db.forget_applied(conn)
+            finally:
+                conn.close()
+        return f
+
+    try:
+        warm_up = broker_round(tmp, 1, 1, "warm-up")
+        del warm_up
+        for n in sizes:
+            rounds = {}
+            for tag, before in (("quiet", None), ("neighbour", neighbour),
+                                ("full", forget(lambda: os.path.join(tmp, "broker-full-%d.db" % n)))):
+                paths = []
+                _, _, _, warm, adds, removes = broker_round(tmp, n, window, tag, before, paths)
+                rounds[tag] = ({"apply no-op": warm, "add": statistics.median(adds),
+                                "remove": statistics.median(removes)}, paths)
+                subprocess.run(["ip", "netns", "del", BROKER_NS])
+            seen = rounds["neighbour"][1]
+            for op in ("add", "remove", "apply no-op"):
+                q, nb, full = (rounds[t][0][op] for t in ("quiet", "neighbour", "full"))
+                print("%6d  %-12s %9.3f %11.3f %8.2fx %9.3f %8.2fx" % (n, op, q, nb, ratio(nb, q), full,
+                                                                     ratio(full, q)), flush=True)
+            print("%6s  (neighbour round: %s)" % ("", ", ".join("%d %s" % (seen.count(k), k) for k in
+                                                              ("unchanged", "incremental", "full"))))
+    finally:
+        subprocess.run(["ip", "netns", "del", BROKER_NS], stderr=subprocess.DEVNULL)
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -3,7 +3,8 @@
 CPython only.  `apply()` reconciles: it reads what is there (one dump each of links, IPv6 addresses and
 our IPv6 routes per apply, and one more link dump when devices were created or re-keyed), changes only
 what differs, and removes what it owns that no plan wants.  Every netlink change and sysctl write is
-counted (Result.changes), so a test or benchmark can hold a second apply to zero.  `apply(only=...)` does
+counted (Result.changes), so a test or benchmark can hold a second apply to zero.  Each device is
+reconciled on its own: one that cannot be applied (Result.failures) leaves the others' changes made.  `apply(only=...)` does
 the same for a few named devices and reads nothing else: the broker's add and remove of one tunnel cost
 the same with 1 or 1000 others.
 
@@ -13,9 +14,10 @@ kernel in batches, in order (links first, then addresses and routes, which need 
 Ownership, which survives a restart and is not a matter of names:
 - a device is ours when its alias (IFLA_IFALIAS) is `sixbroker:<scope>`.  The scope keeps the broker's
   devices apart from a standalone router's on the same host.  A device with a wanted name but without our
-  alias is never touched: apply stops with DEVICE_NOT_OURS.  The kernel ignores an alias given at
-  creation, so a device is created down, then marked and brought up; if we die in between, it is left down
-  and unmarked, and the next apply names it;
+  alias is never touched: that tunnel fails with DEVICE_NOT_OURS.  The kernel ignores an alias given at
+  creation, so the request that marks it and brings it up goes in the same sendmsg as the one that makes
+  it: the kernel handles both within that system call, so no device of ours exists unmarked, whatever
+  kills us when;
 - a route is ours when it has our routing protocol number (RTPROT, shown by `ip -6 route` as `proto 91`) and
   goes through a device of ours;
 - an address on one of our devices is ours (the kernel's link-local and IPv4-compatible ones aside);
@@ -62,6 +64,7 @@ class Result:
         self.changes = []
         self.foreign_tunnels = []     # (local, remote) of up sit devices that are not ours
         self.fingerprint = None       # see fingerprint()
+        self.failures = {}            # device -> SixbrokerError (apply(isolate=True))
 
     @property
     def count(self):
@@ -296,6 +299,7 @@ class _Kernel:
         self.netns = netns
         self.result = result
         self.pending = []
+        self.failed = {}        # device -> SixbrokerError: what could not be done for it
         try:
             with _InNetns(netns):
                 self.sock = nl.Socket()
@@ -391,25 +395,44 @@ class _Kernel:
         src = socket.inet_ntoa(a[nl.RTA_PREFSRC][:4]) if nl.RTA_PREFSRC in a else None
         return src, (_u32(a[nl.RTA_OIF]) if nl.RTA_OIF in a else None)
 
-    def queue(self, what, request, on_error=None):
-        """request: (type, flags, body) from sixbroker.netlink; on_error: {errno: SixbrokerError}."""
-        self.pending.append((what, request, on_error or {}))
+    def queue(self, what, request, on_error=None, owner=None, glue=False):
+        """request: (type, flags, body) from sixbroker.netlink; on_error: {errno: SixbrokerError}.
+        owner: the device the change is for: its refusal is that device's failure (`failed`), and the
+        other devices' changes go on; None: a refusal stops the apply.  glue: send this request and the
+        next in one sendmsg, which the kernel handles within that one system call, so no kill -9 can
+        fall between them."""
+        self.pending.append((what, request, on_error or {}, owner, glue))
+
+    def _chunks(self, pending):
+        chunk = []
+        for i, item in enumerate(pending):
+            chunk.append(item)
+            glued = item[4] and i + 1 < len(pending)
+            if len(chunk) >= nl.BATCH - 1 and not glued:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
 
     def flush(self):
-        """Send what is queued, in order; raise the first refusal's error after all were answered."""
+        """Send what is queued, in order.  A refused change of a device is recorded in `failed` (the
+        first per device); one without an owner is raised after all were answered."""
         pending, self.pending = self.pending, []
-        if not pending:
-            return
-        try:
-            codes = self.sock.batch([req for _, req, _ in pending])
-        except OSError as e:
-            raise _os_error(e, "netlink")
         first = None
-        for (what, _, on_error), code in zip(pending, codes):
-            if not code:
-                self.result.add(what)
-            elif first is None:
-                first = on_error.get(code) or _os_error(OSError(code, os.strerror(code)), what)
+        for chunk in self._chunks(pending):
+            try:
+                codes = self.sock.batch([req for _, req, _, _, _ in chunk])
+            except OSError as e:
+                raise _os_error(e, "netlink")
+            for (what, _, on_error, owner, _), code in zip(chunk, codes):
+                if not code:
+                    self.result.add(what)
+                    continue
+                err = on_error.get(code) or _os_error(OSError(code, os.strerror(code)), what)
+                if owner is not None:
+                    self.failed.setdefault(owner, err)
+                elif first is None:
+                    first = err
         if first is not None:
             raise first
 
@@ -593,7 +616,8 @@ class _View:
         return out
 
 
-def apply(plans, netns=None, scope=DEFAULT_SCOPE, prefix=None, lan_addresses=None, mapping=None, only=None):
+def apply(plans, netns=None, scope=DEFAULT_SCOPE, prefix=None, lan_addresses=None, mapping=None, only=None,
+          isolate=False):
     """Make the namespace hold exactly what the plans want of what this scope owns.
 
     netns: a name under /run/netns (or a path), None for our own namespace.  prefix: when given, every
@@ -603,6 +627,8 @@ def apply(plans, netns=None, scope=DEFAULT_SCOPE, prefix=None, lan_addresses=Non
     ours) and nothing else in the namespace is read or touched: the broker's add and remove.
     Returns a Result; its `fingerprint` is the state of what the scope owns afterwards (see fingerprint()),
     or with `only`, what the change added to it (fingerprints add up), and foreign_tunnels is None.
+    A device that cannot be brought in line never stops the others: with isolate, Result.failures maps
+    each such device to its SixbrokerError; without, the first of them is raised once all are done.
     """
     mark = tag(scope)
     mapping = mapping or PerTunnelSit()
@@ -629,29 +655,39 @@ def apply(plans, netns=None, scope=DEFAULT_SCOPE, prefix=None, lan_addresses=Non
             result.fingerprint = _state(_View(k), mark, prefix)
         else:
             result.fingerprint = before
+        result.failures = dict(k.failed)
     finally:
         k.close()
     sysctls = []
     for p in plans:
         sysctls.extend(p.get("sysctls") or [])
     apply_sysctls(sysctls, netns, result)
+    if result.failures and not isolate:
+        raise result.failures[sorted(result.failures)[0]]
     return result
 
 
 def _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, prefix):
-    """Queue and send the changes; the fingerprint of what the view showed before them."""
+    """Queue and send the changes; the fingerprint of what the view showed before them.
+
+    Each device is reconciled on its own: what cannot be done for one (a device of that name that is
+    not ours, its (local, remote) pair held by another sit, a route with its key that is someone
+    else's) is recorded in k.failed and leaves that device's remaining steps undone, while every other
+    device is brought in line all the same."""
     links = view.links()
     by_name = _links_by_name(links)
     wanted = dict((s.name, s) for s in specs)
+    failed = k.failed
     for la in lan_addresses or ():
         if la["device"] not in by_name:
             raise SixbrokerError("LAN_DEVICE_MISSING", la["device"], "lan")
     for s in specs:
         cur = by_name.get(s.name)
         if cur is not None and cur.alias != mark:
-            raise SixbrokerError("DEVICE_NOT_OURS", _not_ours_detail(cur, mark))
-        if cur is not None and cur.kind != s.kind:
-            raise SixbrokerError("DEVICE_NOT_OURS", "%s is ours but a %s device, not %s" % (s.name, cur.kind, s.kind))
+            failed[s.name] = SixbrokerError("DEVICE_NOT_OURS", _not_ours_detail(cur, mark))
+        elif cur is not None and cur.kind != s.kind:
+            failed[s.name] = SixbrokerError("DEVICE_NOT_OURS", "%s is ours but a %s device, not %s"
+                                            % (s.name, cur.kind, s.kind))
     ours = dict((li.index, li.name) for li in links if _owned(li, mark, prefix))
     addrs = view.addrs6(ours)
     routes = view.routes6(ours)
@@ -660,23 +696,33 @@ def _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, pre
     # First free what no plan wants: a device going away may free the (local, remote) pair a new one needs.
     deleted = [li for li in sorted(links, key=lambda x: x.name) if _owned(li, mark, prefix) and li.name not in wanted]
     for li in deleted:
-        k.queue("link del " + li.name, nl.link_del(li.index))
+        k.queue("link del " + li.name, nl.link_del(li.index), owner=li.name)
     k.flush()
 
     relisted = False
     for s in specs:
+        if s.name in failed:
+            continue
         cur = by_name.get(s.name)
-        link_index = _link_index(s, by_name, k)
+        try:
+            link_index = _link_index(s, by_name, k)
+        except SixbrokerError as e:
+            failed[s.name] = e
+            continue
         in_use = {errno.EEXIST: SixbrokerError("SIT_PAIR_IN_USE", "%s: another sit device runs from %s to %s"
                                                % (s.name, s.params["local"], s.params["remote"]))}
         if cur is None:
-            # down until marked: see the module's docstring
-            k.queue("link add " + s.name, _sit_request(s, link_index), in_use)
+            # marked in the same system call as it is made (the kernel ignores an alias given at
+            # creation): no device of ours ever exists unmarked, whatever kills us when
+            k.queue("link add " + s.name, _sit_request(s, link_index), in_use, owner=s.name, glue=True)
+            typ, flags, body = nl.link_set(0, mark, None, True)
+            k.queue("link set %s alias %s up" % (s.name, mark), (typ, flags, body + nl.attr_str(nl.IFLA_IFNAME, s.name)),
+                    owner=s.name)
             relisted = True
         elif _params_differ(s, cur, link_index):
             k.queue("link set %s local %s remote %s ttl %d tos %d" % (s.name, s.params["local"],
                     s.params["remote"], s.params["ttl"], s.params["tos"]), _sit_request(s, link_index, cur.index),
-                    in_use)
+                    in_use, owner=s.name)
             relisted = True       # a re-keyed sit recomputes its MTU
     k.flush()
     if relisted:
@@ -684,31 +730,31 @@ def _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, pre
         by_name = _links_by_name(links)
     k.result.foreign_tunnels = _foreign(links, mark)
 
+    index_of = {}
     for s in specs:
-        cur = by_name[s.name]
+        cur = by_name.get(s.name)
+        if s.name in failed or cur is None or cur.alias != mark:
+            failed.setdefault(s.name, SixbrokerError("NETLINK_FAIL", s.name + " was not made"))
+            continue
+        index_of[s.name] = cur.index
         words = []
-        if cur.alias != mark:
-            words.append("alias " + mark)
         if cur.mtu != s.mtu:
             words.append("mtu %d" % s.mtu)
         if not cur.up:
             words.append("up")
         if words:
             k.queue("link set " + s.name + " " + " ".join(words),
-                    nl.link_set(cur.index, mark if cur.alias != mark else None, s.mtu if cur.mtu != s.mtu else None,
-                                not cur.up))
+                    nl.link_set(cur.index, None, s.mtu if cur.mtu != s.mtu else None, not cur.up), owner=s.name)
 
-    index_of = dict((s.name, by_name[s.name].index) for s in specs)
-    # devices made a moment ago are ours too, though the dump we hold shows them before their alias
-    # ... and the ones deleted above are gone with their addresses and routes
-    ours = (set(ours) - set(li.index for li in deleted)) | set(index_of.values())
-    if relisted and view.only is not None:
-        addrs = view.addrs6(ours)
-        routes = view.routes6(ours)
+    # the devices whose addresses and routes are made to match: ours, wanted, and not failed so far
     # (a whole-namespace view keeps its first reads: new devices have nothing of ours yet, re-keyed ones
     # keep their addresses and routes)
-    _reconcile_addresses(k, by_name, index_of, addrs, ours, want_addrs, lan_addresses)
-    _reconcile_routes(k, by_name, index_of, routes, ours, want_routes)
+    good = set(index_of.values())
+    if relisted and view.only is not None:
+        addrs = view.addrs6(good)
+        routes = view.routes6(good)
+    _reconcile_addresses(k, by_name, index_of, addrs, good, want_addrs, lan_addresses)
+    _reconcile_routes(k, by_name, index_of, routes, good, [r for r in want_routes if r.device in index_of])
     k.flush()
     return before
 
@@ -738,9 +784,11 @@ def _reconcile_addresses(k, by_name, index_of, addrs, ours, want_addrs, lan_addr
         want = set(want_addrs.get(dev, ()))
         cur = have.get(idx, set())
         for address, length in sorted(cur - want):
-            k.queue("addr del %s/%d dev %s" % (address, length, dev), nl.addr6(False, idx, address, length))
+            k.queue("addr del %s/%d dev %s" % (address, length, dev), nl.addr6(False, idx, address, length),
+                    owner=dev)
         for address, length in sorted(want - cur):
-            k.queue("addr add %s/%d dev %s" % (address, length, dev), nl.addr6(True, idx, address, length))
+            k.queue("addr add %s/%d dev %s" % (address, length, dev), nl.addr6(True, idx, address, length),
+                    owner=dev)
     if lan_addresses is None:
         return
     want_lan = set()
@@ -776,7 +824,7 @@ def _reconcile_routes(k, by_name, index_of, routes, ours, want_routes):
         if key not in want:
             r = have[key]
             spec = RouteSpec(name_of.get(r.oif, str(r.oif)), r.dst, r.dst_len, r.gateway, r.src, r.src_len, r.metric)
-            k.queue("route del " + spec.text(), _route_request("del", spec, r.oif))
+            k.queue("route del " + spec.text(), _route_request("del", spec, r.oif), owner=spec.device)
     for key in sorted(want, key=str):
         w = want[key]
         idx = index_of[w.device]
@@ -786,7 +834,7 @@ def _reconcile_routes(k, by_name, index_of, routes, ours, want_routes):
         # add is exclusive: a route of someone else's with this key (destination, source, metric) is EEXIST
         cmd = "add" if cur is None else "replace"
         k.queue("route %s %s" % (cmd, w.text()), _route_request(cmd, w, idx),
-                {errno.EEXIST: SixbrokerError("ROUTE_NOT_OURS", w.text())})
+                {errno.EEXIST: SixbrokerError("ROUTE_NOT_OURS", w.text())}, owner=w.device)
 
 
 # ---- fingerprints ------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import json
 import os
 import struct
 import subprocess
+from hashlib import blake2b as _blake2b
 
 from sixbroker.errors import SixbrokerError
 
@@ -408,6 +409,12 @@ def change_text(before, after, other, table=TABLE, mss_clamp=True):
     named here: it stays when `other` has it too, and when it does not, nobody can say without all the
     plans, so None.
     """
+    parts = _change_parts(before, after, other, table, mss_clamp)
+    return None if parts is None else parts[0]
+
+
+def _change_parts(before, after, other, table, mss_clamp):
+    """(change_text, [(set name, set type, element, +1 added or -1 deleted)]) or None."""
     _check_name(table)
     if other is None:
         return None
@@ -416,43 +423,188 @@ def change_text(before, after, other, table=TABLE, mss_clamp=True):
     with_after, after_els = _shape_and_elements([other] + list(after), mss_clamp)
     if not shape[1] or with_before != shape or with_after != shape:
         return None
+    types = dict((name, (typ, flags)) for name, typ, flags in shape[0])
     own = set(_quote(p["tunnel"]["device"]) for p in before)
-    lines = []
+    lines, moves = [], []
     for name in sorted(before_els):
         gone = sorted(before_els[name] - after_els.get(name, set()) - other_els.get(name, set()))
         if any(name != PEERS and e not in own for e in gone):
             return None
         if gone:
             lines.append("delete element %s %s %s { %s }" % (FAMILY, table, name, ", ".join(_key(e) for e in gone)))
+            moves.extend((name, types[name], _key(e), -1) for e in gone)
     for name in sorted(after_els):
         new = sorted(after_els[name] - before_els.get(name, set()))
         if new:
             lines.append("add element %s %s %s { %s }" % (FAMILY, table, name, ", ".join(new)))
-    return "".join(line + "\n" for line in lines)
+            moves.extend((name, types[name], _key(e), 1) for e in new)
+    return "".join(line + "\n" for line in lines), moves
 
 
 def change(before, after, other, netns=None, table=TABLE, mss_clamp=True):
     """Apply change_text() as one transaction; a Result, or None when it cannot be done by elements or
-    the table refused it (not there, an element already gone): the caller applies the whole table."""
-    text = change_text(before, after, other, table, mss_clamp)
-    if text is None:
+    the table refused it (not there, an element already gone): the caller applies the whole table.
+    The Result's `delta` is what the change adds to the table's digest (see token()), None when an
+    element's kernel form is not known here."""
+    parts = _change_parts(before, after, other, table, mss_clamp)
+    if parts is None:
         return None
+    text, moves = parts
     if not text:
         return Result(False, text)
     p = _nft(["-f", "-"], netns, stdin=text)
     if p.returncode != 0:
         return None
-    return Result(True, text)
+    result = Result(True, text)
+    result.delta = _delta(table, moves)
+    return result
 
 
-def token(netns=None):
-    """Who and when of the namespace's nftables state: "boot id/namespace cookie/ruleset generation", or
-    None where the kernel cannot say (Linux < 5.14 has no namespace cookie).  The generation counts every
-    committed nftables transaction of any table, so an equal token proves nothing was loaded since, in
-    this very namespace (cookies are never reused within a boot) of this very boot."""
+# ---- the proof that our table is as we left it ---------------------------------------------------
+# `apply` with nothing to do, and add/remove/set of one tunnel, trust a record of the table instead of
+# reading it through `nft` (a process, and text that grows with the tunnels).  The ruleset generation
+# (NFT_MSG_GETGEN) alone moves with every other nftables user's change (fail2ban, Docker, a firewall
+# reload), so it only ever proves "nothing changed anywhere"; when it moved, the table itself is read
+# over netlink and summed into a digest: one 128-bit hash per item (the table, each chain, rule and set
+# as the kernel reports them, each set element by its key), added up, so a one-tunnel change moves the
+# digest by what its elements add and remove (Result.delta), without reading the table again.
+# Counters (rule `counter`, per-element counters, base-chain counters) are left out: packets move them.
+# A rule is hashed with its expressions, not by its handle alone: `nft replace rule` keeps the handle
+# (net/netfilter/nf_tables_api.c, nf_tables_newrule: with NLM_F_REPLACE the handle is the one given).
+
+DIGEST_MOD = 1 << 128
+NFPROTO_INET = 1
+NFT_GETTABLE, NFT_GETCHAIN, NFT_GETRULE, NFT_GETSET, NFT_GETSETELEM = 1, 4, 7, 10, 13
+_CHAIN_SKIP = (8, 9)                 # NFTA_CHAIN_COUNTERS, NFTA_CHAIN_PAD
+_RULE_EXPRESSIONS, _RULE_SKIP = 4, (8, 9)       # NFTA_RULE_EXPRESSIONS; NFTA_RULE_PAD, NFTA_RULE_ID
+_STATEFUL = (b"counter\0", b"quota\0", b"last\0")    # expressions whose data is state, not configuration
+# NFTA_SET_NAME; NFTA_SET_PAD, and what kernels after 6.1 add (NFTA_SET_TYPE, NFTA_SET_COUNT: the
+# element count, which the elements themselves already cover)
+_SET_NAME, _SET_SKIP, _SET_KNOWN = 2, (14,), 18
+_ELEM_LIST, _ELEM_KEY, _ELEM_FLAGS = 3, 1, 3
+_ELEM_STATE = (5, 7, 8, 11)         # NFTA_SET_ELEM_EXPIRATION, _EXPR, _PAD, _EXPRESSIONS
+IFNAMSIZ = 16
+
+
+def _h(*parts):
+    return int.from_bytes(_blake2b(b"\0".join(parts), digest_size=16).digest(), "big")
+
+
+def _item(kind, attrs, skip=()):
+    return _h(kind, *(b"%d=" % t + v for t, v in sorted(attrs.items()) if t not in skip))
+
+
+def _element_hash(setname, key, flags):
+    return _h(b"elem", setname, key, b"%d" % flags)
+
+
+def _key_bytes(typ, text):
+    """The kernel's form of an element key (NFTA_DATA_VALUE), for the types our sets use; None else."""
+    import socket
+    out = b""
+    for field, value in zip(typ[0].split(" . "), text.split(" . ")):
+        if field == "ipv4_addr" and "/" not in value and "-" not in value:
+            out += socket.inet_aton(value)
+        elif field == "ipv6_addr" and "/" not in value and "-" not in value:
+            out += socket.inet_pton(socket.AF_INET6, value)
+        elif field == "ifname" and value.startswith('"'):
+            name = value.strip('"').encode()
+            out += name + b"\0" * (IFNAMSIZ - len(name))
+        else:
+            return None
+    if any("interval" in f for f in typ[1]) or len(typ[0].split(" . ")) != len(text.split(" . ")):
+        return None         # interval sets: the kernel keeps ranges, not what was written
+    return out
+
+
+def _delta(table, moves):
+    total = 0
+    for setname, typ, element, sign in moves:
+        key = _key_bytes(typ, element)
+        if key is None:
+            return None
+        total += sign * _element_hash(setname.encode(), key, 0)
+    return total % DIGEST_MOD
+
+
+def _nest(buf):
+    from sixbroker import netlink
+    return netlink.attrs(buf, 0, len(buf))
+
+
+def _digest(sock, table):
+    """The digest of our table, or "none" when there is none."""
+    from sixbroker import netlink as nl
+    name = nl.attr_str(1, table)          # NFTA_{TABLE,CHAIN,RULE,SET,SET_ELEM_LIST}_TABLE (and _NAME)
+    try:
+        found = nl.nft_request(sock, NFT_GETTABLE, NFPROTO_INET, name)
+    except OSError as e:
+        if e.errno == 2:                  # ENOENT
+            return "none"
+        raise
+    total = _item(b"table", found, (5, 7))        # NFTA_TABLE_PAD, NFTA_TABLE_OWNER (a port id)
+    want = table.encode() + b"\0"
+    for a in nl.nft_dump(sock, NFT_GETCHAIN, NFPROTO_INET, b""):
+        if a.get(1) == want:
+            total += _item(b"chain", a, _CHAIN_SKIP)
+    for a in nl.nft_dump(sock, NFT_GETRULE, NFPROTO_INET, name):
+        exprs = []
+        for e in nl.iter_nested(a.get(_RULE_EXPRESSIONS, b"")):
+            e = _nest(e)
+            exprs.append(e.get(1, b"") + (b"" if e.get(1) in _STATEFUL else e.get(2, b"")))
+        total += _h(b"rule", _h(*exprs).to_bytes(16, "big"), b"%d" % _item(b"", a, (_RULE_EXPRESSIONS,) + _RULE_SKIP))
+    sets = []
+    for a in nl.nft_dump(sock, NFT_GETSET, NFPROTO_INET, name):
+        total += _item(b"set", a, _SET_SKIP + tuple(t for t in a if t > _SET_KNOWN))
+        sets.append(a[_SET_NAME])
+    for setname in sets:
+        for a in nl.nft_dump(sock, NFT_GETSETELEM, NFPROTO_INET, name + nl.attr(2, setname)):
+            total += _elements(setname.rstrip(b"\0"), a.get(_ELEM_LIST, b""))
+    return "%032x" % (total % DIGEST_MOD)
+
+
+def _elements(sname, buf):
+    """The digest of one message's set elements.  The loop that costs with 1000 tunnels (several
+    thousand elements): attributes are walked in place, no dict per element."""
+    total = 0
+    unpack = struct.unpack_from
+    pos, n = 0, len(buf)
+    while pos + 4 <= n:
+        length = unpack("H", buf, pos)[0]
+        if length < 4:
+            break
+        end = pos + length
+        p = pos + 4
+        key, flags, rest = b"", 0, None
+        while p + 4 <= end:
+            alen, typ = unpack("HH", buf, p)
+            if alen < 4:
+                break
+            typ &= 0x3FFF
+            if typ == _ELEM_KEY:        # nested: NFTA_DATA_VALUE first
+                key = buf[p + 8:p + 4 + unpack("H", buf, p + 4)[0]]
+            elif typ == _ELEM_FLAGS:
+                flags = unpack(">I", buf, p + 4)[0]
+            elif typ not in _ELEM_STATE:
+                rest = (rest or []) + [b"%d=" % typ + buf[p + 4:p + alen]]
+            p += (alen + 3) & ~3
+        if rest:
+            total += _h(b"elem-extra", sname, key, *rest)
+        total += _element_hash(sname, key, flags)
+        pos += (length + 3) & ~3
+    return total
+
+
+def token(netns=None, table=TABLE, known=None):
+    """"boot id/namespace cookie/ruleset generation/digest of our table", or None where the kernel
+    cannot say (Linux < 5.14 has no namespace cookie).  Cookies are never reused within a boot, so the
+    first two name this very namespace of this very boot.  When `known` (an earlier token) has this
+    boot, namespace and generation, nothing was loaded since and it is returned as it is, without reading
+    the table."""
     import socket
     from sixbroker import netlink
     from sixbroker.apply_kernel import _InNetns
+    _check_name(table)
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()
@@ -460,21 +612,35 @@ def token(netns=None):
             s = netlink.Socket(netlink.NETLINK_NETFILTER)
         try:
             cookie = struct.unpack("Q", s.sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
-            gen = netlink.nft_generation(s)
+            head = "%s/%d/%d" % (boot, cookie, netlink.nft_generation(s))
+            if known is not None and known.rsplit("/", 1)[0] == head:
+                return known
+            return head + "/" + _digest(s, table)
         finally:
             s.close()
     except OSError:
         return None
-    return "%s/%d/%d" % (boot, cookie, gen)
 
 
-def token_follows(before, after):
-    """Whether token `after` is the one nftables transaction right after `before`, in the same namespace
-    of the same boot."""
-    if before is None or after is None:
+def token_same(a, b):
+    """Whether two tokens show our table the same: same boot and namespace, and an equal digest."""
+    if a is None or b is None:
         return False
-    b, a = before.rsplit("/", 1), after.rsplit("/", 1)
-    return b[0] == a[0] and int(a[1]) == int(b[1]) + 1
+    a, b = a.split("/"), b.split("/")
+    return len(a) == len(b) == 4 and a[:2] == b[:2] and a[3] == b[3]
+
+
+def token_after(before, result, netns=None, table=TABLE):
+    """The token after change() loaded `result` onto the table that `before` showed: the digest moved
+    by the change's delta when its own transaction is the only one since (the generation moved by one),
+    else read again."""
+    now = token(netns, table, known=before)
+    if before is None or now is None or not getattr(result, "changed", False):
+        return now
+    b, n = before.split("/"), now.split("/")
+    if b[:2] == n[:2] and int(n[2]) == int(b[2]) + 1 and getattr(result, "delta", None) is not None:
+        return "/".join(n[:3] + ["%032x" % ((int(b[3], 16) + result.delta) % DIGEST_MOD)])
+    return token(netns, table)
 
 
 def remove(table=TABLE, netns=None):

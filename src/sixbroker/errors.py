@@ -96,6 +96,7 @@ CODES = {
     "DB_ERROR": "The broker database cannot be opened or is damaged",
     "DB_READ_ONLY": "The broker database cannot be written (a read-only file system or file)",
     "DB_TOO_NEW": "The broker database was written by a newer sixbroker: upgrade sixbroker",
+    "TUNNELS_FAILED": "Some tunnels could not be applied (each is named with its cause); everything else is in line with the database: fix each cause, then run `sixbroker server apply`",
     "APPLY_FAILED": "The database is saved but the kernel or firewall is not in line with it: fix the cause, then run `sixbroker server apply`",
     # the kernel and nftables appliers, the standalone router (`sixbroker router`)
     "DEVICE_NOT_OURS": "A device with the tunnel's name exists and sixbroker did not make it: it is left alone",

@@ -249,3 +249,30 @@ def nft_generation(sock):
                                    struct.pack("BBH", socket.AF_UNSPEC, 0, 0))
     a = attrs(buf, start + 4, end)
     return struct.unpack(">I", a[NFTA_GEN_ID][:4])[0]
+
+
+def _nft_body(family, attrs_bytes):
+    return struct.pack("BBH", family, 0, 0) + attrs_bytes
+
+
+def nft_request(sock, msg, family, attrs_bytes):
+    """{attribute: bytes} of the answer to one nf_tables get request (NFT_MSG_GET*)."""
+    buf, start, end = sock.request((NFNL_SUBSYS_NFTABLES << 8) | msg, _nft_body(family, attrs_bytes))
+    return attrs(buf, start + 4, end)
+
+
+def nft_dump(sock, msg, family, attrs_bytes):
+    """[{attribute: bytes}] of each answer to an nf_tables dump request (filters in attrs_bytes)."""
+    return [attrs(buf, start + 4, end)
+            for buf, start, end in sock.dump((NFNL_SUBSYS_NFTABLES << 8) | msg, _nft_body(family, attrs_bytes))]
+
+
+def iter_nested(buf):
+    """The payloads of the attributes in buf, in order (a nested list: NFTA_LIST_ELEM, ...)."""
+    pos = 0
+    while pos + 4 <= len(buf):
+        length, _ = struct.unpack_from("HH", buf, pos)
+        if length < 4:
+            break
+        yield buf[pos + 4:pos + length]
+        pos += (length + 3) & ~3

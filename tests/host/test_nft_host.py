@@ -471,11 +471,88 @@ def test_the_token_moves_with_every_nftables_transaction_and_only_then(nets):
     n = nets("a", "b")
     a = apply_nft.token(n["a"])
     assert a is not None and a == apply_nft.token(n["a"])
-    assert a.rsplit("/", 1)[0] != apply_nft.token(n["b"]).rsplit("/", 1)[0]     # another namespace
+    assert not apply_nft.token_same(a, apply_nft.token(n["b"]))     # another namespace
     apply_nft.apply(many(2), netns=n["a"])
     b = apply_nft.token(n["a"])
-    assert int(b.rsplit("/", 1)[1]) == int(a.rsplit("/", 1)[1]) + 1
+    assert int(b.split("/")[2]) == int(a.split("/")[2]) + 1 and not apply_nft.token_same(a, b)
     apply_nft.apply(many(2), netns=n["a"])               # equal: nothing loaded, nothing counted
     assert apply_nft.token(n["a"]) == b
     run(["nft", "add", "table", "inet", "someone_else"], ns=n["a"])
     assert apply_nft.token(n["a"]) != b
+
+
+# What fail2ban, Docker and a firewall manager do to their own tables between two broker commands.
+NEIGHBOUR = [
+    "add table inet f2b",
+    "add chain inet f2b input { type filter hook input priority -1; policy accept; }",
+    "add set inet f2b ban { type ipv4_addr; flags timeout; }",
+    "add element inet f2b ban { 192.0.2.99 timeout 1h }",
+    "add rule inet f2b input ip saddr @ban counter drop",
+    "flush chain inet f2b input",
+    "add table ip nat",
+    "add chain ip nat POSTROUTING { type nat hook postrouting priority 100; }",
+    "add rule ip nat POSTROUTING oifname \"eth0\" masquerade",
+    "delete table inet f2b",
+]
+
+
+def test_the_token_proves_our_table_whatever_the_neighbours_do(nets):
+    """Issue 12, defect 6: the generation moves with every table's change; the token's proof (token_same)
+    holds while our own table is as it was, and fails on any change to it."""
+    n = nets("a")
+    ns = n["a"]
+    ps = many(3)
+    apply_nft.apply(ps, netns=ns)
+    t = apply_nft.token(ns)
+    for line in NEIGHBOUR:
+        n.nft("a", "-f", "-", stdin=line + "\n")
+        now = apply_nft.token(ns, known=t)
+        assert now.split("/")[2] != t.split("/")[2] and apply_nft.token_same(t, now), line
+    # a counter moving is no change
+    n.nft("a", "reset", "counters", "table", "inet", "sixbroker")
+    assert apply_nft.token_same(t, apply_nft.token(ns))
+    # every kind of change to our table is seen; apply loads the table again (new handles: a new digest)
+    peer = "%s . %s" % (ps[0]["tunnel"]["local"], ps[0]["tunnel"]["remote"])
+    ours = [
+        "delete element inet sixbroker peers6in4 { %s }" % peer,
+        "add element inet sixbroker locals6in4 { 192.0.2.250 }",
+        "flush set inet sixbroker tunnels",
+        "add rule inet sixbroker input counter accept",
+        "add chain inet sixbroker input { type filter hook input priority filter; policy drop; }",
+        "flush chain inet sixbroker forward",
+        "add set inet sixbroker extra { type ipv4_addr; }",
+        "delete table inet sixbroker",
+    ]
+    for line in ours:
+        n.nft("a", "-f", "-", stdin=line + "\n")
+        assert not apply_nft.token_same(t, apply_nft.token(ns)), line
+        assert apply_nft.apply(ps, netns=ns).changed
+        t = apply_nft.token(ns)
+        n.nft("a", "add", "table", "inet", "f2b")
+        assert apply_nft.token_same(t, apply_nft.token(ns)), line
+    # a rule replaced in place keeps its handle: its expressions are in the digest all the same
+    handle = [ln for ln in n.nft("a", "-a", "list", "chain", "inet", "sixbroker", "input").stdout.splitlines()
+              if "@locals6in4" in ln][0].rsplit("# handle ", 1)[1]
+    n.nft("a", "replace", "rule", "inet", "sixbroker", "input", "handle", handle,
+          "meta", "l4proto", "ipv6", "ip", "daddr", "@locals6in4", "counter", "accept")
+    assert not apply_nft.token_same(t, apply_nft.token(ns))
+
+
+def test_a_one_tunnel_change_moves_the_digest_by_its_own_elements(nets):
+    """token_after: the digest after change() computed from its delta equals the table read again."""
+    n = nets("a")
+    ns = n["a"]
+    ps = many(4)
+    apply_nft.apply(ps[:3], netns=ns)
+    t = apply_nft.token(ns)
+    for before, after in (([], [ps[3]]), ([ps[1]], []), ([ps[2]], [vps(2, remote="192.0.2.250", device="sbs-t2")])):
+        r = apply_nft.change(before, after, ps[0], netns=ns)
+        assert r is not None and r.changed and r.delta is not None
+        moved = apply_nft.token_after(t, r, ns)
+        read = apply_nft.token(ns)
+        assert moved == read, (before, after)
+        t = read
+    # a neighbour's transaction in between: the table is read again, and still agrees
+    n.nft("a", "add", "table", "inet", "f2b")
+    r = apply_nft.change([], [ps[1]], ps[0], netns=ns)
+    assert apply_nft.token_after(t, r, ns) == apply_nft.token(ns)

@@ -1,7 +1,8 @@
 """`sixbroker server ...`: the broker's command line.
 
 Exit status: 0 done, 1 an error (a stable code from sixbroker.errors on stderr, or in the JSON with
---json), 2 a usage error.  Never a traceback: an unexpected exception is INTERNAL_ERROR with its one-line
+--json), 2 a usage error, 3 done but some tunnels are not in line (TUNNELS_FAILED: each named with its
+own code; the rest of the kernel and the firewall is in line, and the changes are saved).  Never a traceback: an unexpected exception is INTERNAL_ERROR with its one-line
 text (SIXBROKER_DEBUG=1 prints the traceback too).
 """
 
@@ -121,16 +122,26 @@ def _json(obj):
 
 
 def _tunnel_text(t):
-    return ("# tunnel %s: device %s, %s <-> %s, mtu %d\n"
+    text = ("# tunnel %s: device %s, %s <-> %s, mtu %d\n"
             "#   transfer %s (server %s, router %s)\n"
             "#   routed %s\n" % (t["name"], t["device"], t["local"], t["remote"], t["mtu"], t["transfer"],
                                  t["server_address"], t["router_address"], ", ".join(t["routed"])))
+    if "state" in t:
+        text += "#   state %s\n" % _state_text(t, True)
+    return text
+
+
+def _state_text(t, long=False):
+    if t["state"] != "failed":
+        return t["state"]
+    return "FAILED %s" % (t["error"]["message"] if long else t["error"]["code"])
 
 
 def _list_text(tunnels):
-    rows = [("NAME", "DEVICE", "REMOTE", "TRANSFER", "ROUTED", "MTU")]
+    rows = [("NAME", "DEVICE", "REMOTE", "TRANSFER", "ROUTED", "MTU", "STATE")]
     for t in tunnels:
-        rows.append((t["name"], t["device"], t["remote"], t["transfer"], ",".join(t["routed"]), str(t["mtu"])))
+        rows.append((t["name"], t["device"], t["remote"], t["transfer"], ",".join(t["routed"]), str(t["mtu"]),
+                     _state_text(t)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for r in rows:
@@ -249,13 +260,13 @@ def _run(args, path):
         conn = db.connect_readonly(path)
         try:
             if cmd == "list":
-                tunnels = service.views(conn)
+                tunnels = service.with_state(conn, service.views(conn))
                 _json({"tunnels": tunnels}) if want_json else _out(_list_text(tunnels))
             elif cmd == "info":
                 s = service.server_view(conn)
                 _json({"server": s}) if want_json else _out(_server_text(s))
             elif cmd == "show":
-                t = service.show(conn, args.name)
+                t = service.with_state(conn, [service.show(conn, args.name)])[0]
                 _json({"tunnel": t}) if want_json else _out(_tunnel_text(t))
             else:
                 t = service.show(conn, args.name)
@@ -355,14 +366,20 @@ def _change(conn, args, cmd, want_json):
         text = ""
         lost = _follow_ipv4(conn)
     report, err = _apply(conn, change)
-    result["applied"] = err is None
+    failed = report.pop("failed", []) if report is not None else []
+    result["applied"] = err is None and not failed
     if cmd == "apply" and err is None and lost is not None:
         err = SixbrokerError(*lost)
     if report is not None:
         result["apply"] = report
         if cmd == "apply":
-            text = "kernel and firewall are in line with the database (%d tunnel%s)\n" % (
-                report["tunnels"], "" if report["tunnels"] == 1 else "s")
+            text = _applied_text(report["tunnels"], failed)
+    if failed:
+        result["failed"] = failed
+        if err is None:
+            err = SixbrokerError("TUNNELS_FAILED", "; ".join("%s (%s): %s: %s" % (
+                f["tunnel"], f["device"], f["code"], f["message"]) for f in failed))
+            err.cause = None
     _notices(conn, result)
     if want_json:
         if err is not None:
@@ -373,7 +390,7 @@ def _change(conn, args, cmd, want_json):
     if err is not None:
         if not want_json:
             _error(err)
-        return 1
+        return 3 if err.code == "TUNNELS_FAILED" else 1
     return 0
 
 
@@ -394,6 +411,13 @@ def _notices(conn, result):
         result["notices"] = [{"code": c, "message": "%s: %s" % (CODES[c], text)} for c, text in notices]
         for n in result["notices"]:
             sys.stderr.write("%s: notice %s: %s\n" % (PROG, n["code"], n["message"]))
+
+
+def _applied_text(count, failed):
+    if not failed:
+        return "kernel and firewall are in line with the database (%d tunnel%s)\n" % (count, "" if count == 1 else "s")
+    return "kernel and firewall are in line with the database except %d of %d tunnels: %s\n" % (
+        len(failed), count, ", ".join("%s (%s)" % (f["tunnel"], f["code"]) for f in failed))
 
 
 def _error(e):

@@ -4,7 +4,7 @@ The database is the truth; the kernel and the firewall are made to match it afte
 every change is one transaction and a crash between the commit and the kernel change is repaired by the
 next `sixbroker server apply`.
 
-Layout (schema version 4, `PRAGMA user_version`):
+Layout (schema version 5, `PRAGMA user_version`):
 - `server`: one row, the broker's own facts (its prefix, transfer prefix, IPv4 addresses, uplink, netns,
   whether it proxies NDP on the uplink, and whether the IPv4 addresses were read from the host, so
   `apply` may follow them when they change).
@@ -20,6 +20,7 @@ Integers are /64 counts and /127 indexes rather than addresses because SQLite's 
 - `generation`: one number, moved on by triggers at every change of the three tables above.
 - `applied`: the generation the kernel and the firewall were last made to match, with the kernel's
   fingerprint and the nftables token seen then (reconcile.py: how `apply` tells "nothing to do" cheaply).
+- `faults`: the tunnels that last apply left out of line, with the error code (reconcile.py).
 """
 
 import os
@@ -110,6 +111,16 @@ MIGRATIONS = [
     # counts as given, so `apply` refuses loudly instead of moving its tunnels to an address it guessed
     """
     ALTER TABLE server ADD COLUMN ipv4_detected INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 5: the tunnels the last apply could not bring in line, each with its error (reconcile.py); written
+    # by apply, read by list and show.  Not part of the desired state: no generation trigger.
+    """
+    CREATE TABLE faults (
+        tunnel TEXT PRIMARY KEY REFERENCES tunnels(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        code TEXT NOT NULL,
+        message TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -343,7 +354,14 @@ def generation(conn):
     return conn.execute("SELECT n FROM generation WHERE id = 1").fetchone()[0]
 
 
+def has_table(conn, name):
+    """Whether a table exists: a read opens an older database as it is, never migrated."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
 def applied(conn):
+    if not has_table(conn, "applied"):
+        return None
     row = conn.execute("SELECT * FROM applied WHERE id = 1").fetchone()
     return dict(row) if row is not None else None
 
@@ -370,3 +388,40 @@ def record_applied(conn, gen, version, kernel, nft, foreign_tunnels):
 def forget_applied(conn):
     with transaction(conn):
         conn.execute("DELETE FROM applied")
+
+
+def faults(conn):
+    """{tunnel: {"code", "message", "at"}} of the tunnels the last apply could not bring in line (none
+    from a database older than the table: a read does not migrate)."""
+    if not has_table(conn, "faults"):
+        return {}
+    return dict((r["tunnel"], {"code": r["code"], "message": r["message"], "at": r["at"]})
+                for r in conn.execute("SELECT * FROM faults ORDER BY tunnel"))
+
+
+def record_faults(conn, failed, names=None):
+    """Replace what is recorded of the tunnels `names` (all when None) with failed: {tunnel: (code,
+    message)}.  Nothing is written when that is what the table holds already (an apply with nothing to
+    do runs on a read-only file system); one that cannot be written is a notice, as in record_applied."""
+    old = dict((t, (f["code"], f["message"])) for t, f in faults(conn).items())
+    keep = {} if names is None else dict((t, f) for t, f in old.items() if t not in names)
+    want = dict(keep)
+    want.update((n, tuple(f)) for n, f in failed.items())
+    tunnels = set(r[0] for r in conn.execute("SELECT name FROM tunnels"))
+    if old == dict((n, f) for n, f in want.items() if n in tunnels):
+        return
+    stamp = now()
+    try:
+        with transaction(conn):
+            if names is None:
+                conn.execute("DELETE FROM faults")
+            else:
+                conn.executemany("DELETE FROM faults WHERE tunnel = ?", [(n,) for n in names])
+            conn.executemany("INSERT INTO faults (tunnel, code, message, at) SELECT ?, ?, ?, ?"
+                             " WHERE EXISTS (SELECT 1 FROM tunnels WHERE name = ?)",
+                             [(n, c, m, stamp, n) for n, (c, m) in sorted(failed.items())])
+    except SixbrokerError as e:
+        if e.code != "DB_READ_ONLY" or not hasattr(conn, "notices"):
+            raise
+        conn.notices.append(("DB_READ_ONLY", "the tunnels that failed could not be recorded (%s): `list` may "
+                             "show an older state" % e))

@@ -11,12 +11,20 @@ Two shortcuts keep the common cases from costing what the whole database costs:
   line after the previous change;
 - `apply` with nothing to do: the `applied` record (db.py) holds the database generation last applied,
   the kernel's fingerprint (apply_kernel.fingerprint: a sum of one hash per device of ours, so one tunnel's
-  change updates it exactly) and the nftables token (boot, namespace, ruleset generation).  When all three
-  still hold, the kernel and the firewall are as they were when they last matched this very database:
-  one dump and no plan.  Anything else (a reboot, a device deleted by hand, another table loaded, an
-  upgrade of sixbroker) fails one of them and the full reconcile runs.
-A record is written only after a reconcile succeeded; an incremental change carries it forward only from a
-record of the generation just before it.
+  change updates it exactly) and the nftables token (boot, namespace, ruleset generation, and a digest
+  of our table alone: apply_nft.token).  When all three still hold, the kernel and the firewall are as
+  they were when they last matched this very database: one dump and no plan.  Another nftables user's
+  change (fail2ban, Docker) moves the generation but not our table's digest, so it costs one netlink
+  read of our table, not the full path.  Anything else (a reboot, a device deleted by hand, our table
+  changed or gone, an upgrade of sixbroker) fails one of them and the full reconcile runs.
+A record is written after every reconcile that ran to its end; an incremental change carries it forward
+only from a record of the generation just before it.
+
+One tunnel never takes the others down: the kernel applier reconciles each device on its own, and what
+it could not do for a tunnel (its error code and words) is kept in the `faults` table, shown by `list`
+and `show`, reported by the command (`failed`) and tried again by every `apply` (no "nothing to do"
+while a fault is recorded).  The firewall step runs whatever the kernel step did, so our table is
+loaded even when the kernel step failed as a whole.
 
 The appliers are reached through one object (`kernel(state)`, `firewall(state)`, and optionally the
 incremental and fingerprint methods of KernelAndNft), so tests give a fake one (module hook APPLIER, or
@@ -32,6 +40,7 @@ import signal
 
 from sixbroker import VERSION
 from sixbroker.broker import db, service
+from sixbroker.errors import SixbrokerError
 
 CRASH_ENV = "SIXBROKER_CRASH_AFTER"
 CRASH_POINTS = ("commit", "kernel")
@@ -71,14 +80,23 @@ class KernelAndNft:
 
     def kernel(self, state):
         from sixbroker import apply_kernel
-        result = apply_kernel.apply(state["plans"], netns=state["netns"], scope=self.SCOPE,
-                                    prefix=state["device_prefix"])
+        try:
+            result = apply_kernel.apply(state["plans"], netns=state["netns"], scope=self.SCOPE,
+                                        prefix=state["device_prefix"], isolate=True)
+        except SixbrokerError:
+            # the firewall is loaded all the same (reconcile()): it still needs the foreign pairs
+            try:
+                self.foreign = apply_kernel.foreign_tunnels(state["netns"], self.SCOPE)
+            except SixbrokerError:
+                pass
+            raise
         # the plans carry the sysctls too, but a broker with no tunnel yet must forward all the same
         apply_kernel.apply_sysctls(state["sysctls"], state["netns"], result)
         # sit devices that are not ours: the firewall must not drop their protocol 41
         self.foreign = list(result.foreign_tunnels)
         self.fingerprint = result.fingerprint
-        return {"changes": list(result.changes), "foreign_tunnels": ["%s -> %s" % p for p in self.foreign]}
+        return {"changes": list(result.changes), "foreign_tunnels": ["%s -> %s" % p for p in self.foreign],
+                "failed": _failures(result)}
 
     def firewall(self, state):
         from sixbroker import apply_nft
@@ -91,9 +109,9 @@ class KernelAndNft:
         """Apply state["plans"] (of the named devices only); the fingerprint's change."""
         from sixbroker import apply_kernel
         result = apply_kernel.apply(state["plans"], netns=state["netns"], scope=self.SCOPE,
-                                    prefix=state["device_prefix"], only=devices)
+                                    prefix=state["device_prefix"], only=devices, isolate=True)
         apply_kernel.apply_sysctls(state["sysctls"], state["netns"], result)
-        return {"changes": list(result.changes)}, result.fingerprint
+        return {"changes": list(result.changes), "failed": _failures(result)}, result.fingerprint
 
     def firewall_text(self, before, after, other):
         from sixbroker import apply_nft
@@ -101,7 +119,7 @@ class KernelAndNft:
 
     def firewall_change(self, netns, before, after, other):
         from sixbroker import apply_nft
-        result = apply_nft.change(before, after, other, netns=netns)
+        result = self.nft_change = apply_nft.change(before, after, other, netns=netns)
         return None if result is None else {"changed": bool(result.changed)}
 
     def sysctls(self, state):
@@ -112,17 +130,26 @@ class KernelAndNft:
         from sixbroker import apply_kernel
         return apply_kernel.fingerprint(netns, scope=self.SCOPE, prefix=service.DEVICE_PREFIX)
 
-    def nft_token(self, netns):
+    def nft_token(self, netns, known=None):
         from sixbroker import apply_nft
-        return apply_nft.token(netns)
+        return apply_nft.token(netns, known=known)
 
-    def nft_token_follows(self, before, after):
+    def nft_token_same(self, a, b):
         from sixbroker import apply_nft
-        return apply_nft.token_follows(before, after)
+        return apply_nft.token_same(a, b)
+
+    def nft_token_after(self, netns, before):
+        """The token after the last firewall_change, from the one before it."""
+        from sixbroker import apply_nft
+        return apply_nft.token_after(before, self.nft_change, netns)
 
     def ndp(self, state):
         from sixbroker import apply_ndp
         return {"changes": apply_ndp.apply(state).changes}
+
+
+def _failures(result):
+    return dict((dev, [e.code, e.text]) for dev, e in result.failures.items())
 
 
 def ndp(conn, a, report, state=None):
@@ -135,6 +162,20 @@ def ndp(conn, a, report, state=None):
 
 def applier():
     return APPLIER if APPLIER is not None else KernelAndNft()
+
+
+def _by_tunnel(conn, failed):
+    """{device: [code, message]} from an applier as {tunnel: (code, message)}; a device that is no
+    tunnel's (one of ours that could not be deleted) under its own name."""
+    names = dict((r[1], r[0]) for r in conn.execute("SELECT name, device FROM tunnels"))
+    return dict((names.get(dev, dev), (c, m)) for dev, (c, m) in failed.items())
+
+
+def _with_faults(conn, report):
+    """The report with `failed`: every tunnel the database knows to be out of line now."""
+    report["failed"] = [{"tunnel": name, "device": service.device_of(name), "code": f["code"],
+                         "message": f["message"]} for name, f in sorted(db.faults(conn).items())]
+    return report
 
 
 def _recorded(conn, gen):
@@ -167,28 +208,46 @@ def reconcile(conn, using=None):
         if report is not None:
             return ndp(conn, a, report)
     state = desired(conn)
-    kernel = a.kernel(state)
+    kernel_error = None
+    try:
+        kernel = a.kernel(state)
+    except Exception as e:
+        # the firewall does not depend on the kernel step: our table is loaded whatever it says
+        kernel_error = e
     crash_point("kernel")
-    firewall = a.firewall(state)
+    try:
+        firewall = a.firewall(state)
+    except Exception:
+        if kernel_error is not None:
+            raise kernel_error
+        raise
+    if kernel_error is not None:
+        raise kernel_error
+    db.record_faults(conn, _by_tunnel(conn, kernel.pop("failed", None) or {}))
     if incremental:
         _record(conn, a.fingerprint, a.nft_token(state["netns"]), kernel["foreign_tunnels"])
-    return ndp(conn, a, {"tunnels": len(state["plans"]), "kernel": kernel, "firewall": firewall})
+    else:
+        # no proof for a later shortcut (nft None), only that this generation was applied (list's state)
+        db.record_applied(conn, db.generation(conn), VERSION, "", None, "")
+    return ndp(conn, a, _with_faults(conn, {"tunnels": len(state["plans"]), "kernel": kernel, "firewall": firewall}))
 
 
 def _unchanged(conn, a):
     """The report of an apply with nothing to do, when the record proves it; else None."""
     rec = _recorded(conn, db.generation(conn))
-    if rec is None or rec["nft"] is None:
-        return None
+    if rec is None or rec["nft"] is None or db.faults(conn):
+        return None         # (a tunnel that failed is tried again by every apply)
     server = db.server(conn)
     count = db.tunnel_count(conn)
     state = _state(server, [], count)
-    if _fp_text(a.kernel_fingerprint(state["netns"])) != rec["kernel"] or a.nft_token(state["netns"]) != rec["nft"]:
+    if _fp_text(a.kernel_fingerprint(state["netns"])) != rec["kernel"]:
+        return None
+    if not a.nft_token_same(a.nft_token(state["netns"], rec["nft"]), rec["nft"]):
         return None
     # sysctls are not in the fingerprint: read (and set) every time, a few small files
     changes = a.sysctls(state)
     return {"tunnels": count, "kernel": {"changes": changes, "foreign_tunnels": _recorded_foreign(rec)},
-            "firewall": {"changed": False}, "unchanged": True}
+            "firewall": {"changed": False}, "unchanged": True, "failed": []}
 
 
 class Change:
@@ -218,23 +277,28 @@ def reconcile_change(conn, change, using=None):
     count = db.tunnel_count(conn)
     state = _state(server, after_list, count)
     devices = set(p["tunnel"]["device"] for p in before + after_list)
-    token = a.nft_token(state["netns"])
-    kernel, delta = a.kernel_change(state, devices)
+    token = a.nft_token(state["netns"], rec["nft"])
+    try:
+        kernel, delta = a.kernel_change(state, devices)
+    except Exception:
+        # not this tunnel's failure but the kernel step's: the full reconcile, which loads the firewall
+        # all the same and then says what went wrong
+        return reconcile(conn, a)
+    db.record_faults(conn, _by_tunnel(conn, kernel.pop("failed", None) or {}), names=[change.name])
     crash_point("kernel")
     firewall = a.firewall_change(state["netns"], before, after_list, other)
     if firewall is None:
         # the table was not as recorded (deleted, an element gone): the whole of it, and a new record
         return reconcile(conn, a)
-    new_token = a.nft_token(state["netns"])
-    if token != rec["nft"] or (firewall["changed"] and not a.nft_token_follows(token, new_token)):
-        new_token = None    # someone else loaded nftables meanwhile: the next apply compares in full
-    elif not firewall["changed"]:
-        new_token = token
+    if not a.nft_token_same(token, rec["nft"]):
+        new_token = None    # our table was not as recorded: the next apply compares it in full
+    else:
+        new_token = a.nft_token_after(state["netns"], token)
     foreign = _recorded_foreign(rec)
     # fingerprints add up (apply_kernel): the record's plus what this change added
     _record(conn, int(rec["kernel"], 16) + delta, new_token, foreign)
     kernel["foreign_tunnels"] = foreign
-    return ndp(conn, a, {"tunnels": count, "kernel": kernel, "firewall": firewall, "incremental": True})
+    return ndp(conn, a, _with_faults(conn, {"tunnels": count, "kernel": kernel, "firewall": firewall, "incremental": True}))
 
 
 def abandon(netns, using=None):

@@ -397,6 +397,20 @@ def show(conn, name):
     return view(s, alloc.Layout.of(s), db.tunnel(conn, name))
 
 
+def with_state(conn, tunnels):
+    """The views with where each tunnel stands since the last apply: "failed" (with the error it got),
+    "applied", or "pending" (the database changed since; `apply` brings it in)."""
+    faults = db.faults(conn)
+    rec = db.applied(conn)
+    current = rec is not None and rec["generation"] == db.generation(conn)
+    for t in tunnels:
+        f = faults.get(t["name"])
+        t["state"] = "failed" if f else ("applied" if current else "pending")
+        if f:
+            t["error"] = f
+    return tunnels
+
+
 def add(conn, name, remote, routed_length=None, mtu=None, allow_private=False):
     s = db.server(conn)
     layout = alloc.Layout.of(s)
