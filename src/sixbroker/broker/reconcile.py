@@ -116,6 +116,14 @@ class KernelAndNft:
         from sixbroker import apply_nft
         return apply_nft.token(netns)
 
+    def host_firewall(self, plans, uplink, netns):
+        from sixbroker.broker import hostfw
+        return hostfw.describe(hostfw.check(plans, uplink, netns=netns), netns)
+
+    def spoofed(self, netns):
+        from sixbroker import apply_nft
+        return apply_nft.spoofed(netns=netns)
+
     def nft_token_follows(self, before, after):
         from sixbroker import apply_nft
         return apply_nft.token_follows(before, after)

@@ -1,0 +1,377 @@
+"""broker/hostfw.py against the rule shapes ufw, Docker and firewalld really install, loaded into a real
+nftables (a throwaway namespace of the host's kernel) and read back with `nft -j list ruleset`, as
+`apply` and `info` read them.
+
+The shapes are written as nft text the way `nft list ruleset` shows them (iptables-nft writes ufw's and
+Docker's rules into `table ip filter` / `table ip6 filter`, native expressions where nft has them):
+- ufw 0.36 (Debian 12): the chain layout of src/backend_iptables.py (INPUT/FORWARD jump to
+  ufw[6]-before-logging-*, -before-*, -after-*, -after-logging-*, -reject-*, -track-*; policies from
+  /etc/default/ufw: DEFAULT_INPUT_POLICY="DROP", DEFAULT_FORWARD_POLICY="DROP"), conf/before.rules and
+  conf/before6.rules (loopback, RH0 drop, ct state, ICMP, DHCP, mDNS/UPnP), `ufw allow 22/tcp`.
+- Docker: 20.10 (Debian 12's docker.io; its iptables-save: FORWARD policy DROP, -j DOCKER-USER,
+  -j DOCKER-ISOLATION-STAGE-1, the docker0 accepts) and 28 (docs.docker.com engine/network/
+  firewall-iptables: DOCKER-USER, DOCKER-FORWARD, DOCKER-CT, DOCKER-BRIDGE, DOCKER), IPv6 with
+  ip6tables on, so in `table ip6 filter`.
+- firewalld 1.3 (nftables backend): src/firewall/core/nftables.py build_default_rules (filter_INPUT and
+  filter_FORWARD at priority filter + 10, policy accept: ct state, ct status dnat, lo, invalid drop, jump
+  *_POLICIES, then `reject with icmpx admin-prohibited`), the public zone with ssh and dhcpv6-client,
+  the uplink eth0 in it.
+"""
+
+import uuid
+
+import pytest
+
+from sixbroker.broker import hostfw
+from test_nft_host import nets, vps, X, Y  # noqa: F401  (nets is a fixture)
+
+UFW = """
+table ip filter {
+\tchain INPUT {
+\t\ttype filter hook input priority filter; policy drop;
+\t\tcounter jump ufw-before-logging-input
+\t\tcounter jump ufw-before-input
+\t\tcounter jump ufw-after-input
+\t\tcounter jump ufw-after-logging-input
+\t\tcounter jump ufw-reject-input
+\t\tcounter jump ufw-track-input
+\t}
+\tchain ufw-before-logging-input {
+\t}
+\tchain ufw-before-input {
+\t\tiifname "lo" counter accept
+\t\tct state related,established counter accept
+\t\tct state invalid counter drop
+\t\ticmp type { destination-unreachable, time-exceeded, parameter-problem, echo-request } counter accept
+\t\tudp sport 67 udp dport 68 counter accept
+\t\tcounter jump ufw-not-local
+\t\tip daddr 224.0.0.251 udp dport 5353 counter accept
+\t\tcounter jump ufw-user-input
+\t}
+\tchain ufw-not-local {
+\t\tfib daddr type local counter return
+\t\tfib daddr type multicast counter return
+\t\tfib daddr type broadcast counter return
+\t\tcounter drop
+\t}
+\tchain ufw-user-input {
+\t\ttcp dport 22 counter accept
+\t}
+\tchain ufw-after-input {
+\t\tudp dport 137 counter jump ufw-skip-to-policy-input
+\t\ttcp dport 139 counter jump ufw-skip-to-policy-input
+\t}
+\tchain ufw-skip-to-policy-input {
+\t\tcounter drop
+\t}
+\tchain ufw-after-logging-input {
+\t\tlimit rate 3/minute burst 10 packets counter log prefix "[UFW BLOCK] "
+\t}
+\tchain ufw-reject-input {
+\t}
+\tchain ufw-track-input {
+\t}
+}
+table ip6 filter {
+\tchain FORWARD {
+\t\ttype filter hook forward priority filter; policy drop;
+\t\tcounter jump ufw6-before-logging-forward
+\t\tcounter jump ufw6-before-forward
+\t\tcounter jump ufw6-after-forward
+\t\tcounter jump ufw6-after-logging-forward
+\t\tcounter jump ufw6-reject-forward
+\t\tcounter jump ufw6-track-forward
+\t}
+\tchain ufw6-before-logging-forward {
+\t}
+\tchain ufw6-before-forward {
+\t\trt type 0 counter drop
+\t\tct state related,established counter accept
+\t\ticmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, echo-request } counter accept
+\t\tcounter jump ufw6-user-forward
+\t}
+\tchain ufw6-user-forward {
+\t}
+\tchain ufw6-after-forward {
+\t}
+\tchain ufw6-after-logging-forward {
+\t\tlimit rate 3/minute burst 10 packets counter log prefix "[UFW BLOCK] "
+\t}
+\tchain ufw6-reject-forward {
+\t}
+\tchain ufw6-track-forward {
+\t}
+}
+"""
+
+# the documented fixes (files/broker/README.md), as ufw writes them from before.rules / before6.rules
+UFW_FIXED = UFW.replace('\t\tiifname "lo" counter accept\n', '\t\tiifname "lo" counter accept\n'
+                        '\t\tip protocol ipv6 ip saddr %s counter accept\n' % Y, 1) \
+    .replace('\t\trt type 0 counter drop\n', '\t\trt type 0 counter drop\n\t\tiifname "sbs-*" counter accept\n'
+             '\t\toifname "sbs-*" counter accept\n', 1)
+
+DOCKER_20 = """
+table ip6 filter {
+\tchain FORWARD {
+\t\ttype filter hook forward priority filter; policy drop;
+\t\tcounter jump DOCKER-USER
+\t\tcounter jump DOCKER-ISOLATION-STAGE-1
+\t\toifname "docker0" ct state related,established counter accept
+\t\toifname "docker0" counter jump DOCKER
+\t\tiifname "docker0" oifname != "docker0" counter accept
+\t\tiifname "docker0" oifname "docker0" counter accept
+\t}
+\tchain DOCKER {
+\t}
+\tchain DOCKER-ISOLATION-STAGE-1 {
+\t\tiifname "docker0" oifname != "docker0" counter jump DOCKER-ISOLATION-STAGE-2
+\t\tcounter return
+\t}
+\tchain DOCKER-ISOLATION-STAGE-2 {
+\t\toifname "docker0" counter drop
+\t\tcounter return
+\t}
+\tchain DOCKER-USER {
+\t\tcounter return
+\t}
+}
+"""
+
+DOCKER_28 = """
+table ip6 filter {
+\tchain FORWARD {
+\t\ttype filter hook forward priority filter; policy drop;
+\t\tcounter jump DOCKER-USER
+\t\tcounter jump DOCKER-FORWARD
+\t}
+\tchain DOCKER-USER {
+\t}
+\tchain DOCKER-FORWARD {
+\t\tcounter jump DOCKER-CT
+\t\tcounter jump DOCKER-ISOLATION-STAGE-1
+\t\tcounter jump DOCKER-BRIDGE
+\t\tiifname "docker0" counter accept
+\t}
+\tchain DOCKER-CT {
+\t\toifname "docker0" ct state related,established counter accept
+\t}
+\tchain DOCKER-BRIDGE {
+\t\toifname "docker0" counter jump DOCKER
+\t}
+\tchain DOCKER {
+\t\tiifname != "docker0" oifname "docker0" counter drop
+\t}
+\tchain DOCKER-ISOLATION-STAGE-1 {
+\t\tiifname "docker0" oifname != "docker0" counter jump DOCKER-ISOLATION-STAGE-2
+\t}
+\tchain DOCKER-ISOLATION-STAGE-2 {
+\t\toifname "docker0" counter drop
+\t}
+}
+"""
+
+# `ip6tables -I DOCKER-USER -i sbs-+ -j ACCEPT` and `-o sbs-+`, as iptables-nft writes them
+DOCKER_FIX = ('\tchain DOCKER-USER {\n\t\tiifname "sbs-*" counter accept\n\t\toifname "sbs-*" counter accept\n')
+
+FIREWALLD = """
+table inet firewalld {
+\tchain filter_INPUT {
+\t\ttype filter hook input priority filter + 10; policy accept;
+\t\tct state { established, related } accept
+\t\tct status dnat accept
+\t\tiifname "lo" accept
+\t\tct state { invalid } drop
+\t\tjump filter_INPUT_POLICIES
+\t\treject with icmpx admin-prohibited
+\t}
+\tchain filter_FORWARD {
+\t\ttype filter hook forward priority filter + 10; policy accept;
+\t\tct state { established, related } accept
+\t\tct status dnat accept
+\t\tiifname "lo" accept
+\t\tct state { invalid } drop
+\t\tip6 daddr { ::/96, ::ffff:0.0.0.0/96, 2002::/24, 2002:a00::/24, 2002:7f00::/24 } reject with icmpv6 addr-unreachable
+\t\tjump filter_FORWARD_POLICIES
+\t\treject with icmpx admin-prohibited
+\t}
+\tchain filter_INPUT_POLICIES {
+\t\tiifname "eth0" jump filter_IN_public
+\t\tiifname "eth0" reject with icmpx admin-prohibited
+\t\tjump filter_IN_public
+\t\treject with icmpx admin-prohibited
+\t}
+\tchain filter_IN_public {
+\t\tjump filter_IN_public_allow
+\t\tmeta l4proto { icmp, ipv6-icmp } accept
+\t}
+\tchain filter_IN_public_allow {
+\t\ttcp dport 22 accept
+\t\tip6 daddr fe80::/64 udp dport 546 accept
+\t}
+\tchain filter_FORWARD_POLICIES {
+\t\tiifname "eth0" oifname "eth0" jump filter_FWD_public
+\t\tiifname "eth0" oifname "eth0" reject with icmpx admin-prohibited
+\t\tiifname "eth0" jump filter_FWD_public
+\t\tiifname "eth0" reject with icmpx admin-prohibited
+\t\toifname "eth0" jump filter_FWD_public
+\t\toifname "eth0" reject with icmpx admin-prohibited
+\t\tjump filter_FWD_public
+\t\treject with icmpx admin-prohibited
+\t}
+\tchain filter_FWD_public {
+\t\tjump filter_FWD_public_allow
+\t}
+\tchain filter_FWD_public_allow {
+\t}
+}
+"""
+
+# the documented fix: the tunnels in a zone `sixbroker` with target ACCEPT, a policy from ANY into it,
+# and protocol 41 from the peer in the uplink's zone (firewalld puts a zone's interfaces before the
+# catch-all in the *_POLICIES chains, and ACCEPT-target zones end in `accept`)
+FIREWALLD_FIXED = FIREWALLD.replace(
+    '\tchain filter_INPUT_POLICIES {\n',
+    '\tchain filter_INPUT_POLICIES {\n\t\tiifname "sbs-*" accept\n', 1).replace(
+    '\t\ttcp dport 22 accept\n', '\t\ttcp dport 22 accept\n\t\tip saddr %s meta l4proto ipv6 accept\n' % Y, 1).replace(
+    '\tchain filter_FORWARD_POLICIES {\n',
+    '\tchain filter_FORWARD_POLICIES {\n\t\tiifname "sbs-*" accept\n\t\toifname "sbs-*" accept\n', 1)
+
+# Debian 12's /etc/nftables.conf as shipped, and a hand-written input chain that lets in ssh only
+DEBIAN_DEFAULT = """
+table inet filter {
+\tchain input {
+\t\ttype filter hook input priority filter;
+\t}
+\tchain forward {
+\t\ttype filter hook forward priority filter;
+\t}
+\tchain output {
+\t\ttype filter hook output priority filter;
+\t}
+}
+"""
+SSH_ONLY = """
+table inet filter {
+\tchain input {
+\t\ttype filter hook input priority filter; policy drop;
+\t\tct state established,related accept
+\t\tiif "lo" accept
+\t\ttcp dport 22 accept
+\t}
+}
+"""
+
+
+@pytest.fixture
+def host(nets):  # noqa: F811
+    return nets("fw")
+
+
+def _load(n, text):
+    n.nft("fw", "-f", "-", stdin=text)
+
+
+def _found(n, uplink="eth0", plans=None):
+    plans = plans or [vps(1, device="sbs-a"), vps(2, remote="192.0.2.7", device="sbs-b")]
+    return hostfw.describe(hostfw.check(plans, uplink, netns=n["fw"]), n["fw"])
+
+
+def _summary(found):
+    return sorted((f["table"], f["chain"], f["rule"], f["kind"], tuple(f["tunnels"])) for f in found)
+
+
+BOTH = ("sbs-a", "sbs-b")
+
+
+def test_ufw_drops_protocol_41_and_forwarding_and_its_fix_passes(host):
+    _load(host, UFW)
+    found = _found(host)
+    assert _summary(found) == [
+        ("ip filter", "INPUT", "policy drop", "in", BOTH),
+        ("ip6 filter", "FORWARD", "policy drop", "from", BOTH),
+        ("ip6 filter", "FORWARD", "policy drop", "to", BOTH),
+    ]
+    assert all(f["code"] == "HOST_FIREWALL_DROPS" and f["owner"] == "ufw" for f in found)
+    assert "before6.rules" in [f for f in found if f["kind"] == "from"][0]["fix"]
+    assert "ip filter INPUT (policy drop) drops protocol 41 from the peers (2 tunnels: sbs-a, sbs-b)" in \
+        [f for f in found if f["kind"] == "in"][0]["message"]
+    host.nft("fw", "flush", "ruleset")
+    _load(host, UFW_FIXED)
+    # the fix lets Y's protocol 41 in; the other peer (192.0.2.7) is still dropped, and named
+    assert _summary(_found(host)) == [("ip filter", "INPUT", "policy drop", "in", ("sbs-b",))]
+
+
+@pytest.mark.parametrize("shape", ["docker-20.10", "docker-28"])
+def test_docker_drops_forwarding_and_docker_user_lets_it_through(host, shape):
+    text = {"docker-20.10": DOCKER_20, "docker-28": DOCKER_28}[shape]
+    _load(host, text)
+    found = _found(host)
+    assert _summary(found) == [("ip6 filter", "FORWARD", "policy drop", "from", BOTH),
+                               ("ip6 filter", "FORWARD", "policy drop", "to", BOTH)]
+    assert found[0]["owner"] == "docker" and "DOCKER-USER -i sbs-+" in found[0]["fix"]
+    host.nft("fw", "flush", "ruleset")
+    fixed = text.replace("\tchain DOCKER-USER {\n", DOCKER_FIX, 1)
+    assert fixed != text
+    _load(host, fixed)
+    assert _found(host) == []
+
+
+def test_firewalld_rejects_and_its_zone_and_policy_let_it_through(host):
+    _load(host, FIREWALLD)
+    found = _found(host)
+    # the uplink's zone (public) dispatch: in by eth0, out by eth0, each ends in its zone's reject
+    assert _summary(found) == [
+        ("inet firewalld", "filter_FORWARD_POLICIES", 'iifname "eth0" reject with icmpx admin-prohibited', "to", BOTH),
+        ("inet firewalld", "filter_FORWARD_POLICIES", 'oifname "eth0" reject with icmpx admin-prohibited', "from",
+         BOTH),
+        ("inet firewalld", "filter_INPUT_POLICIES", 'iifname "eth0" reject with icmpx admin-prohibited', "in", BOTH),
+    ]
+    assert all(f["owner"] == "firewalld" for f in found)
+    host.nft("fw", "flush", "ruleset")
+    _load(host, FIREWALLD_FIXED)
+    assert _summary(_found(host)) == [
+        ("inet firewalld", "filter_INPUT_POLICIES", 'iifname "eth0" reject with icmpx admin-prohibited', "in",
+         ("sbs-b",))]
+
+
+def test_without_the_uplinks_name_only_certain_drops_are_reported(host):
+    # firewalld dispatches on the uplink's name: unknown, the catch-all reject is still certain
+    _load(host, FIREWALLD)
+    kinds = sorted((f["chain"], f["kind"]) for f in _found(host, uplink=None))
+    assert kinds == [("filter_FORWARD_POLICIES", "from"), ("filter_FORWARD_POLICIES", "to"),
+                     ("filter_INPUT_POLICIES", "in")]
+
+
+def test_an_input_chain_for_ssh_only_drops_protocol_41(host):
+    _load(host, SSH_ONLY)
+    assert _summary(_found(host)) == [("inet filter", "input", "policy drop", "in", BOTH)]
+
+
+def test_debians_default_ruleset_and_our_own_table_drop_nothing(host):
+    from sixbroker import apply_nft
+    _load(host, DEBIAN_DEFAULT)
+    plans = [vps(1, device="sbs-a")]
+    apply_nft.apply(plans, netns=host["fw"])       # ours drops protocol 41 from strangers: not a finding
+    assert _found(host, plans=plans) == []
+    assert hostfw.check([], "eth0", netns=host["fw"]) == []
+
+
+def test_a_rule_that_may_accept_is_no_warning(host):
+    # rules the probes certainly miss (another device, UDP only): the policy drop is certain
+    chain = ("table ip6 filter {\n chain FORWARD {\n  type filter hook forward priority 0; policy drop;\n"
+             "  iifname \"docker0\" accept\n  udp dport 53 accept\n%s }\n}\n")
+    _load(host, chain % "")
+    assert _summary(_found(host)) == [("ip6 filter", "FORWARD", "policy drop", "from", BOTH),
+                                      ("ip6 filter", "FORWARD", "policy drop", "to", BOTH)]
+    # a port or a mark the probes cannot know: maybe accepted, so no warning
+    for maybe in ("  tcp dport 443 accept\n", "  meta mark 0x1 accept\n"):
+        host.nft("fw", "flush", "ruleset")
+        _load(host, chain % maybe)
+        assert _found(host) == [], maybe
+
+
+def test_a_namespace_that_is_gone_is_an_error_with_a_code():
+    from sixbroker.errors import SixbrokerError
+    with pytest.raises(SixbrokerError) as e:
+        hostfw.check([vps(1)], "eth0", netns="sbt-nowhere-" + uuid.uuid4().hex[:6])
+    assert e.value.code == "NETNS_NOT_FOUND"
