@@ -18,6 +18,9 @@ verdict, so a warning is only given where the packet certainly dies.  Rules writ
 nft cannot show natively (`xt` expressions) are "maybe" too.
 """
 
+import socket
+import struct
+
 from sixbroker import addr
 from sixbroker.errors import CODES
 
@@ -58,8 +61,8 @@ def probes(plans, uplink=None):
     for p in plans:
         t = p["tunnel"]
         name = p["tunnel"]["device"]
-        inside = [addr.Network.parse(s, strict=False) for s in p["firewall"].get("sources") or []]
-        host = str(inside[-1].host(1)) if inside else None
+        sources = p["firewall"].get("sources") or []
+        host = _first_host(sources[-1]) if sources else None
         base = {"ct state": "new", "ct status": (), "pkttype": "host"}
         out.append(("in", name, dict(base, nfproto="ipv4", l4proto=41, iifname=uplink, oifname=None,
                                      saddr=t["remote"], daddr=t["local"], **{"fib daddr type": "local"})))
@@ -68,6 +71,29 @@ def probes(plans, uplink=None):
         out.append(("to", name, dict(base, nfproto="ipv6", l4proto=6, iifname=uplink,
                                      oifname=t["device"], saddr=None, daddr=host, **{"fib daddr type": "unicast"})))
     return out
+
+
+def uplink_of(netns=None):
+    """The device the IPv4 default route leaves by (the tunnels' outer packets come and go there), for a
+    broker whose uplink is not configured; None when there is none."""
+    from sixbroker import apply_kernel, netlink
+    from sixbroker.errors import SixbrokerError
+    try:
+        k = apply_kernel._Kernel(netns, apply_kernel.Result())
+    except SixbrokerError:
+        return None
+    try:
+        index = k.default_route_device4()
+        if index is None:
+            return None
+        body = netlink.ifinfo(index) + netlink.attr_u32(netlink.IFLA_EXT_MASK, netlink.RTEXT_FILTER_SKIP_STATS)
+        buf, start, end = k.sock.request(netlink.RTM_GETLINK, body)
+        _, _, idx, flags, _ = struct.unpack_from("BxHiII", buf, start)
+        return apply_kernel._Link(idx, flags, buf, start + 16, end).name
+    except (OSError, SixbrokerError):
+        return None
+    finally:
+        k.close()
 
 
 # ---- the ruleset ------------------------------------------------------------------------------------
@@ -120,11 +146,22 @@ def _not(v):
 
 
 def _ip(text):
+    """(version, integer) of an address text, else None.  The C parser: this runs per probe."""
     try:
-        a = addr.Address.parse(text)
-        return (a.version, a.value)
-    except (addr.AddressError, TypeError, AttributeError):
-        return None
+        if ":" in text:
+            return (6, int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big"))
+        if text.count(".") == 3:
+            return (4, int.from_bytes(socket.inet_aton(text), "big"))
+    except (OSError, TypeError, ValueError):
+        pass
+    return None
+
+
+def _first_host(prefix):
+    """The address after a prefix's own (its ::1): one a home numbers its LAN from."""
+    net = prefix.split("/")[0]
+    return socket.inet_ntop(socket.AF_INET6, (int.from_bytes(socket.inet_pton(socket.AF_INET6, net), "big")
+                                              + 1).to_bytes(16, "big"))
 
 
 def _field(left, pkt):
@@ -381,17 +418,80 @@ def fix(who, kind, family, table, chain):
     return "nft insert rule %s %s %s %s accept (before the rule that drops)" % (family, table, chain, match)
 
 
+class _Classes:
+    """What tells probes apart for the ruleset: a probe's device name matters only by which of the
+    ruleset's strings it equals or matches ("sbs-*"), an address only by which of its addresses,
+    prefixes and ranges hold it.  Probes of one class walk the chains alike, so each class is walked
+    once: with rules that name no tunnel in particular, three walks for any number of tunnels."""
+
+    def __init__(self, ruleset):
+        self.strings, self.spans = set(), set()
+        for key, rules in ruleset.rules.items():
+            if key[:2] != OURS:
+                for r in rules:
+                    self._scan(r.get("expr", []))
+        for key, elems in ruleset.sets.items():
+            if key[:2] != OURS:
+                self._scan(elems)
+        self.strings = sorted(self.strings)
+        self.spans = sorted(self.spans)
+
+    def _span(self, lo, hi):
+        a, b = _ip(lo), _ip(hi)
+        if a and b and a[0] == b[0]:
+            self.spans.add((a[0], a[1], b[1]))
+
+    def _scan(self, x):
+        if isinstance(x, str):
+            if _ip(x):
+                self._span(x, x)
+            else:
+                self.strings.add(x)
+        elif isinstance(x, list):
+            for y in x:
+                self._scan(y)
+        elif isinstance(x, dict):
+            if "prefix" in x and isinstance(x["prefix"], dict):
+                try:
+                    net = addr.Network.parse("%s/%d" % (x["prefix"]["addr"], x["prefix"]["len"]), strict=False)
+                    self._span(str(net.first), str(net.last))
+                except (addr.AddressError, KeyError, TypeError):
+                    pass
+            elif "range" in x and isinstance(x["range"], list) and len(x["range"]) == 2:
+                self._span(*[str(v) for v in x["range"]])
+            else:
+                for y in x.values():
+                    self._scan(y)
+
+    def of(self, pkt):
+        key = []
+        for field in ("iifname", "oifname"):
+            v = pkt[field]
+            key.append(v if not isinstance(v, str) else
+                       tuple(s == v or (s[-1:] == "*" and v.startswith(s[:-1])) for s in self.strings))
+        for field in ("saddr", "daddr"):
+            a = _ip(pkt[field]) if isinstance(pkt[field], str) else None
+            key.append(None if a is None else
+                       tuple(v == a[0] and lo <= a[1] <= hi for v, lo, hi in self.spans))
+        return tuple(key)
+
+
 def check(plans, uplink=None, ruleset=None, netns=None):
     """[finding] for the tunnels' probes, one per (table, chain, rule, kind); finding: {"code", "table",
     "chain", "handle", "rule", "kind", "traffic", "tunnels", "owner", "fix", "message"}."""
     if not plans:
         return []
     rs = ruleset if ruleset is not None else read(netns)
+    chains = dict((kind, rs.base_chains(_SEES[kind], _HOOKS[kind])) for kind in _SEES)
+    classes = _Classes(rs)
+    walked = {}
     found = {}
     order = []
     for kind, device, pkt in probes(plans, uplink):
-        for key in rs.base_chains(_SEES[kind], _HOOKS[kind]):
-            outcome, rule = base_outcome(rs, key, pkt)
+        cls = (kind, classes.of(pkt))
+        if cls not in walked:
+            walked[cls] = [(key, base_outcome(rs, key, pkt)) for key in chains[kind]]
+        for key, (outcome, rule) in walked[cls]:
             if outcome != "drop":
                 continue
             # the rule may be in a chain the base chain jumped to: name that one

@@ -118,6 +118,8 @@ class KernelAndNft:
 
     def host_firewall(self, plans, uplink, netns):
         from sixbroker.broker import hostfw
+        if uplink is None and plans:
+            uplink = hostfw.uplink_of(netns)
         return hostfw.describe(hostfw.check(plans, uplink, netns=netns), netns)
 
     def spoofed(self, netns):
