@@ -431,8 +431,8 @@ def change_text(before, after, other, table=TABLE, mss_clamp=True):
     last one, a tunnel unlike the others): the caller then applies the whole table.
 
     before, after: the changed tunnels' plans (old and new); other: the plan of one tunnel that stays.
-    A tunnel's own elements (its device's name, its `local . peer` pair: the kernel keeps both unique) go
-    with it.  Any other element (an endpoint address, a source address) may be shared with tunnels not
+    A tunnel's own elements (its device's name, its `device . prefix` sources, its `local . peer` pair:
+    the kernel keeps devices and pairs unique) go with it.  Any other element (an endpoint address, a source address) may be shared with tunnels not
     named here: it stays when `other` has it too, and when it does not, nobody can say without all the
     plans, so None.
     """

@@ -126,11 +126,15 @@ def test_another_tables_drop_is_named_by_apply_and_info_and_the_documented_fix_w
     assert reachable(t["r1"])
 
 
-def _unit_command(key):
+def _unit_setting(key):
     u = configparser.ConfigParser(strict=False, interpolation=None)
     u.optionxform = str
     u.read(os.path.join(REPO, "files", "broker", "sixbroker.service"))
-    return u["Service"][key].split()
+    return u["Service"].get(key)
+
+
+def _unit_command(key):
+    return _unit_setting(key).split()
 
 
 def test_a_reload_of_nftables_wipes_our_table_and_the_units_reload_brings_it_back(server, tmp_path):
@@ -147,11 +151,18 @@ def test_a_reload_of_nftables_wipes_our_table_and_the_units_reload_brings_it_bac
     topo.run(reload, ns="vps")
     assert apply_nft.loaded(netns="vps") is None
     # our unit's ExecReload= (ReloadPropagatedFrom=nftables.service queues it), as systemd runs it: the
-    # environment from EnvironmentFile= (the database is not at the default path here), sixbroker on PATH
-    env_file = tmp_path / "default-sixbroker"
-    env_file.write_text("# /etc/default/sixbroker\nSIXBROKER_DB=%s\n" % server.path)
+    # environment from the unit's EnvironmentFile= (the guest's /etc is a throwaway overlay; the database
+    # is not at the default path here), sixbroker on PATH
+    assert os.environ.get("SIXBROKER_GUEST") == "1"
     env = {"PATH": os.path.dirname(sys.executable) + ":/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-    env.update(ln.split("=", 1) for ln in env_file.read_text().splitlines() if "=" in ln and ln[0] != "#")
+    env_file = _unit_setting("EnvironmentFile")
+    if env_file:
+        env_file = env_file.lstrip("-")
+        os.makedirs(os.path.dirname(env_file), exist_ok=True)
+        with open(env_file, "w") as f:
+            f.write("# written by the test\nSIXBROKER_DB=%s\n" % server.path)
+        with open(env_file) as f:
+            env.update(ln.strip().split("=", 1) for ln in f if "=" in ln and not ln.startswith("#"))
     p = subprocess.run(_unit_command("ExecReload"), capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr
     assert apply_nft.normalise(apply_nft.loaded(netns="vps")) == apply_nft.normalise(want)
