@@ -6,7 +6,7 @@
 Root (a throwaway network namespace; the host's nftables will do, no sit needed).  The namespace holds
 ufw's, Docker's and firewalld's rule shapes (tests/host_firewalls.py) and our own table for N tunnels.
 Printed per N, as a ratio to the baseline measured in the same run, one `nft -j list ruleset` process
-(the read the check cannot do without): "check" the whole check (the read, the JSON, three probes per
+(what reading every table would cost; the check lists the chains, then the other tables alone): "check" the whole check (the read, the JSON, three probes per
 tunnel through every other table's base chains), "walk" the probes alone on a ruleset already read.
 """
 

@@ -3,8 +3,8 @@
 nftables runs every base chain on a hook, whatever table it is in, and a packet must pass all of them:
 the accept in `inet sixbroker` cannot override a drop elsewhere (ufw's and Docker's `ip6 filter FORWARD`
 with policy drop, firewalld's final `reject` in `inet firewalld filter_FORWARD`, an input chain that lets
-in only ssh).  So `apply` and `info` read the whole ruleset (`nft -j list ruleset`), send three probe
-packets per tunnel through every other table's filter base chains, and report the rule (or policy) that
+in only ssh).  So `apply` and `info` read the other tables' filter chains (read(): `nft -j list`), send
+three probe packets per tunnel through every other table's filter base chains, and report the rule (or policy) that
 stops one, with the one-line fix for the firewall that owns it.  Nothing here changes a rule.
 
 The probes are the packets a tunnel needs, as the first of a flow (ct state new: the home speaks first):
@@ -99,7 +99,7 @@ def uplink_of(netns=None):
 # ---- the ruleset ------------------------------------------------------------------------------------
 
 class Ruleset:
-    """`nft -j list ruleset` items, indexed: base chains, chains' rules, named sets."""
+    """`nft -j list` items, indexed: base chains, chains' rules, named sets."""
 
     def __init__(self, items):
         self.chains, self.rules, self.sets = {}, {}, {}
@@ -129,14 +129,32 @@ class Ruleset:
 
 
 def read(netns=None):
-    """The host's ruleset (a Ruleset), read with one `nft -j list ruleset` in the broker's namespace."""
+    """The other tables that can drop our packets (a Ruleset): those with a filter base chain on the
+    prerouting, input or forward hook.  `nft -j list chains` finds them without listing set elements
+    (ours alone hold one per tunnel), then each is listed whole (its jumps and sets stay inside it)."""
+    items = _listed(["chains"], netns)
+    tables = []
+    for item in items:
+        c = item.get("chain")
+        if (not c or (c["family"], c["table"]) == OURS or c["family"] not in ("ip", "ip6", "inet")
+                or c.get("type", "filter") != "filter" or c.get("hook") not in ("prerouting", "input", "forward")):
+            continue
+        if (c["family"], c["table"]) not in tables:
+            tables.append((c["family"], c["table"]))
+    out = []
+    for family, table in tables:
+        out.extend(_listed(["table", family, table], netns))
+    return Ruleset(out)
+
+
+def _listed(what, netns):
     import json
     from sixbroker import apply_nft
     from sixbroker.errors import SixbrokerError
-    p = apply_nft._nft(["-j", "list", "ruleset"], netns)
+    p = apply_nft._nft(["-j", "list"] + what, netns)
     if p.returncode != 0:
         raise SixbrokerError("NFT_FAIL", apply_nft._error_line(p.stderr))
-    return Ruleset(json.loads(p.stdout or "{}").get("nftables", []))
+    return json.loads(p.stdout or "{}").get("nftables", [])
 
 
 # ---- one expression against one probe ----------------------------------------------------------------
@@ -433,7 +451,7 @@ class _Classes:
         for key, elems in ruleset.sets.items():
             if key[:2] != OURS:
                 self._scan(elems)
-        self.strings = sorted(self.strings)
+        self.wildcards = sorted(x[:-1] for x in self.strings if x.endswith("*"))
         self.spans = sorted(self.spans)
 
     def _span(self, lo, hi):
@@ -467,8 +485,9 @@ class _Classes:
         key = []
         for field in ("iifname", "oifname"):
             v = pkt[field]
-            key.append(v if not isinstance(v, str) else
-                       tuple(s == v or (s[-1:] == "*" and v.startswith(s[:-1])) for s in self.strings))
+            if isinstance(v, str):
+                v = (v if v in self.strings else None, tuple(w for w in self.wildcards if v.startswith(w)))
+            key.append(v)
         for field in ("saddr", "daddr"):
             a = _ip(pkt[field]) if isinstance(pkt[field], str) else None
             key.append(None if a is None else
