@@ -21,6 +21,15 @@ ours on the same address: the caller passes the foreign sit devices' (local, rem
 (apply_kernel.Result.foreign_tunnels); their pairs are accepted first, and an endpoint a foreign wildcard
 device listens on is left out of the drop.
 
+Inner source check: a plan may name the IPv6 prefixes its tunnel's packets may come from
+(firewall["sources"]; the broker's: the transfer /127 and the routed prefixes).  Linux has no IPv6
+reverse-path filter by default, so without it one home could forward packets with another home's (or
+anybody's) source.  Every guarded tunnel shares one rule, first in the forward chain:
+`iifname . ip6 saddr != @sources6 iifname @spoofed6 counter drop`: the concatenated interval set holds
+`device . prefix` for every tunnel, and the second lookup, reached only by a packet that failed the
+first, counts the drop on that device's element.  One rule and one lookup per packet at any number of
+tunnels; a packet from a device that is not guarded fails the first lookup and the second one too.
+
 Order within a chain: the ACCEPT rules (aggregated), then the rules with other verdicts in plan order.
 That is the plans' own order as long as no plan puts an ACCEPT after a DROP or REJECT in one chain (plan.py
 never does: a policy is allow-list then default deny); ruleset() refuses such a plan.
@@ -46,6 +55,8 @@ PEERS = "peers6in4"          # local . peer of our tunnels
 FOREIGN = "foreign6in4"      # local . peer of sit devices that are not ours (exempt from our drop)
 LOCALS = "locals6in4"        # our tunnel endpoints: protocol 41 to them from anyone else is dropped
 TUNNELS = "tunnels"          # our tunnel devices, for MSS clamping
+SOURCES = "sources6"         # device . prefix: the inner sources each guarded tunnel may forward
+SPOOFED = "spoofed6"         # guarded devices, one drop counter each
 
 ANY4 = "0.0.0.0"
 PROTO_6IN4 = 41
@@ -206,6 +217,7 @@ def ruleset(plans, table=TABLE, exempt=(), mss_clamp=True):
 def _build(plans, exempt, mss_clamp):
     """([(set name, type, [element], [flag])], {chain: [rule text]}): the table before it is text."""
     peers, locals_, tunnels = [], [], []
+    sources, guarded = [], []
     accepts = {"input": [], "forward": [], "output": []}    # [(shape or None, rule)] in first-seen order
     groups = {}                                             # shape -> [values]
     others = {"input": [], "forward": [], "output": []}
@@ -214,6 +226,9 @@ def _build(plans, exempt, mss_clamp):
         _check_order(p)
         t = p["tunnel"]
         tunnels.append(t["device"])
+        if p["firewall"].get("sources") is not None:
+            guarded.append(_quote(t["device"]))
+            sources.extend(_quote(t["device"]) + " . " + net for net in p["firewall"]["sources"])
         for r in p["firewall"]["rules"]:
             if _is_6in4_accept(r):
                 pair = t["local"] + " . " + r["src_ip"]
@@ -268,6 +283,12 @@ def _build(plans, exempt, mss_clamp):
     if foreign_pairs and drop_locals:
         sets.append((FOREIGN, "ipv4_addr . ipv4_addr", foreign_pairs, ()))
         chains["input"].append("meta l4proto ipv6 ip daddr . ip saddr @" + FOREIGN + " accept")
+    if guarded:
+        sets.append((SOURCES, "ifname . ipv6_addr", list(dict.fromkeys(sources)), ("flags interval",)))
+        sets.append((SPOOFED, "ifname", [d + " counter" for d in dict.fromkeys(guarded)], ("counter",)))
+        # before every accept: a spoofed packet must not pass as traffic *to* another tunnel either
+        chains["forward"].append("iifname . ip6 saddr != @" + SOURCES + " iifname @" + SPOOFED
+                                 + ' counter drop comment "' + SPOOFED + '"')
     for chain in _CHAINS:
         for shape, r in accepts[chain]:
             if shape is None:
@@ -393,6 +414,13 @@ def _shape_and_elements(plans, mss_clamp):
     return shape, elements
 
 
+def _owned(element, devices):
+    """Whether a set element belongs to one of the devices alone: it is the device (with its counter),
+    or a `device . prefix` pair."""
+    key = _key(element)
+    return key in devices or key.split(" . ", 1)[0] in devices
+
+
 def _key(element):
     # a set element with its statements (`a . b counter`) as a delete names it: by its key alone
     return element[:-len(" counter")] if element.endswith(" counter") else element
@@ -404,8 +432,8 @@ def change_text(before, after, other, table=TABLE, mss_clamp=True):
     last one, a tunnel unlike the others): the caller then applies the whole table.
 
     before, after: the changed tunnels' plans (old and new); other: the plan of one tunnel that stays.
-    A tunnel's own elements (its device's name, its `local . peer` pair: the kernel keeps both unique) go
-    with it.  Any other element (an endpoint address, a source address) may be shared with tunnels not
+    A tunnel's own elements (its device's name, its `device . prefix` sources, its `local . peer` pair:
+    the kernel keeps devices and pairs unique) go with it.  Any other element (an endpoint address, a source address) may be shared with tunnels not
     named here: it stays when `other` has it too, and when it does not, nobody can say without all the
     plans, so None.
     """
@@ -428,7 +456,7 @@ def _change_parts(before, after, other, table, mss_clamp):
     lines, moves = [], []
     for name in sorted(before_els):
         gone = sorted(before_els[name] - after_els.get(name, set()) - other_els.get(name, set()))
-        if any(name != PEERS and e not in own for e in gone):
+        if any(name != PEERS and not _owned(e, own) for e in gone):
             return None
         if gone:
             lines.append("delete element %s %s %s { %s }" % (FAMILY, table, name, ", ".join(_key(e) for e in gone)))
@@ -651,28 +679,43 @@ def remove(table=TABLE, netns=None):
     return True
 
 
-def counters(table=TABLE, netns=None):
-    """Counters of our table: {"peers": {"local . peer": {packets, bytes}}, "rules": {name: {...}}}.
-    A rule over a set is named for the set."""
-    _check_name(table)
-    p = _nft(["-j", "list", "table", FAMILY, table], netns)
+def _element_counters(s):
+    """{key: {packets, bytes}} of one set as `nft -j` lists it; a concatenated key joined by " . "."""
+    out = {}
+    for e in s.get("elem", []):
+        el = e.get("elem", e) if isinstance(e, dict) else e
+        val = el.get("val") if isinstance(el, dict) else el
+        cnt = (el.get("counter") if isinstance(el, dict) else None) or {}
+        if isinstance(val, dict) and "concat" in val:
+            val = " . ".join(str(v) for v in val["concat"])
+        out[str(val)] = {"packets": cnt.get("packets", 0), "bytes": cnt.get("bytes", 0)}
+    return out
+
+
+def _listed_json(args, netns):
+    p = _nft(["-j", "list"] + args, netns)
     if p.returncode != 0:
         if "No such file or directory" in p.stderr:
             return None
         raise SixbrokerError("NFT_FAIL", _error_line(p.stderr))
-    out = {"peers": {}, "rules": {}}
+    return json.loads(p.stdout).get("nftables", [])
+
+
+def counters(table=TABLE, netns=None):
+    """Counters of our table: {"peers": {"local . peer": {packets, bytes}}, "spoofed": {device: {...}},
+    "rules": {name: {...}}}.  A rule over a set is named for the set."""
+    _check_name(table)
+    items = _listed_json(["table", FAMILY, table], netns)
+    if items is None:
+        return None
+    out = {"peers": {}, "spoofed": {}, "rules": {}}
     index = {}
-    for item in json.loads(p.stdout).get("nftables", []):
+    for item in items:
         s = item.get("set")
         if s and s.get("name") == PEERS:
-            for e in s.get("elem", []):
-                el = e.get("elem", e) if isinstance(e, dict) else e
-                val = el.get("val") if isinstance(el, dict) else el
-                cnt = el.get("counter") if isinstance(el, dict) else None
-                if isinstance(val, dict) and "concat" in val:
-                    key = " . ".join(str(v) for v in val["concat"])
-                    out["peers"][key] = {"packets": (cnt or {}).get("packets", 0),
-                                         "bytes": (cnt or {}).get("bytes", 0)}
+            out["peers"] = dict((k, v) for k, v in _element_counters(s).items() if " . " in k)
+        elif s and s.get("name") == SPOOFED:
+            out["spoofed"] = _element_counters(s)
         r = item.get("rule")
         if r:
             chain = r.get("chain")
@@ -685,3 +728,14 @@ def counters(table=TABLE, netns=None):
                 name = r.get("comment") or chain + ":" + str(index[chain])
                 out["rules"][name] = {"packets": cnt.get("packets", 0), "bytes": cnt.get("bytes", 0)}
     return out
+
+
+def spoofed(table=TABLE, netns=None):
+    """Packets dropped per tunnel device for an inner source outside its prefixes: {device: {packets,
+    bytes}}, from one set (cheaper than counters()); {} when there is no table or no guarded tunnel."""
+    _check_name(table)
+    items = _listed_json(["set", FAMILY, table, SPOOFED], netns)
+    for item in items or []:
+        if "set" in item:
+            return _element_counters(item["set"])
+    return {}

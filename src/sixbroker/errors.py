@@ -111,6 +111,7 @@ CODES = {
     "SYSCTL_FAIL": "Could not set a kernel setting (sysctl)",
     "NFT_MISSING": "The nft program (nftables) is not installed",
     "NFT_FAIL": "nftables refused the firewall table",
+    "HOST_FIREWALL_DROPS": "Another nftables table on this host drops tunnel traffic, whatever sixbroker's own table accepts",
     "CONFIG_NOT_FOUND": "The configuration file cannot be read",
     "NO_TUNNELS": "The configuration has no enabled `config tunnel` section",
 }

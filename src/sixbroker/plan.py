@@ -10,7 +10,7 @@ MicroPython.
       "addresses": [{"address", "length"}],                  # on the tunnel device
       "routes":    [{"target", "length", "gateway", "source", "metric"}],   # IPv6, via the tunnel
       "prefixes":  [{"prefix", "length"}],                   # router end: delegated to the LAN
-      "firewall":  {"zone", "rules": [rule, ...]},
+      "firewall":  {"zone", "rules": [rule, ...], "sources": [prefix] (broker end only)},
       "sysctls":   [[key, value], ...],
       "host_route": {"host", "interface"} or None,           # keep the peer reachable over IPv4
     }
@@ -135,7 +135,8 @@ def broker(name, device, local, remote, tunnel_net, routed, mtu=DEFAULT_MTU, ttl
         "addresses": [_addr(ours, tunnel_net.length)],
         "routes": [_route(str(p.address), p.length, theirs) for p in routed],
         "prefixes": [],
-        "firewall": {"zone": None, "rules": rules},
+        # the only inner sources this tunnel may forward (apply_nft drops and counts the rest)
+        "firewall": {"zone": None, "rules": rules, "sources": [str(tunnel_net)] + [str(p) for p in routed]},
         "sysctls": sysctls,
         "host_route": None,
     }

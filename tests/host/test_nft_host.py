@@ -136,11 +136,12 @@ def test_written_as_nft_prints_it_so_a_second_apply_loads_nothing(nets, case):
 def test_aggregation_keeps_the_rule_count_flat():
     def rules(text):
         return [ln for ln in text.splitlines() if ln.startswith("\t\t") and not ln.startswith("\t\ttype")
-                and "elements" not in ln and not ln.startswith("\t\t\t") and ln.strip() not in ("counter",)]
+                and "elements" not in ln and not ln.startswith("\t\t\t") and ln.strip() not in ("counter", "flags interval")]
     two, thousand = apply_nft.ruleset(many(2)), apply_nft.ruleset(many(1000))
     assert rules(two) == rules(thousand)
-    assert len(rules(thousand)) == 5       # 6in4 accept and drop, clamp, forward in and out
-    assert thousand.count(" counter,") + thousand.count(" counter }") == 1000   # one counter per peer
+    assert len(rules(thousand)) == 6       # 6in4 accept and drop, clamp, source check, forward in and out
+    # one counter per peer and one per tunnel's source check
+    assert thousand.count(" counter,") + thousand.count(" counter }") == 2000
 
 
 def test_the_seed_home_ruleset():
@@ -556,3 +557,109 @@ def test_a_one_tunnel_change_moves_the_digest_by_its_own_elements(nets):
     n.nft("a", "add", "table", "inet", "f2b")
     r = apply_nft.change([], [ps[1]], ps[0], netns=ns)
     assert apply_nft.token_after(t, r, ns) == apply_nft.token(ns)
+
+
+# ---- the inner source check ----------------------------------------------------------------------
+
+@pytest.fixture
+def spoofnet(nets):
+    """vps with two tunnels (veths named like them) to homes a and b, and an uplink host `up`.
+
+    a holds its own addresses, one of b's routed prefix and one of nobody's: each is a source a home
+    could send from."""
+    n = nets("vps", "a", "b", "up")
+    for name in ("vps", "a", "b", "up"):
+        for dev in ("all", "default"):
+            n.sysctl(name, "net.ipv6.conf.%s.accept_dad" % dev, "0")
+    n.sysctl("vps", "net.ipv6.conf.all.forwarding", "1")
+    n.veth("vps", "sbs-a", "a", "eth0")
+    n.veth("vps", "sbs-b", "b", "eth0")
+    n.veth("vps", "up0", "up", "eth0")
+    pa, pb = vps(1, device="sbs-a"), vps(2, remote="192.0.2.7", device="sbs-b")
+    for p, ns in ((pa, "a"), (pb, "b")):
+        dev = p["tunnel"]["device"]
+        a = p["addresses"][0]
+        n.ip("vps", "addr", "add", "%s/%d" % (a["address"], a["length"]), "dev", dev)
+        router = str(addr.Network.parse("%s/%d" % (a["address"], a["length"])).host(1))
+        n.ip(ns, "addr", "add", router + "/127", "dev", "eth0")
+        n.ip(ns, "-6", "route", "add", "default", "via", a["address"])
+        for r in p["routes"]:
+            n.ip("vps", "-6", "route", "add", "%s/%d" % (r["target"], r["length"]), "via", router)
+            n.ip(ns, "addr", "add", r["target"] + "1/128", "dev", "eth0")
+    n.ip("a", "addr", "add", "2001:db8:7002::66/128", "dev", "eth0")      # b's prefix
+    n.ip("a", "addr", "add", "2001:db8:9999::66/128", "dev", "eth0")      # nobody's
+    n.ip("vps", "addr", "add", "2001:db8:ffff::1/64", "dev", "up0")
+    n.ip("up", "addr", "add", "2001:db8:ffff::2/64", "dev", "eth0")
+    n.ip("up", "-6", "route", "add", "default", "via", "2001:db8:ffff::1")
+    sink = n.socket("up", socket.AF_INET6, socket.SOCK_DGRAM)
+    sink.bind(("::", 9999))
+    sink.setblocking(False)
+    yield n, [pa, pb], sink
+    sink.close()
+
+
+def _send6(n, ns, source, target="2001:db8:ffff::2"):
+    s = n.socket(ns, socket.AF_INET6, socket.SOCK_DGRAM)
+    s.bind((source, 0))
+    s.sendto(source.encode(), (target, 9999))
+    s.close()
+
+
+def _arrived(sink, want, timeout=2.0):
+    got, end = [], time.time() + timeout
+    while time.time() < end and sorted(got) != sorted(want):
+        try:
+            got.append(sink.recv(100).decode())
+        except BlockingIOError:
+            time.sleep(0.02)
+    time.sleep(0.05)
+    try:
+        got.append(sink.recv(100).decode())
+    except BlockingIOError:
+        pass
+    return sorted(got)
+
+
+SOURCES_A = ["2001:db8:6000::3", "2001:db8:7001::1", "2001:db8:7002::66", "2001:db8:9999::66"]
+
+
+def test_without_the_source_check_a_home_forwards_any_source(spoofnet):
+    # the control: the same world with the broker's pre-check rules (no `sources` in the plans)
+    n, plans, sink = spoofnet
+    for p in plans:
+        p["firewall"].pop("sources", None)
+    apply_nft.apply(plans, netns=n["vps"])
+    for src in SOURCES_A:
+        _send6(n, "a", src)
+    assert _arrived(sink, SOURCES_A) == sorted(SOURCES_A)
+
+
+def test_a_tunnel_forwards_only_its_own_sources_and_counts_the_rest(spoofnet):
+    n, plans, sink = spoofnet
+    apply_nft.apply(plans, netns=n["vps"])
+    for src in SOURCES_A:
+        _send6(n, "a", src)
+    _send6(n, "a", "2001:db8:7002::66", target="2001:db8:7002::1")    # spoofed towards the other tunnel
+    _send6(n, "b", "2001:db8:7002::1")
+    # a's transfer address and routed prefix pass, b's prefix and nobody's from a do not; b is unaffected
+    assert _arrived(sink, SOURCES_A[:2] + ["2001:db8:7002::1"]) == sorted(SOURCES_A[:2] + ["2001:db8:7002::1"])
+    drops = apply_nft.spoofed(netns=n["vps"])
+    assert drops["sbs-a"]["packets"] == 3 and drops["sbs-b"]["packets"] == 0
+    assert apply_nft.counters(netns=n["vps"])["spoofed"] == drops
+
+
+def test_the_source_check_follows_one_tunnels_element_changes(nets):
+    ns = nets("v")["v"]
+    ps = many(3)
+    apply_nft.apply(ps[:2], netns=ns)
+    assert apply_nft.change([], [ps[2]], ps[0], netns=ns).changed
+    assert _loaded_is(ns, ps)
+    assert '"sbs-t2" . 2001:db8:7002::/48' in apply_nft.loaded(netns=ns)
+    assert apply_nft.change([ps[1]], [], ps[0], netns=ns).changed
+    assert _loaded_is(ns, [ps[0], ps[2]])
+    assert '"sbs-t1"' not in apply_nft.loaded(netns=ns)
+    assert set(apply_nft.spoofed(netns=ns)) == {"sbs-t0", "sbs-t2"}
+
+
+def test_no_table_no_spoof_counters(nets):
+    assert apply_nft.spoofed(netns=nets("v")["v"]) == {}

@@ -105,6 +105,8 @@ def _parser():
     s.add_argument("--mtu")
     s.add_argument("--allow-private", action="store_true", help=ALLOW_PRIVATE)
     s = sub.add_parser("apply", parents=[common, js], help="bring the kernel and firewall in line with the database")
+    s.add_argument("--if-initialised", action="store_true",
+                   help="no database yet is not an error: say so and exit 0 (the systemd unit's form)")
     s = sub.add_parser("config", parents=[common, js], help="print a tunnel's router configuration again")
     s.add_argument("name")
     s = sub.add_parser("info", parents=[common, js], help="show the server's prefixes, addresses and usage")
@@ -264,10 +266,16 @@ def _run(args, path):
                 _json({"tunnels": tunnels}) if want_json else _out(_list_text(tunnels))
             elif cmd == "info":
                 s = service.server_view(conn)
+                found = _host_firewall(conn, s)
                 _json({"server": s}) if want_json else _out(_server_text(s))
+                _warn_host_firewall(found, want_json)
             elif cmd == "show":
                 t = service.with_state(conn, [service.show(conn, args.name)])[0]
-                _json({"tunnel": t}) if want_json else _out(_tunnel_text(t))
+                _spoofed(conn, t)
+                extra = ""
+                if "spoofed_dropped" in t:
+                    extra = "#   dropped for an inner source not its own: %d packets\n" % t["spoofed_dropped"]["packets"]
+                _json({"tunnel": t}) if want_json else _out(_tunnel_text(t) + extra)
             else:
                 t = service.show(conn, args.name)
                 _json({"router": routerconf.as_json(t)}) if want_json else _out(routerconf.shell(t))
@@ -276,6 +284,9 @@ def _run(args, path):
         return 0
 
     if cmd != "init" and not os.path.exists(path):
+        if cmd == "apply" and args.if_initialised:
+            _out("no database at %s: nothing to apply\n" % path)
+            return 0
         raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
     parent = os.path.dirname(os.path.abspath(path))
     new_dir = not os.path.isdir(parent)
@@ -367,6 +378,7 @@ def _change(conn, args, cmd, want_json):
         lost = _follow_ipv4(conn)
     report, err = _apply(conn, change)
     failed = report.pop("failed", []) if report is not None else []
+    found = _host_firewall(conn, result) if cmd in ("apply", "init") else []
     result["applied"] = err is None and not failed
     if cmd == "apply" and err is None and lost is not None:
         err = SixbrokerError(*lost)
@@ -387,6 +399,7 @@ def _change(conn, args, cmd, want_json):
         _json(result)
     else:
         _out(text)
+    _warn_host_firewall(found, want_json)
     if err is not None:
         if not want_json:
             _error(err)
@@ -418,6 +431,41 @@ def _applied_text(count, failed):
         return "kernel and firewall are in line with the database (%d tunnel%s)\n" % (count, "" if count == 1 else "s")
     return "kernel and firewall are in line with the database except %d of %d tunnels: %s\n" % (
         len(failed), count, ", ".join("%s (%s)" % (f["tunnel"], f["code"]) for f in failed))
+
+
+def _host_firewall(conn, into):
+    """Rules of other tables that drop tunnel traffic (broker/hostfw.py), as into["host_firewall"]: a
+    warning, never an error.  Only the real appliers look (a test's fake one has no host firewall)."""
+    a = reconcile.applier()
+    if not hasattr(a, "host_firewall"):
+        return []
+    server, plans = service.plans(conn)
+    try:
+        found = a.host_firewall(plans, server["uplink"], server["netns"])
+    except SixbrokerError as e:
+        found = [{"code": e.code, "message": "the other tables could not be read: " + e.text}]
+    into["host_firewall"] = found
+    return found
+
+
+def _warn_host_firewall(found, want_json):
+    if want_json:
+        return
+    for f in found:
+        sys.stderr.write("%s: warning %s: %s%s\n" % (PROG, f["code"], f["message"],
+                                                   "; fix: " + f["fix"] if f.get("fix") else ""))
+
+
+def _spoofed(conn, t):
+    """t["spoofed_dropped"]: packets the tunnel sent with an inner source not its own, dropped."""
+    a = reconcile.applier()
+    if not hasattr(a, "spoofed"):
+        return
+    try:
+        counts = a.spoofed(db.server(conn)["netns"])
+    except SixbrokerError:
+        return
+    t["spoofed_dropped"] = counts.get(t["device"], {"packets": 0, "bytes": 0})
 
 
 def _error(e):

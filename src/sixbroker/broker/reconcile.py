@@ -134,6 +134,16 @@ class KernelAndNft:
         from sixbroker import apply_nft
         return apply_nft.token(netns, known=known)
 
+    def host_firewall(self, plans, uplink, netns):
+        from sixbroker.broker import hostfw
+        if uplink is None and plans:
+            uplink = hostfw.uplink_of(netns)
+        return hostfw.describe(hostfw.check(plans, uplink, netns=netns), netns)
+
+    def spoofed(self, netns):
+        from sixbroker import apply_nft
+        return apply_nft.spoofed(netns=netns)
+
     def nft_token_same(self, a, b):
         from sixbroker import apply_nft
         return apply_nft.token_same(a, b)
