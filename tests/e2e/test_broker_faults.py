@@ -69,14 +69,23 @@ class World:
 
 
 class _Buffers:
-    """capsys for ServerCLI at module scope: the command's output from the buffers `captured` sets up."""
+    """capsys for ServerCLI at module scope (pytest's capsys is per test, the world is per module).
+    ServerCLI.run calls readouterr() before and after each command: the first call puts fresh buffers in
+    place of sys.stdout and sys.stderr, the second reads them and puts back what was there (pytest's own
+    capture, which it sets again at the start of every test phase, so a fixture cannot hold a patch)."""
+
+    saved = None
 
     def readouterr(self):
+        import io
         import sys
+        if self.saved is None:
+            self.saved = (sys.stdout, sys.stderr)
+            sys.stdout, sys.stderr = io.StringIO(), io.StringIO()
+            return "", ""
         out = (sys.stdout.getvalue(), sys.stderr.getvalue())
-        for stream in (sys.stdout, sys.stderr):
-            stream.seek(0)
-            stream.truncate()
+        sys.stdout, sys.stderr = self.saved
+        self.saved = None
         return out
 
 
@@ -98,16 +107,6 @@ def w(world, tmp_path_factory):
     standalone.main(["down", "--netns", "home"])
     apply_kernel.remove_all("vps", scope="broker")
     apply_nft.remove(apply_nft.TABLE, "vps")
-
-
-@pytest.fixture(autouse=True)
-def captured(w, monkeypatch):
-    """The CLI's output into buffers (pytest's capsys is per test, the world is per module)."""
-    import io
-    import sys
-    monkeypatch.setattr(sys, "stdout", io.StringIO())
-    monkeypatch.setattr(sys, "stderr", io.StringIO())
-    yield
 
 
 def _print_table():

@@ -157,8 +157,7 @@ def connect(path, create=True):
             pass
         except OSError as e:
             raise SixbrokerError("DB_ERROR", "%s: %s" % (e.filename or path, e.strerror or e))
-    conn = _open(path, path, False)
-    try:
+    def prepare(conn):
         conn.execute("PRAGMA foreign_keys = ON")
         # rollback journal with full sync: a commit that returned survives a power cut, which the
         # boot-time `apply` relies on
@@ -166,13 +165,7 @@ def connect(path, create=True):
         if not create and _version(conn) == 0:
             raise SixbrokerError("BROKER_NOT_INITIALISED", "the database at %s is empty" % path)
         migrate(conn)
-    except sqlite3.DatabaseError as e:
-        conn.close()
-        raise _db_error(e, path)
-    except SixbrokerError:
-        conn.close()
-        raise
-    return conn
+    return _prepared(_open(path, path, False), path, prepare)
 
 
 def connect_readonly(path):
@@ -181,14 +174,20 @@ def connect_readonly(path):
     server, tunnels and blocks tables that the views read."""
     if not os.path.exists(path):
         raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
-    conn = _open("file:%s?mode=ro" % quote(os.path.abspath(path)), path, True)
-    try:
+    def prepare(conn):
         version = _version(conn)
         if version > SCHEMA_VERSION:
             raise SixbrokerError("DB_TOO_NEW", "schema version %d, this sixbroker knows up to %d"
                                  % (version, SCHEMA_VERSION))
         if version == 0:
             raise SixbrokerError("BROKER_NOT_INITIALISED", "the database at %s is empty" % path)
+    return _prepared(_open("file:%s?mode=ro" % quote(os.path.abspath(path)), path, True), path, prepare)
+
+
+def _prepared(conn, path, prepare):
+    """conn once prepare(conn) has run; closed, with the error in our words, when it fails."""
+    try:
+        prepare(conn)
     except sqlite3.DatabaseError as e:
         conn.close()
         raise _db_error(e, path)
