@@ -509,7 +509,7 @@ _STATEFUL = (b"counter\0", b"quota\0", b"last\0")    # expressions whose data is
 # NFTA_SET_NAME; NFTA_SET_PAD, and what kernels after 6.1 add (NFTA_SET_TYPE, NFTA_SET_COUNT: the
 # element count, which the elements themselves already cover)
 _SET_NAME, _SET_SKIP, _SET_KNOWN = 2, (14,), 18
-_ELEM_LIST, _ELEM_KEY, _ELEM_FLAGS = 3, 1, 3
+_ELEM_LIST, _ELEM_KEY, _ELEM_FLAGS, _ELEM_KEY_END = 3, 1, 3, 10
 _ELEM_STATE = (5, 7, 8, 11)         # NFTA_SET_ELEM_EXPIRATION, _EXPR, _PAD, _EXPRESSIONS
 IFNAMSIZ = 16
 
@@ -527,31 +527,49 @@ def _element_hash(setname, key, flags):
 
 
 def _key_bytes(typ, text):
-    """The kernel's form of an element key (NFTA_DATA_VALUE), for the types our sets use; None else."""
+    """The kernel's form of an element key (NFTA_DATA_VALUE), for the types our sets use, as (key, end):
+    end is None but for a concatenation with intervals, which the kernel (nft_set_pipapo) keeps as one
+    element with the range's first key and its last (NFTA_SET_ELEM_KEY_END).  None where we cannot say
+    (an interval set of one field keeps start and end as elements of their own)."""
     import socket
-    out = b""
-    for field, value in zip(typ[0].split(" . "), text.split(" . ")):
-        if field == "ipv4_addr" and "/" not in value and "-" not in value:
-            out += socket.inet_aton(value)
-        elif field == "ipv6_addr" and "/" not in value and "-" not in value:
-            out += socket.inet_pton(socket.AF_INET6, value)
+    fields, values = typ[0].split(" . "), text.split(" . ")
+    interval = any("interval" in f for f in typ[1])
+    if len(fields) != len(values) or (interval and len(fields) < 2):
+        return None
+    key = end = b""
+    for field, value in zip(fields, values):
+        if field in ("ipv4_addr", "ipv6_addr") and "-" not in value:
+            family, size = (socket.AF_INET, 32) if field == "ipv4_addr" else (socket.AF_INET6, 128)
+            address, _, length = value.partition("/")
+            if length and not interval:
+                return None
+            raw = int.from_bytes(socket.inet_pton(family, address), "big")
+            host = (1 << (size - int(length or size))) - 1
+            key += (raw & ~host).to_bytes(size // 8, "big")
+            end += (raw | host).to_bytes(size // 8, "big")
         elif field == "ifname" and value.startswith('"'):
             name = value.strip('"').encode()
-            out += name + b"\0" * (IFNAMSIZ - len(name))
+            name += b"\0" * (IFNAMSIZ - len(name))
+            key += name
+            end += name
         else:
             return None
-    if any("interval" in f for f in typ[1]) or len(typ[0].split(" . ")) != len(text.split(" . ")):
-        return None         # interval sets: the kernel keeps ranges, not what was written
-    return out
+    return key, (end if interval else None)
 
 
 def _delta(table, moves):
     total = 0
     for setname, typ, element, sign in moves:
-        key = _key_bytes(typ, element)
-        if key is None:
+        found = _key_bytes(typ, element)
+        if found is None:
             return None
-        total += sign * _element_hash(setname.encode(), key, 0)
+        key, end = found
+        name = setname.encode()
+        total += sign * _element_hash(name, key, 0)
+        if end is not None:
+            # as _elements hashes it: NFTA_SET_ELEM_KEY_END with its nested NFTA_DATA_VALUE header
+            total += sign * _h(b"elem-extra", name, key, b"%d=" % _ELEM_KEY_END +
+                               struct.pack("HH", 4 + len(end), 1) + end)
     return total % DIGEST_MOD
 
 
@@ -623,12 +641,13 @@ def _elements(sname, buf):
     return total
 
 
-def token(netns=None, table=TABLE, known=None):
+def token(netns=None, table=TABLE, known=None, moved_by=None):
     """"boot id/namespace cookie/ruleset generation/digest of our table", or None where the kernel
     cannot say (Linux < 5.14 has no namespace cookie).  Cookies are never reused within a boot, so the
     first two name this very namespace of this very boot.  When `known` (an earlier token) has this
     boot, namespace and generation, nothing was loaded since and it is returned as it is, without reading
-    the table."""
+    the table; with `moved_by` (the digest delta of our own one transaction since `known`) and a
+    generation one further, the digest is known's moved by it, again without reading the table."""
     import socket
     from sixbroker import netlink
     from sixbroker.apply_kernel import _InNetns
@@ -640,9 +659,15 @@ def token(netns=None, table=TABLE, known=None):
             s = netlink.Socket(netlink.NETLINK_NETFILTER)
         try:
             cookie = struct.unpack("Q", s.sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
-            head = "%s/%d/%d" % (boot, cookie, netlink.nft_generation(s))
-            if known is not None and known.rsplit("/", 1)[0] == head:
-                return known
+            gen = netlink.nft_generation(s)
+            head = "%s/%d/%d" % (boot, cookie, gen)
+            if known is not None:
+                k = known.split("/")
+                if known.rsplit("/", 1)[0] == head:
+                    return known
+                if moved_by is not None and len(k) == 4 and k[:2] == [boot, str(cookie)] and \
+                        k[3] != "none" and int(k[2]) + 1 == gen:
+                    return head + "/%032x" % ((int(k[3], 16) + moved_by) % DIGEST_MOD)
             return head + "/" + _digest(s, table)
         finally:
             s.close()
@@ -661,14 +686,9 @@ def token_same(a, b):
 def token_after(before, result, netns=None, table=TABLE):
     """The token after change() loaded `result` onto the table that `before` showed: the digest moved
     by the change's delta when its own transaction is the only one since (the generation moved by one),
-    else read again."""
-    now = token(netns, table, known=before)
-    if before is None or now is None or not getattr(result, "changed", False):
-        return now
-    b, n = before.split("/"), now.split("/")
-    if b[:2] == n[:2] and int(n[2]) == int(b[2]) + 1 and getattr(result, "delta", None) is not None:
-        return "/".join(n[:3] + ["%032x" % ((int(b[3], 16) + result.delta) % DIGEST_MOD)])
-    return token(netns, table)
+    else read once."""
+    delta = getattr(result, "delta", None) if getattr(result, "changed", False) else None
+    return token(netns, table, known=before, moved_by=delta)
 
 
 def remove(table=TABLE, netns=None):
