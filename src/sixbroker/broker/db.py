@@ -373,15 +373,22 @@ def record_applied(conn, gen, version, kernel, nft, foreign_tunnels):
     new = (gen, version, kernel, nft, foreign_tunnels)
     if old is not None and tuple(old[k] for k in ("generation", "version", "kernel", "nft", "foreign_tunnels")) == new:
         return
+    _write_or_notice(conn, "the kernel and the firewall are in line, but the record of it could not be saved "
+                     "(%s): the next apply compares everything again",
+                     lambda: conn.execute("INSERT OR REPLACE INTO applied (id, generation, version, kernel, nft,"
+                                          " foreign_tunnels, at) VALUES (1, ?, ?, ?, ?, ?, ?)", new + (now(),)))
+
+
+def _write_or_notice(conn, words, write):
+    """write() in a transaction; a read-only database's refusal is a notice (conn.notices, words % the
+    error), not a failure of the apply it belongs to: the kernel and the firewall are in line all the same."""
     try:
         with transaction(conn):
-            conn.execute("INSERT OR REPLACE INTO applied (id, generation, version, kernel, nft, foreign_tunnels,"
-                         " at) VALUES (1, ?, ?, ?, ?, ?, ?)", new + (now(),))
+            write()
     except SixbrokerError as e:
         if e.code != "DB_READ_ONLY" or not hasattr(conn, "notices"):
             raise
-        conn.notices.append(("DB_READ_ONLY", "the kernel and the firewall are in line, but the record of it "
-                             "could not be saved (%s): the next apply compares everything again" % e))
+        conn.notices.append(("DB_READ_ONLY", words % e))
 
 
 def forget_applied(conn):
@@ -410,17 +417,14 @@ def record_faults(conn, failed, names=None):
     if old == dict((n, f) for n, f in want.items() if n in tunnels):
         return
     stamp = now()
-    try:
-        with transaction(conn):
-            if names is None:
-                conn.execute("DELETE FROM faults")
-            else:
-                conn.executemany("DELETE FROM faults WHERE tunnel = ?", [(n,) for n in names])
-            conn.executemany("INSERT INTO faults (tunnel, code, message, at) SELECT ?, ?, ?, ?"
-                             " WHERE EXISTS (SELECT 1 FROM tunnels WHERE name = ?)",
-                             [(n, c, m, stamp, n) for n, (c, m) in sorted(failed.items())])
-    except SixbrokerError as e:
-        if e.code != "DB_READ_ONLY" or not hasattr(conn, "notices"):
-            raise
-        conn.notices.append(("DB_READ_ONLY", "the tunnels that failed could not be recorded (%s): `list` may "
-                             "show an older state" % e))
+
+    def write():
+        if names is None:
+            conn.execute("DELETE FROM faults")
+        else:
+            conn.executemany("DELETE FROM faults WHERE tunnel = ?", [(n,) for n in names])
+        conn.executemany("INSERT INTO faults (tunnel, code, message, at) SELECT ?, ?, ?, ?"
+                         " WHERE EXISTS (SELECT 1 FROM tunnels WHERE name = ?)",
+                         [(n, c, m, stamp, n) for n, (c, m) in sorted(failed.items())])
+    _write_or_notice(conn, "the tunnels that failed could not be recorded (%s): `list` may show an older state",
+                     write)
