@@ -58,7 +58,7 @@ SIZE_LIMITS = {"sixbroker": 40 * 1024, "sixbroker-micropython": 40 * 1024}
 
 # Add-on -> (the package whose modules it compiles, the modules whose imports it follows).  Only these
 # two run on every ifup and every interface event; run.py's MPY_COMMANDS names the same ones.
-MPY_ADDONS = {"sixbroker-micropython": ("sixbroker", ("netifd", "hotplug"))}
+MPY_ADDONS = {"sixbroker-micropython": ("sixbroker", ("openwrt/netifd", "openwrt/hotplug"))}
 MODULE_DIR = "usr/lib/sixbroker/sixbroker/"
 MPY_DIR = "usr/lib/sixbroker/mpy/sixbroker/"
 
@@ -485,36 +485,48 @@ def find_mpy_cross(given):
 
 
 def sixbroker_imports(source):
-    """The package's modules a module imports, at its top or inside functions: `from sixbroker import a`,
-    `from sixbroker.a import x`, `import sixbroker.a`."""
+    """The package's modules a module imports, at its top or inside functions, as paths under the package
+    ("core/addr"): `from sixbroker.core import addr`, `from sixbroker.core.addr import x`,
+    `import sixbroker.core.addr`.  A name that may be a module or an attribute (`from sixbroker.core import
+    addr`, `from sixbroker import VERSION`) is given both ways; the caller keeps those it ships."""
     found = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module == "sixbroker":
-                found.update(alias.name for alias in node.names)
-            elif node.module.startswith("sixbroker."):
-                found.add(node.module.split(".")[1])
+            if node.module == "sixbroker" or node.module.startswith("sixbroker."):
+                base = node.module.split(".")[1:]
+                if base:
+                    found.add("/".join(base))
+                found.update("/".join(base + [alias.name]) for alias in node.names)
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("sixbroker."))
+            found.update("/".join(a.name.split(".")[1:]) for a in node.names if a.name.startswith("sixbroker."))
     return found
 
 
+def _packages_of(name):
+    """The __init__ modules Python runs before it runs `name`: every package on its path."""
+    parts = name.split("/")[:-1]
+    return ["/".join(parts[:i] + ["__init__"]) for i in range(len(parts) + 1)]
+
+
 def mpy_modules(files, entries):
-    """The modules `entries` import, directly or not, with the package's __init__: the ones to compile."""
-    shipped = {p[len(MODULE_DIR):-3] for p in files if p.startswith(MODULE_DIR) and p.endswith(".py")
-               and "/" not in p[len(MODULE_DIR):]}
+    """The modules `entries` import, directly or not, with their packages' __init__: the ones to compile."""
+    shipped = {p[len(MODULE_DIR):-3] for p in files if p.startswith(MODULE_DIR) and p.endswith(".py")}
     missing = [name for name in ("__init__",) + tuple(entries) if name not in shipped]
     if missing:
         raise PackError("MPY_MODULE_MISSING", "asked to compile %s, which the package does not ship"
                         % ", ".join(name + ".py" for name in missing))
-    wanted, todo = set(), ["__init__"] + list(entries)
+    wanted, todo = set(), list(entries)
     while todo:
         name = todo.pop()
         if name in wanted:
             continue
         wanted.add(name)
-        # names that are not modules (`from sixbroker import VERSION`) are not followed
-        todo.extend(n for n in sixbroker_imports(files[MODULE_DIR + name + ".py"][1]) if n in shipped)
+        todo.extend(_packages_of(name))
+        if not name.endswith("__init__"):
+            # a package's name stands for its __init__; names that are not modules (`VERSION`) are not followed
+            imports = sixbroker_imports(files[MODULE_DIR + name + ".py"][1])
+            todo.extend(n for n in imports if n in shipped)
+            todo.extend(n + "/__init__" for n in imports if n + "/__init__" in shipped)
     return sorted(wanted)
 
 
@@ -522,7 +534,8 @@ def compile_mpy(mpy_cross, name, source):
     """One module's .mpy.  The embedded file name is the installed .py, whose lines a traceback's numbers
     match: both come from the same stripped text."""
     with tempfile.TemporaryDirectory(prefix="mkipk-") as tmp:
-        src, out = os.path.join(tmp, name + ".py"), os.path.join(tmp, name + ".mpy")
+        flat = name.replace("/", "-")
+        src, out = os.path.join(tmp, flat + ".py"), os.path.join(tmp, flat + ".mpy")
         with open(src, "wb") as f:
             f.write(source)
         try:

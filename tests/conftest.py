@@ -1,4 +1,4 @@
-"""Settings for every pytest suite here (tests/host, tests/e2e; tests/core runs under tests/mprun.py too).
+"""Settings for every pytest suite here (the host suites by room, tests/e2e; tests/core runs under tests/mprun.py too).
 
 Hypothesis draws new examples on every run, which is how it found the form/validator disagreements so
 far.  CI (CI=true, the run a submission lands by) draws the same examples every time instead: a new draw

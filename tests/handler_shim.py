@@ -1,6 +1,6 @@
 """Run the netifd shim as netifd does, in a network namespace, against tests/ubusd_fake.py answering as
 netifd (tests/netifd_policy.py Interface for the handler's own interface): for the host tests
-(tests/host/test_handler.py, veth devices) and the real-kernel ones (tests/e2e/test_handler_sit.py, sit).
+(tests/openwrt/test_handler.py, veth devices) and the real-kernel ones (tests/e2e/test_handler_sit.py, sit).
 
 The argv is proto-shell.c proto_shell_handler's: `./sixbroker.sh sixbroker setup <iface> '<JSON>'`, run
 by busybox sh in /lib/netifd/proto; stdout and stderr are what netifd logs.

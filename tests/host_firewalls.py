@@ -1,5 +1,5 @@
 """Other firewalls' rule shapes as nft text, as `nft list ruleset` shows them on a host running them (the
-sources each is transcribed from are named in tests/host/test_hostfw.py); shared by the host tests of
+sources each is transcribed from are named in tests/broker/test_hostfw.py); shared by the host tests of
 broker/hostfw.py and the real-kernel tests of the broker beside them."""
 
 Y = "198.51.100.20"     # the home router's address in both worlds (test_nft_host.Y, topo.Y)

@@ -1,4 +1,4 @@
-"""`sixbroker server` called in-process, as the tests of both worlds drive it (tests/host with a fake
+"""`sixbroker server` called in-process, as the tests of both worlds drive it (the host suites with a fake
 applier, tests/e2e with the real kernel): its exit status, output, and never a traceback."""
 
 import json

@@ -5,7 +5,7 @@ answers LOOKUP for the objects it was given and answers INVOKE on their behalf, 
 with its data decoded twice: plainly, and as a typed tree that keeps the exact blobmsg type of every
 value (`("int32", 5)`, `("int8", 1)`, `("table", {...})`), which is what netifd's typed policies see.
 
-It shares no code with src/sixbroker/ubus.py on purpose: the client is checked against a second,
+It shares no code with src/sixbroker/openwrt/ubus.py on purpose: the client is checked against a second,
 independent reading of the same upstream files.  It is stricter than ubusd where a real ubusd or
 netifd would silently drop or misread something (bad padding, a nameless table member, a top blob
 that is not id 0...): such problems land in `.errors`, and a test asserts that list is empty.

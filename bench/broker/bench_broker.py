@@ -29,7 +29,7 @@ import time
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src")
 sys.path.insert(0, SRC)
 
-from sixbroker import addr  # noqa: E402
+from sixbroker.core import addr  # noqa: E402
 from sixbroker.broker import db, reconcile, service  # noqa: E402
 
 NETNS = "sb-bench"
@@ -124,7 +124,7 @@ def main():
             db_add, _ = window(conn, n, args.window, None)
             desired = min(timed(lambda: reconcile.desired(conn))[0] for _ in range(3))
             if args.real:
-                from sixbroker import apply_kernel, apply_nft
+                from sixbroker.linux import apply_kernel, apply_nft
                 apply_kernel.remove_all(netns, scope=reconcile.KernelAndNft.SCOPE)
                 apply_nft.remove(apply_nft.TABLE, netns)
             # cold: onto an empty namespace (a reboot); warm: nothing left to do

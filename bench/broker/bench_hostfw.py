@@ -19,8 +19,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path[:0] = [os.path.join(ROOT, "src"), os.path.join(ROOT, "tests")]
 
-from sixbroker import addr, apply_nft, plan  # noqa: E402
-from sixbroker.apply_kernel import _InNetns  # noqa: E402
+from sixbroker.core import addr, plan
+
+from sixbroker.linux import apply_nft  # noqa: E402
+from sixbroker.linux.apply_kernel import _InNetns  # noqa: E402
 from sixbroker.broker import hostfw  # noqa: E402
 import host_firewalls  # noqa: E402
 

@@ -39,7 +39,9 @@ import sys
 import tempfile
 import time
 
-from sixbroker import apply_kernel, apply_nft, plan
+from sixbroker.linux import apply_kernel, apply_nft
+
+from sixbroker.core import plan
 from sixbroker.broker import cli, db, service
 
 RAW_NS = "sb-raw"
@@ -208,7 +210,7 @@ def startup_costs(src):
     env = dict(os.environ)
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     code = ("import time; t0 = time.perf_counter(); "
-            "import sixbroker.broker.cli, sixbroker.broker.reconcile, sixbroker.apply_kernel, sixbroker.apply_nft; "
+            "import sixbroker.broker.cli, sixbroker.broker.reconcile, sixbroker.linux.apply_kernel, sixbroker.linux.apply_nft; "
             "t1 = time.perf_counter(); print(t1 - t0)")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)   # warm the caches
     starts, imports = [], []

@@ -24,8 +24,8 @@ def main(argv=None):
         from sixbroker import VERSION
         print(VERSION)
         return 0
-    module = {"router": "sixbroker.standalone", "server": "sixbroker.broker.cli",
-              "status": "sixbroker.status"}.get(cmd)
+    module = {"router": "sixbroker.linuxrouter.router", "server": "sixbroker.broker.cli",
+              "status": "sixbroker.openwrt.status"}.get(cmd)
     if module is None:
         sys.stderr.write("sixbroker: unknown command '" + cmd + "'\n" + USAGE)
         return 2

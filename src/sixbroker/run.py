@@ -12,7 +12,9 @@ directory only, so that directory goes first just for those commands.
 """
 import sys
 
-COMMANDS = ("netifd", "hotplug", "rpcd", "cli")
+# command -> module: the OpenWrt room's three callers, and the command line
+COMMANDS = {"netifd": "sixbroker.openwrt.netifd", "hotplug": "sixbroker.openwrt.hotplug",
+            "rpcd": "sixbroker.openwrt.rpcd", "cli": "sixbroker.cli"}
 # the commands whose every module sixbroker-micropython compiles (scripts/mkipk.py MPY_ADDONS)
 MPY_COMMANDS = ("netifd", "hotplug")
 
@@ -35,9 +37,9 @@ def load(name, compiled):
 def main(argv):
     cmd = argv[1] if len(argv) > 1 else ""
     if cmd not in COMMANDS:
-        sys.stderr.write("usage: run.py " + "|".join(COMMANDS) + " ARGS...\n")
+        sys.stderr.write("usage: run.py " + "|".join(sorted(COMMANDS)) + " ARGS...\n")
         return 2
-    module = load("sixbroker." + cmd, cmd in MPY_COMMANDS)
+    module = load(COMMANDS[cmd], cmd in MPY_COMMANDS)
     # netifd, hotplug and rpcd read argv as their own program would (argv[0] the name); cli the rest
     return module.main(argv[2:] if cmd == "cli" else argv[1:])
 

@@ -1,11 +1,11 @@
-"""sixbroker.addr: parsing, RFC 5952 printing, prefixes, point-to-point peers, classification.
+"""sixbroker.core.addr: parsing, RFC 5952 printing, prefixes, point-to-point peers, classification.
 
 Runs under pytest and under MicroPython (tests/mprun.py), so every expected value is written out
-here: no ipaddress to compare with (tests/host/test_addr_oracle.py does that on CPython).
+here: no ipaddress to compare with (tests/core/cpython/test_addr_oracle.py does that on CPython).
 """
 import pytest
 
-from sixbroker.addr import (
+from sixbroker.core.addr import (
     AddressError, Address, Network, Interface, parse_ipv4, parse_ipv6, format_ipv4, format_ipv6,
     peer_address, BAD_LENGTH, HOST_BITS, NO_LENGTH, NO_PEER, OUT_OF_RANGE, SYNTAX, WRONG_VERSION,
 )

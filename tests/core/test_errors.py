@@ -1,4 +1,4 @@
-from sixbroker.errors import CODES, SixbrokerError, ConfigErrors
+from sixbroker.core.errors import CODES, SixbrokerError, ConfigErrors
 
 
 def test_codes_are_stable_identifiers():

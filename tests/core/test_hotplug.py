@@ -1,5 +1,5 @@
 """Which tunnels the hotplug script restarts after a WAN address change: the stale ones only."""
-from sixbroker import hotplug
+from sixbroker.openwrt import hotplug
 
 
 def iface(name, proto="static", up=True, ipv4=None, dev=None, sb=None):
@@ -69,7 +69,7 @@ def test_only_sixbroker_interfaces_are_considered():
 # ---------------------------------------------------------------------------------------------------
 # the record a setup leaves for the hotplug script (which reads it with the shell's `read`)
 
-from sixbroker import netifd  # noqa: E402
+from sixbroker.openwrt import netifd  # noqa: E402
 
 TMP = "/tmp/sixbroker-core-test-hotplug"
 

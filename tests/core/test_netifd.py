@@ -1,11 +1,11 @@
 """The handler's messages to netifd, in process, with a bus that answers like netifd and records calls.
 
-The wire (ubus) and the argv netifd uses are tested in tests/host/test_handler.py; netifd's policy for
-every field in tests/host/test_netifd_contract.py.
+The wire (ubus) and the argv netifd uses are tested in tests/openwrt/test_handler.py; netifd's policy for
+every field in tests/openwrt/test_netifd_contract.py.
 """
-from sixbroker import netifd
-from sixbroker.errors import SixbrokerError
-from sixbroker.ubus import UbusError
+from sixbroker.openwrt import netifd
+from sixbroker.core.errors import SixbrokerError
+from sixbroker.openwrt.ubus import UbusError
 
 SEED = {"peeraddr": "203.0.113.10", "ip6addr": "2001:db8:5b10::b/127", "ip6prefix": ["2001:db8:5b11::/64"],
         "tunlink": "wan"}

@@ -1,8 +1,8 @@
 """The router protocol's options: defaults, derivations, and one stable code per mistake."""
 import pytest
 
-from sixbroker import options
-from sixbroker.errors import CODES, ConfigErrors
+from sixbroker.core import options
+from sixbroker.core.errors import CODES, ConfigErrors
 
 SEED_HOME = {"peeraddr": "198.51.100.1", "ip6addr": "2001:db8:5b10::b/127", "ip6prefix": ["2001:db8:5b11::/64"]}
 

@@ -1,5 +1,5 @@
 """The plan for the seed's two ends (../shared/DESIGN.md) is exactly the seed's state."""
-from sixbroker import addr, options, plan
+from sixbroker.core import addr, options, plan
 
 X = "203.0.113.10"   # the VPS
 Y = "198.51.100.20"  # the home router

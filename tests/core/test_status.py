@@ -4,7 +4,7 @@ The kernel's side is a directory tree laid out like /sys/class/net and /proc/net
 kernel's own formats (taken from a 6.1 kernel: net/ipv6/addrconf.c if6_seq_show, net/ipv6/route.c
 rt6_info_route, net/ipv4/fib_trie.c fib_route_seq_show).  netifd's side is a bus that answers
 `network.interface dump` from a table shaped like netifd's ubus.c netifd_dump_status.
-The same code against a real network namespace and the real ubus wire: tests/host/test_rpcd.py.
+The same code against a real network namespace and the real ubus wire: tests/openwrt/test_rpcd.py.
 """
 import json
 import os
@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from sixbroker import diagnose, probe, rpcd, status
-from sixbroker.errors import CODES, SixbrokerError
+from sixbroker.openwrt import diagnose, probe, rpcd, status
+from sixbroker.core.errors import CODES, SixbrokerError
 
 try:
     from io import StringIO

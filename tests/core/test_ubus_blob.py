@@ -9,7 +9,7 @@ Runs under CPython and MicroPython.
 """
 import pytest
 
-from sixbroker import ubus
+from sixbroker.openwrt import ubus
 
 
 def h(text):

@@ -1,4 +1,4 @@
-"""sixbroker.uci against libuci's rules (openwrt/uci file.c, list.c, util.c, cli.c).
+"""sixbroker.core.uci against libuci's rules (openwrt/uci file.c, list.c, util.c, cli.c).
 
 The expected values below were worked out from the libuci sources, not from this module: each test
 names the upstream function whose behaviour it pins.  Runs under pytest and under MicroPython
@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from sixbroker import uci
-from sixbroker.errors import CODES
-from sixbroker.uci import UciError, parse
+from sixbroker.core import uci
+from sixbroker.core.errors import CODES
+from sixbroker.core.uci import UciError, parse
 
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 DATA = _HERE + "/../data/uci/"

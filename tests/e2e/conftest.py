@@ -24,8 +24,8 @@ def world():
 @pytest.fixture
 def clean(world):
     """Each test starts from the seed's bare topology: nothing of ours, nothing foreign left over."""
-    from sixbroker import apply_kernel
-    from sixbroker import standalone
+    from sixbroker.linux import apply_kernel
+    from sixbroker.linuxrouter import router as standalone
     for ns, foreign in (("vps", "he-vps"), ("home", "he-ipv6")):
         apply_kernel.remove_all(ns, scope="broker")
         apply_kernel.remove_all(ns, scope=standalone.SCOPE, lan=True)

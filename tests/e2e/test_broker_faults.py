@@ -15,7 +15,7 @@ import os
 import pytest
 
 import topo
-from sixbroker import apply_kernel, apply_nft
+from sixbroker.linux import apply_kernel, apply_nft
 from test_broker import HOMES, PREFIX, REPO, Server, _add_home, _rebuild_vps, lan_address, router_up, vps_devices
 
 ROWS = []
@@ -91,7 +91,7 @@ class _Buffers:
 
 @pytest.fixture(scope="module")
 def w(world, tmp_path_factory):
-    from sixbroker import standalone
+    from sixbroker.linuxrouter import router as standalone
     apply_kernel.remove_all("vps", scope="broker")
     # earlier modules' tables (theirs and the foreign ones they made) go, as conftest's `clean` does
     tables = ["delete " + t.strip() for t in topo.nft("vps", "list", "tables").stdout.splitlines() if t.strip()]

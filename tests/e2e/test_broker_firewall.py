@@ -15,7 +15,7 @@ import sys
 
 import host_firewalls
 import topo
-from sixbroker import apply_nft
+from sixbroker.linux import apply_nft
 from test_broker import HOMES, PREFIX, homes, lan_address, reachable, router_up, server  # noqa: F401
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -17,7 +17,7 @@ import time
 import pytest
 
 import topo
-from sixbroker import apply_kernel, apply_nft
+from sixbroker.linux import apply_kernel, apply_nft
 from sixbroker.broker import hostfacts
 from server_cli import ServerCLI
 # the seed world's homes and a server on the `vps` namespace, as test_broker.py builds them

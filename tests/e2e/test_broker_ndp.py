@@ -17,7 +17,8 @@ import time
 import pytest
 
 import topo
-from sixbroker import apply_kernel, apply_ndp, apply_nft, standalone
+from sixbroker.linux import apply_kernel, apply_ndp, apply_nft
+from sixbroker.linuxrouter import router as standalone
 from server_cli import ServerCLI
 from test_broker import router_file
 

@@ -18,7 +18,9 @@ import pytest
 import lab_world
 import topo
 from lab_world import FAR6, FAR6_GW, HOME2_PRIVATE, NAT_PUBLIC, X, Y
-from sixbroker import addr, apply_kernel, apply_nft, plan, standalone
+from sixbroker.core import addr, plan
+from sixbroker.linux import apply_kernel, apply_nft
+from sixbroker.linuxrouter import router as standalone
 
 W = lab_world.World("dp-")
 # name: (router namespace, LAN host namespace, the home's address as the VPS sees it, transfer, routed)

@@ -14,7 +14,8 @@ import pytest
 import handler_shim
 import lab_world
 import topo
-from sixbroker import addr, apply_kernel, plan
+from sixbroker.core import addr, plan
+from sixbroker.linux import apply_kernel
 from sixbroker.broker import routerconf
 
 VPS, INET, HOME = "hs-vps", "hs-inet", "hs-home"

@@ -11,8 +11,10 @@ import sys
 import pytest
 
 import topo
-from sixbroker import addr, apply_kernel, apply_nft, plan, standalone
-from sixbroker.errors import CODES, SixbrokerError
+from sixbroker.core import addr, plan
+from sixbroker.linux import apply_kernel, apply_nft
+from sixbroker.linuxrouter import router as standalone
+from sixbroker.core.errors import CODES, SixbrokerError
 
 ROUTER_CONFIG = """
 config tunnel 'wan6'

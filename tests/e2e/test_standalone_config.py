@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from sixbroker import standalone
-from sixbroker.errors import SixbrokerError
+from sixbroker.linuxrouter import router as standalone
+from sixbroker.core.errors import SixbrokerError
 
 
 def write(tmp_path, text):

@@ -1,4 +1,4 @@
-"""The router's status data (src/sixbroker/status.py, what LuCI's page and `sixbroker status` show) read
+"""The router's status data (src/sixbroker/openwrt/status.py, what LuCI's page and `sixbroker status` show) read
 from a real sit device: the host tests use a veth in its place, only the guest's kernel has sit."""
 
 import json
@@ -9,7 +9,7 @@ from test_seed import both_up
 
 READ = """
 import json, sys
-from sixbroker import status
+from sixbroker.openwrt import status
 print(json.dumps(status.device_facts(sys.argv[1])))
 """
 

@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 
-from sixbroker import apply_kernel
+from sixbroker.linux import apply_kernel
 
 X = "203.0.113.10"        # the VPS
 X2 = "203.0.113.11"       # the VPS's second address: the far end of a tunnel that is not ours

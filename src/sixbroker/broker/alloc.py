@@ -28,8 +28,8 @@ indexes: each candidate is checked with one index lookup, so an add costs O(N lo
 nothing is scanned in Python.
 """
 
-from sixbroker import addr
-from sixbroker.errors import SixbrokerError
+from sixbroker.core import addr
+from sixbroker.core.errors import SixbrokerError
 
 POOL_UNIT = 64          # blocks are counted in /64s ...
 FINE_UNIT = 112         # ... or, in a /64 broker prefix, in /112s (2**48 of them: SQLite's integers hold that)

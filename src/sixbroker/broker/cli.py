@@ -1,6 +1,6 @@
 """`sixbroker server ...`: the broker's command line.
 
-Exit status: 0 done, 1 an error (a stable code from sixbroker.errors on stderr, or in the JSON with
+Exit status: 0 done, 1 an error (a stable code from sixbroker.core.errors on stderr, or in the JSON with
 --json), 2 a usage error, 3 done but some tunnels are not in line (TUNNELS_FAILED: each named with its
 own code; the rest of the kernel and the firewall is in line, and the changes are saved).  Never a traceback: an unexpected exception is INTERNAL_ERROR with its one-line
 text (SIXBROKER_DEBUG=1 prints the traceback too).
@@ -12,7 +12,7 @@ import os
 import sys
 
 from sixbroker.broker import db, reconcile, routerconf, service
-from sixbroker.errors import CODES, SixbrokerError
+from sixbroker.core.errors import CODES, SixbrokerError
 
 PROG = "sixbroker server"
 
@@ -331,7 +331,7 @@ def _change(conn, args, cmd, want_json):
         ra = {"auto": None, "yes": True, "no": False}[args.uplink_ra]
         from sixbroker.broker import hostfacts
         old = db.server_or_none(conn)
-        from sixbroker import apply_ndp
+        from sixbroker.linux import apply_ndp
         new = service.init(conn, prefix=args.prefix, transfer_prefix=args.transfer_prefix, reserve=args.reserve,
                            public_ipv4=args.public_ipv4, local_ipv4=args.local_ipv4, uplink=args.uplink,
                            uplink_ra=ra, netns=args.netns, detect=hostfacts.detect, ndp_proxy=args.ndp_proxy,

@@ -28,7 +28,7 @@ import sqlite3
 import time
 from urllib.parse import quote
 
-from sixbroker.errors import SixbrokerError
+from sixbroker.core.errors import SixbrokerError
 
 DEFAULT_PATH = "/var/lib/sixbroker/broker.db"
 ENV_PATH = "SIXBROKER_DB"

@@ -2,8 +2,8 @@
 whether that configures itself from router advertisements (for `init`, when not told), and whether the
 tunnels' local IPv4 address is still on the host (for `apply`)."""
 
-from sixbroker import addr
-from sixbroker.errors import SixbrokerError
+from sixbroker.core import addr
+from sixbroker.core.errors import SixbrokerError
 
 def detect(uplink, netns):
     """{"public_ipv4": text, "public_ipv4_error": SixbrokerError, "uplink": name, "uplink_ra": bool}, keys
@@ -41,7 +41,7 @@ def detect(uplink, netns):
 
 
 def _kernel(netns):
-    from sixbroker import apply_kernel
+    from sixbroker.linux import apply_kernel
     try:
         return apply_kernel._Kernel(netns, apply_kernel.Result())
     except SixbrokerError:
@@ -143,7 +143,7 @@ def public_ipv4(uplink, netns):
 
 
 def _sysctl(path, netns):
-    from sixbroker import apply_kernel
+    from sixbroker.linux import apply_kernel
     try:
         # /proc/sys/net shows the reading thread's namespace: read it from inside
         with apply_kernel._InNetns(netns):

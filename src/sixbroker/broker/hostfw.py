@@ -21,8 +21,8 @@ nft cannot show natively (`xt` expressions) are "maybe" too.
 import socket
 import struct
 
-from sixbroker import addr
-from sixbroker.errors import CODES
+from sixbroker.core import addr
+from sixbroker.core.errors import CODES
 
 CODE = "HOST_FIREWALL_DROPS"
 OURS = ("inet", "sixbroker")
@@ -76,8 +76,8 @@ def probes(plans, uplink=None):
 def uplink_of(netns=None):
     """The device the IPv4 default route leaves by (the tunnels' outer packets come and go there), for a
     broker whose uplink is not configured; None when there is none."""
-    from sixbroker import apply_kernel, netlink
-    from sixbroker.errors import SixbrokerError
+    from sixbroker.linux import apply_kernel, netlink
+    from sixbroker.core.errors import SixbrokerError
     try:
         k = apply_kernel._Kernel(netns, apply_kernel.Result())
     except SixbrokerError:
@@ -149,8 +149,8 @@ def read(netns=None):
 
 def _listed(what, netns):
     import json
-    from sixbroker import apply_nft
-    from sixbroker.errors import SixbrokerError
+    from sixbroker.linux import apply_nft
+    from sixbroker.core.errors import SixbrokerError
     p = apply_nft._nft(["-j", "list"] + what, netns)
     if p.returncode != 0:
         raise SixbrokerError("NFT_FAIL", apply_nft._error_line(p.stderr))
@@ -540,7 +540,7 @@ def check(plans, uplink=None, ruleset=None, netns=None):
 
 def describe(findings, netns=None):
     """Fill in each finding's rule text from `nft -a list chain` (one call per chain that drops)."""
-    from sixbroker import apply_nft
+    from sixbroker.linux import apply_nft
     texts = {}
     for f in findings:
         if f["handle"] is None:

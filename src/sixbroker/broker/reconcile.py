@@ -40,7 +40,7 @@ import signal
 
 from sixbroker import VERSION
 from sixbroker.broker import db, service
-from sixbroker.errors import SixbrokerError
+from sixbroker.core.errors import SixbrokerError
 
 CRASH_ENV = "SIXBROKER_CRASH_AFTER"
 CRASH_POINTS = ("commit", "kernel")
@@ -79,7 +79,7 @@ class KernelAndNft:
         self.fingerprint = None
 
     def kernel(self, state):
-        from sixbroker import apply_kernel
+        from sixbroker.linux import apply_kernel
         try:
             result = apply_kernel.apply(state["plans"], netns=state["netns"], scope=self.SCOPE,
                                         prefix=state["device_prefix"], isolate=True)
@@ -99,7 +99,7 @@ class KernelAndNft:
                 "failed": _failures(result)}
 
     def firewall(self, state):
-        from sixbroker import apply_nft
+        from sixbroker.linux import apply_nft
         result = apply_nft.apply(state["plans"], netns=state["netns"], exempt=self.foreign)
         return {"changed": bool(result.changed)}
 
@@ -107,31 +107,31 @@ class KernelAndNft:
 
     def kernel_change(self, state, devices):
         """Apply state["plans"] (of the named devices only); the fingerprint's change."""
-        from sixbroker import apply_kernel
+        from sixbroker.linux import apply_kernel
         result = apply_kernel.apply(state["plans"], netns=state["netns"], scope=self.SCOPE,
                                     prefix=state["device_prefix"], only=devices, isolate=True)
         apply_kernel.apply_sysctls(state["sysctls"], state["netns"], result)
         return {"changes": list(result.changes), "failed": _failures(result)}, result.fingerprint
 
     def firewall_text(self, before, after, other):
-        from sixbroker import apply_nft
+        from sixbroker.linux import apply_nft
         return apply_nft.change_text(before, after, other)
 
     def firewall_change(self, netns, before, after, other):
-        from sixbroker import apply_nft
+        from sixbroker.linux import apply_nft
         result = self.nft_change = apply_nft.change(before, after, other, netns=netns)
         return None if result is None else {"changed": bool(result.changed)}
 
     def sysctls(self, state):
-        from sixbroker import apply_kernel
+        from sixbroker.linux import apply_kernel
         return list(apply_kernel.apply_sysctls(state["sysctls"], state["netns"]).changes)
 
     def kernel_fingerprint(self, netns):
-        from sixbroker import apply_kernel
+        from sixbroker.linux import apply_kernel
         return apply_kernel.fingerprint(netns, scope=self.SCOPE, prefix=service.DEVICE_PREFIX)
 
     def nft_token(self, netns, known=None):
-        from sixbroker import apply_nft
+        from sixbroker.linux import apply_nft
         return apply_nft.token(netns, known=known)
 
     def host_firewall(self, plans, uplink, netns):
@@ -141,20 +141,20 @@ class KernelAndNft:
         return hostfw.describe(hostfw.check(plans, uplink, netns=netns), netns)
 
     def spoofed(self, netns):
-        from sixbroker import apply_nft
+        from sixbroker.linux import apply_nft
         return apply_nft.spoofed(netns=netns)
 
     def nft_token_same(self, a, b):
-        from sixbroker import apply_nft
+        from sixbroker.linux import apply_nft
         return apply_nft.token_same(a, b)
 
     def nft_token_after(self, netns, before):
         """The token after the last firewall_change, from the one before it."""
-        from sixbroker import apply_nft
+        from sixbroker.linux import apply_nft
         return apply_nft.token_after(before, self.nft_change, netns)
 
     def ndp(self, state):
-        from sixbroker import apply_ndp
+        from sixbroker.linux import apply_ndp
         return {"changes": apply_ndp.apply(state).changes}
 
 
@@ -197,7 +197,7 @@ def _recorded(conn, gen):
 
 
 def _fp_text(kernel_fp):
-    from sixbroker.apply_kernel import FP_MOD
+    from sixbroker.linux.apply_kernel import FP_MOD
     return "%032x" % (kernel_fp % FP_MOD)
 
 

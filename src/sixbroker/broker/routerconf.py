@@ -1,15 +1,15 @@
 """What the home router needs for one tunnel: its `network` interface section, as a `uci batch` script to
 paste into the router's shell, and as JSON.
 
-The options are the router's protocol options (sixbroker.options.SCHEMA), filled with this tunnel's
-facts; a test reads the printed script back with sixbroker.uci and validates it with
-sixbroker.options.validate, so the router is known to accept what we print.  The LAN needs nothing: the
+The options are the router's protocol options (sixbroker.core.options.SCHEMA), filled with this tunnel's
+facts; a test reads the printed script back with sixbroker.core.uci and validates it with
+sixbroker.core.options.validate, so the router is known to accept what we print.  The LAN needs nothing: the
 default OpenWrt LAN has `ip6assign 60`, and netifd shrinks an assignment that does not fit the delegated
 prefix until it does (netifd interface-ip.c, interface_update_prefix_assignments), so a /64 reaches the
 LAN as a /64.
 """
 
-from sixbroker import addr, uci
+from sixbroker.core import addr, uci
 
 PACKAGE = "network"
 SECTION_TYPE = "interface"

@@ -7,9 +7,9 @@ exactly as it was.
 
 import sqlite3
 
-from sixbroker import addr, plan
+from sixbroker.core import addr, plan
 from sixbroker.broker import alloc, db
-from sixbroker.errors import SixbrokerError
+from sixbroker.core.errors import SixbrokerError
 
 # Devices the broker owns start with this; the kernel applier removes any such device the database no
 # longer wants, and touches no other.  Not the router end's "sb-": a Linux box that is a home router

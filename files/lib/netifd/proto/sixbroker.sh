@@ -2,9 +2,9 @@
 # netifd protocol handler "sixbroker": IPv6 over a 6in4 tunnel to your own broker.
 #
 # netifd runs every handler with "'' dump" at start-up, synchronously and one after another: answer from
-# here, with no interpreter start.  The declaration is src/sixbroker/options.py's netifd_dump(); a test
+# here, with no interpreter start.  The declaration is src/sixbroker/core/options.py's netifd_dump(); a test
 # holds the two together.  Teardown too is answered here.  Setup is the Python handler's
-# (src/sixbroker/netifd.py, through run.py).
+# (src/sixbroker/openwrt/netifd.py, through run.py).
 
 if [ "$2" = dump ]; then
 	echo '{"name": "sixbroker", "config": [["peeraddr", 3], ["ipaddr", 3], ["ip6addr", 3], ["ip6gw", 3], ["ip6prefix", 1], ["tunlink", 3], ["mtu", 3], ["ttl", 3], ["tos", 3], ["sourcerouting", 3], ["zone", 3], ["device", 3]], "no-device": true, "available": true}'
@@ -14,7 +14,7 @@ fi
 # Teardown: after every ifdown, every failed setup and every down of the WAN the tunnel depends on
 # (proto-shell.c proto_shell_handler, proto_shell_setup_failed, proto_shell_if_down_cb).  netifd deletes
 # the sit device it created from the update, with its addresses and routes; the handler adds nothing
-# else.  What is left is the record setup wrote for the hotplug script (src/sixbroker/hotplug.py record):
+# else.  What is left is the record setup wrote for the hotplug script (src/sixbroker/openwrt/hotplug.py record):
 # a tunnel that is down follows no WAN.
 if [ "$2" = teardown ]; then
 	case "$3" in

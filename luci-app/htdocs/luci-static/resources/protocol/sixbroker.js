@@ -9,7 +9,7 @@
  * The "sixbroker" protocol under Network -> Interfaces: a 6in4 tunnel to your own broker.
  *
  * Every field is checked by sixbroker/options.js, the browser's copy of the handler's own validator
- * (src/sixbroker/options.py), so the form refuses what the handler would refuse, with its words.
+ * (src/sixbroker/core/options.py), so the form refuses what the handler would refuse, with its words.
  * Empty fields show what the handler will use instead.
  *
  * Not here on purpose: defaultroute and metric.  LuCI's interfaces.js replaces any protocol's own

@@ -3,17 +3,17 @@
 
 /*
  * The sixbroker protocol's option rules, for the browser: a line-by-line mirror of validate() in
- * src/sixbroker/options.py (and of the address parsing in src/sixbroker/addr.py it relies on), so the
+ * src/sixbroker/core/options.py (and of the address parsing in src/sixbroker/core/addr.py it relies on), so the
  * form refuses exactly what the netifd handler would refuse, with the same words.
  *
- * tests/host/test_luci_form.py runs both on the same values, generated ones included, and holds the
+ * tests/luci/test_luci_form.py runs both on the same values, generated ones included, and holds the
  * option names, kinds, defaults and error words to options.SCHEMA and errors.CODES: change one side
  * and that test says where the other must follow.
  *
  * IPv6 values are arrays of eight 16-bit groups: ES2017 has no 128-bit integers.
  */
 
-/* Every code the netifd handler can report, with the words src/sixbroker/errors.py gives it. */
+/* Every code the netifd handler can report, with the words src/sixbroker/core/errors.py gives it. */
 var ERRORS = {
 	MISSING_PEER_ADDRESS: _('No peer address (peeraddr): set the IPv4 address or host name of your broker'),
 	INVALID_PEER_ADDRESS: _('The peer address (peeraddr) is neither an IPv4 address nor a valid host name'),

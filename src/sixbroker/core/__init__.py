@@ -1,0 +1,1 @@
+"""The shared core: what both interpreters run (CPython on the VPS and the router, MicroPython on the router)."""

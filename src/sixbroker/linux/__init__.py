@@ -1,0 +1,1 @@
+"""The Linux appliers: plans into the kernel (netlink) and nftables.  CPython only."""

@@ -1,0 +1,1 @@
+"""The home end on a plain Linux router (`sixbroker router`): options -> plans -> the Linux appliers."""
