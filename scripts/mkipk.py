@@ -39,17 +39,17 @@ Standard library only: this runs on any OpenWrt build host.
 
 import argparse
 import ast
+import gzip
 import io
 import os
 import re
 import shutil
 import stat
-import struct
 import subprocess
 import sys
+import tarfile
 import tempfile
 import tokenize
-import zlib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("sixbroker", "sixbroker-micropython", "luci-app-sixbroker")
@@ -66,9 +66,7 @@ MPY_DIR = "usr/lib/sixbroker/mpy/sixbroker/"
 # one that cannot be mistaken for a real one.
 FALLBACK_EPOCH = 0
 
-BLOCK = 512
-RECORD = 20 * BLOCK          # GNU tar's default blocking factor: the archive is padded to whole records
-NAME_FIELD = 100
+NAME_FIELD = 100             # a tar header's name field
 
 # include/package-pack.mk, Package/$(1)/CONTROL: the fields OpenWrt writes, in the order it writes
 # them (Installed-Size last, then the Description that package-pack.mk appends).
@@ -272,54 +270,36 @@ def _add(files, where_of, path, src, mode, where):
 # tar and gzip, byte for byte as GNU tar --format=gnu and gzip -n write them
 
 
-def _octal(value, width):
-    digits = "%0*o" % (width - 1, value)
-    if len(digits) > width - 1:
-        raise PackError("TAR_FIELD_OVERFLOW", "%d does not fit a %d-byte tar field" % (value, width))
-    return digits.encode("ascii") + b"\0"
-
-
-def tar_header(name, mode, size, mtime, typeflag):
-    encoded = name.encode("utf-8")
-    # GNU tar moves names of 100 bytes and more into a ././@LongLink entry; nothing of ours needs that.
-    if len(encoded) >= NAME_FIELD:
-        raise PackError("TAR_NAME_TOO_LONG", "%s: tar names must stay under %d bytes" % (name, NAME_FIELD))
-    header = bytearray(BLOCK)
-    header[0:len(encoded)] = encoded
-    header[100:108] = _octal(mode & 0o7777, 8)
-    header[108:116] = _octal(0, 8)             # uid: fakeroot's root, written numerically
-    header[116:124] = _octal(0, 8)             # gid
-    header[124:136] = _octal(size, 12)
-    header[136:148] = _octal(mtime, 12)
-    header[148:156] = b" " * 8                 # the checksum is summed over blanks here
-    header[156] = ord(typeflag)
-    header[257:265] = b"ustar  \0"             # GNU magic; user/group names stay empty (--numeric-owner)
-    header[148:156] = ("%06o" % sum(header)).encode("ascii") + b"\0 "
-    return bytes(header)
-
-
 def tar_archive(entries, mtime):
-    """entries: [(name, mode, data or None for a directory)] in archive order."""
-    out = bytearray()
-    for name, mode, data in entries:
-        if data is None:
-            out += tar_header(name, mode, 0, mtime, "5")
-        else:
-            out += tar_header(name, mode, len(data), mtime, "0")
-            out += data
-            out += b"\0" * (-len(data) % BLOCK)
-    out += b"\0" * (2 * BLOCK)
-    out += b"\0" * (-len(out) % RECORD)
-    return bytes(out)
+    """entries: [(name, mode, data or None for a directory)] in archive order.
+
+    tarfile's GNU format writes GNU tar's headers (since Python 3.9 it also leaves devmajor/devminor
+    empty outside device entries, as GNU tar does), the two zero blocks and the padding to whole 10 KB
+    records (GNU tar's default blocking factor)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT, encoding="utf-8") as tar:
+        for name, mode, data in entries:
+            # GNU tar moves names of 100 bytes and more into a ././@LongLink entry, tarfile only names
+            # longer than 100: nothing of ours needs either
+            if len(name.encode("utf-8")) >= NAME_FIELD:
+                raise PackError("TAR_NAME_TOO_LONG", "%s: tar names must stay under %d bytes" % (name, NAME_FIELD))
+            info = tarfile.TarInfo(name)
+            info.mode = mode
+            info.mtime = mtime             # uid/gid 0 and empty user/group names: fakeroot, --numeric-owner
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
 
 
-def gzip_n(data, level=9):
-    """`gzip -n -9`: no file name, mtime 0, OS 3 (Unix), as ipkg-build's gzip writes."""
-    deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
-    body = deflate.compress(data) + deflate.flush()
-    xfl = 2 if level == 9 else (4 if level == 1 else 0)
-    header = b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + bytes([xfl, 3])
-    return header + body + struct.pack("<II", zlib.crc32(data) & 0xFFFFFFFF, len(data) & 0xFFFFFFFF)
+def gzip_n(data):
+    """`gzip -n -9`: no file name, mtime 0, as ipkg-build's gzip writes.  Python's gzip writes OS 255
+    (unknown) where gzip writes 3 (Unix), so that one header byte is set by hand."""
+    blob = gzip.compress(data, 9, mtime=0)
+    return blob[:9] + b"\x03" + blob[10:]
 
 
 def tree_entries(files):
