@@ -687,9 +687,10 @@ def main(argv=None):
     stage_cmd.add_argument("destdir", metavar="DESTDIR")
     args = parser.parse_args(argv)
     repo = os.path.abspath(args.repo)
-    if sys.version_info < (3, 8):
-        # ast's end positions, which the Python stripping relies on, came with 3.8
-        print("mkipk: PYTHON_TOO_OLD: Python 3.8 or later is needed, this is %d.%d" % sys.version_info[:2],
+    if sys.version_info < (3, 9):
+        # ast's end positions, which the Python stripping relies on, came with 3.8; tarfile leaves a
+        # file's devmajor/devminor empty, as GNU tar does, since 3.9 (3.8 writes zeros: other bytes)
+        print("mkipk: PYTHON_TOO_OLD: Python 3.9 or later is needed, this is %d.%d" % sys.version_info[:2],
               file=sys.stderr)
         return 2
     try:
