@@ -13,10 +13,11 @@ import threading
 
 import pytest
 
-from sixbroker.core import addr, options, plan, uci
+from sixbroker.core import addr, options, plan
 from sixbroker.broker import alloc, cli, db, hostfacts, reconcile, service
 from sixbroker.core.errors import CODES
 from server_cli import ServerCLI
+import uci_edit as uci
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PREFIX = "2001:db8:5b00::/56"

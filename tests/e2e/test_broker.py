@@ -3,7 +3,7 @@
 `apply`, and the kernel and nftables state compared as `ip`/`nft` dumps.
 
 The homes run `sixbroker router` (standalone) in their own namespaces; their configuration is the printed
-`uci batch` script run through sixbroker.core.uci and written as the standalone router's file.
+`uci batch` script run through tests/uci_edit.py and written as the standalone router's file.
 
     home  (Y, lan0 -> lanhost) --+
     home2 (192.0.2.20/25)     ---+-- inet -- vps (X): `sixbroker server --netns vps`
@@ -21,9 +21,9 @@ import pytest
 import topo
 from sixbroker.linux import apply_kernel, apply_nft
 from sixbroker.linuxrouter import router as standalone
-from sixbroker.core import uci
 from sixbroker.broker import db, reconcile
 from server_cli import ServerCLI
+import uci_edit as uci
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PREFIX = "2001:db8:5b00::/56"

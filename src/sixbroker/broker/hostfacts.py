@@ -4,6 +4,7 @@ tunnels' local IPv4 address is still on the host (for `apply`)."""
 
 from sixbroker.core import addr
 from sixbroker.core.errors import SixbrokerError
+from sixbroker.broker.reach import is_public
 
 def detect(uplink, netns):
     """{"public_ipv4": text, "public_ipv4_error": SixbrokerError, "uplink": name, "uplink_ra": bool}, keys
@@ -109,7 +110,6 @@ def public_ipv4(uplink, netns):
 
     A private address means the VPS is behind 1:1 NAT: routers must dial the public address, which only
     the user knows, so that is an error that says what to give."""
-    from sixbroker.broker.service import is_public
     k = _kernel(netns)
     if k is None:
         # a host we cannot read is a host we ask the user about; the error below says what to give

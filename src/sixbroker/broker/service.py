@@ -9,6 +9,7 @@ import sqlite3
 
 from sixbroker.core import addr, plan
 from sixbroker.broker import alloc, db
+from sixbroker.broker.reach import is_public
 from sixbroker.core.errors import SixbrokerError
 
 # Devices the broker owns start with this; the kernel applier removes any such device the database no
@@ -50,14 +51,6 @@ def _ipv4(text, code):
     if not a.is_unicast or a.is_loopback or a.is_link_local:
         raise SixbrokerError(code, "%s is not a unicast address" % a)
     return a
-
-
-def is_public(a):
-    """Reachable across the internet: IANA's globally reachable IPv4 space, plus the three documentation
-    /24s (192.0.2.0, 198.51.100.0, 203.0.113.0), which the examples and tests use as public addresses and
-    which no real router has.  Not public: private (RFC 1918), shared CGNAT 100.64/10, 0/8, 192.0.0/24,
-    benchmarking 198.18/15, 6to4 relay anycast, and everything already not unicast."""
-    return a.is_unicast and (a.is_global or a.is_documentation)
 
 
 def check_remote(text, server, allow_private=False):
