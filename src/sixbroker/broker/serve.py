@@ -73,16 +73,21 @@ class Buckets:
                 del self.state[k]
 
 
+def printable(text):
+    """text with anything but printable ASCII as '?': a client's bytes end up in a header and the log."""
+    return "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in str(text))
+
+
 class Service:
     """The update service's state: the database path, the rate limits, a connection per thread."""
 
     def __init__(self, path, rate_source=RATE_SOURCE, rate_tunnel=RATE_TUNNEL, log=None):
-        from sixbroker.broker import cli
+        from sixbroker.broker.lock import Lock
         self.path = path
         self.sources = Buckets(*rate_source)
         self.tunnels = Buckets(*rate_tunnel)
         self.local = threading.local()
-        self.lock_of = lambda: cli.Lock(path)
+        self.lock_of = lambda: Lock(path)
         self.log = log or (lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush()))
 
     def conn(self):
@@ -117,7 +122,7 @@ class Service:
         if a.address:
             line += " address=" + a.address
         if a.why:
-            line += ' why="%s"' % a.why.replace('"', "'").replace("\n", " ")
+            line += ' why="%s"' % printable(a.why).replace('"', "'")
         self.log(line)
         return a
 
@@ -151,7 +156,7 @@ def app(service):
         # sync: FastAPI runs it in its thread pool, so a change waiting for the CLI's lock blocks no one else
         source = request.client.host if request.client else ""
         a = service.answer(source, request.headers.get("authorization"), list(request.query_params.multi_items()))
-        headers = {"x-sixbroker-reason": a.why[:200].encode("ascii", "replace").decode()} if a.why else {}
+        headers = {"x-sixbroker-reason": printable(a.why)[:200]} if a.why else {}
         return PlainTextResponse(a.body(), status_code=200, headers=headers)
 
     return api
