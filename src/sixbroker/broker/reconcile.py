@@ -248,7 +248,7 @@ def _unchanged(conn, a):
     if rec is None or rec["nft"] is None or db.faults(conn):
         return None         # (a tunnel that failed is tried again by every apply)
     server = db.server(conn)
-    count = db.tunnel_count(conn)
+    count = db.tunnel_count(conn, active=True)
     state = _state(server, [], count)
     if _fp_text(a.kernel_fingerprint(state["netns"])) != rec["kernel"]:
         return None
@@ -284,7 +284,7 @@ def reconcile_change(conn, change, using=None):
     after_list = [after] if after else []
     if a.firewall_text(before, after_list, other) is None:
         return reconcile(conn, a)         # the first or the last tunnel: the table's rules change
-    count = db.tunnel_count(conn)
+    count = db.tunnel_count(conn, active=True)
     state = _state(server, after_list, count)
     devices = set(p["tunnel"]["device"] for p in before + after_list)
     token = a.nft_token(state["netns"], rec["nft"])
