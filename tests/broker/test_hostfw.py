@@ -25,7 +25,7 @@ import pytest
 from sixbroker.broker import hostfacts, hostfw
 from host_firewalls import (DEBIAN_DEFAULT, DOCKER_20, DOCKER_28, DOCKER_FIX, FIREWALLD, FIREWALLD_FIXED,
                              SSH_ONLY, UFW, UFW_FIXED)
-from test_nft_host import nets, vps, Y  # noqa: F401  (nets is a fixture)
+from netns_world import nets, vps, Y  # noqa: F401  (nets is a fixture)
 
 @pytest.fixture
 def host(nets):  # noqa: F811
