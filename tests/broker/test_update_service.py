@@ -141,7 +141,7 @@ def test_rotate_makes_the_old_key_useless(setup):
 def _hostile(key, key2):
     q = "/nic/update?hostname=home&myip=" + Y2
     return [
-        ("no auth", dict(target=q), "badauth"),
+        ("no auth", dict(target=q), "badauth", 401),
         ("wrong key", dict(target=q, user="home", password="x" * 22), "badauth"),
         ("empty key", dict(target=q, user="home", password=""), "badauth"),
         ("key of another tunnel", dict(target=q, user="home", password=key2), "badauth"),
@@ -176,15 +176,31 @@ def _hostile(key, key2):
     ]
 
 
+def test_no_credentials_get_the_basic_challenge_and_then_an_answer(setup):
+    # the router's uclient-fetch (uclient-http.c uclient_http_headers_complete) and wget send the key only
+    # after a 401 with WWW-Authenticate: Basic; the same request with credentials then gets its answer
+    b, srv, key, _ = setup
+    before = state(b)
+    c = http.client.HTTPSConnection("127.0.0.1", srv.port, context=srv.ctx, timeout=10)
+    c.request("GET", "/nic/update?hostname=home&myip=" + Y)
+    r = c.getresponse()
+    assert (r.status, r.getheader("www-authenticate"), r.read()) == (401, 'Basic realm="sixbroker"', b"badauth\n")
+    c.close()
+    assert state(b) == before
+    assert srv.get("/nic/update?hostname=home&myip=" + Y, "home", key) == (200, "nochg %s\n" % Y)
+    # a wrong key is no request for credentials: 200 badauth, which ddclient and inadyn read as such
+    assert srv.get("/nic/update?hostname=home&myip=" + Y, "home", "x" * 22) == (200, "badauth\n")
+
+
 def test_hostile_requests_are_answered_and_change_nothing(setup):
     b, srv, key, key2 = setup
     # the limits have their own tests below: here every request reaches the rules
     srv.service.sources.burst = srv.service.tunnels.burst = 0
     before = state(b)
     cases = _hostile(key, key2)
-    for why, req, word in cases:
+    for why, req, word, *status_of in cases:
         status, body = srv.get(req["target"], req.get("user"), req.get("password"), req.get("headers"))
-        assert (status, body.split(" ")[0].strip()) == (200, word), why
+        assert (status, body.split(" ")[0].strip()) == ((status_of or [200])[0], word), why
         assert state(b) == before, why
     # and the malformed ones, below HTTP's request level
     raw = [

@@ -155,8 +155,14 @@ def app(service):
     def nic_update(request: Request, hostname: str = None, myip: str = None, system: str = None):
         # sync: FastAPI runs it in its thread pool, so a change waiting for the CLI's lock blocks no one else
         source = request.client.host if request.client else ""
-        a = service.answer(source, request.headers.get("authorization"), list(request.query_params.multi_items()))
+        auth = request.headers.get("authorization")
+        a = service.answer(source, auth, list(request.query_params.multi_items()))
         headers = {"x-sixbroker-reason": printable(a.why)[:200]} if a.why else {}
+        if auth is None and a.word == "badauth":
+            # uclient-fetch (the router's client, uclient-http.c) and wget send their credentials only
+            # after a 401 that asks for Basic; ddclient and inadyn send them at once and never see this
+            headers["www-authenticate"] = 'Basic realm="sixbroker"'
+            return PlainTextResponse(a.body(), status_code=401, headers=headers)
         return PlainTextResponse(a.body(), status_code=200, headers=headers)
 
     return api

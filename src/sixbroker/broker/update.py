@@ -4,7 +4,8 @@ HTTP-free (serve.py carries it over HTTP), so the rules are tested without a soc
 
     GET /nic/update?hostname=NAME[&myip=A]    Authorization: Basic base64(NAME:KEY)
 
-answers (HTTP 200, text/plain, one line, the words ddclient's nic_dyndns2_update and inadyn's
+answers (HTTP 200, or 401 with a Basic challenge when no credentials came at all (serve.py), text/plain,
+one line, the words ddclient's nic_dyndns2_update and inadyn's
 plugins/common.c common_response read):
     good A      the tunnel's remote is now A (re-keyed through the same path as `set --remote`)
     nochg A     it already was A
