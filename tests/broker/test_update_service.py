@@ -31,10 +31,11 @@ Y2 = "198.51.100.77"
 
 
 class Server:
-    def __init__(self, path, rate_source=serve.RATE_SOURCE, rate_tunnel=serve.RATE_TUNNEL):
+    def __init__(self, path, rate_source=serve.RATE_SOURCE, rate_tunnel=serve.RATE_TUNNEL, cert=None, key=None):
         self.lines = []
         self.service = serve.Service(path, rate_source, rate_tunnel, log=self.lines.append)
-        cert, key = tls.paths(path)
+        if cert is None:
+            cert, key = tls.paths(path)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
