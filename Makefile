@@ -58,7 +58,6 @@ bench-update: guest
 	$(PY) tests/guest.py run --timeout 900 -- $(PY) bench/broker_update
 
 # TCP through the tunnel as a ratio to plain IPv4 between the same namespaces, in one guest.
-
 bench-dataplane: guest
 	$(PY) bench/dataplane
 

@@ -162,6 +162,8 @@ def _hostile(key, key2):
         ("two hostnames", dict(target="/nic/update?hostname=home,away&myip=" + Y2, user="home", password=key), "nohost"),
         ("no hostname", dict(target="/nic/update?myip=" + Y2, user="home", password=key), "notfqdn"),
         ("hostname twice", dict(target=q + "&hostname=home", user="home", password=key), "badagent"),
+        # found by test_update_generated.py: the reason header " given twice" was a 500 from h11
+        ("a nameless parameter twice", dict(target=q + "&=a&=b", user="home", password=key), "badagent"),
         ("private myip (source is loopback)", dict(target="/nic/update?hostname=home&myip=10.0.0.1", user="home",
                                                    password=key), "badip"),
         ("CGNAT myip", dict(target="/nic/update?hostname=home&myip=100.64.0.1", user="home", password=key), "badip"),

@@ -103,7 +103,7 @@ class Service:
         params = {}
         for k, v in query:
             if k in params:
-                return self._log(source, None, update.Answer("badagent", why="%s given twice" % k))
+                return self._log(source, None, update.Answer("badagent", why="%r given twice" % k))
             params[k] = v
         auth = update.basic_auth(auth_header)
         try:
@@ -156,7 +156,10 @@ def app(service):
         # sync: FastAPI runs it in its thread pool, so a change waiting for the CLI's lock blocks no one else
         source = request.client.host if request.client else ""
         a = service.answer(source, request.headers.get("authorization"), list(request.query_params.multi_items()))
-        headers = {"x-sixbroker-reason": printable(a.why)[:200]} if a.why else {}
+        # h11 refuses a header value with leading or trailing whitespace (a 500 and a traceback): a
+        # parameter named "" made why " given twice"
+        reason = printable(a.why)[:200].strip()
+        headers = {"x-sixbroker-reason": reason} if reason else {}
         return PlainTextResponse(a.body(), status_code=200, headers=headers)
 
     return api
