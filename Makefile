@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 MPY     := .venv/bin/micropython
 PYTEST  := $(PY) -m pytest
 
-.PHONY: all test test-unit test-micropython test-e2e lab ipk bench bench-handler bench-broker bench-broker-guest bench-ndp bench-dataplane bootstrap clean guest
+.PHONY: all test test-unit test-micropython test-e2e lab ipk bench bench-handler bench-broker bench-broker-guest bench-update bench-ndp bench-dataplane bootstrap clean guest
 
 all: test
 
@@ -35,7 +35,7 @@ lab: guest
 	$(PY) scripts/lab
 
 # Benchmarks print ratios against a baseline measured in the same run; they assert nothing.
-bench: bench-handler bench-broker bench-dataplane
+bench: bench-handler bench-broker bench-update bench-dataplane
 
 bench-handler: bootstrap
 	$(PY) bench/handler
@@ -51,6 +51,11 @@ bench-ndp: guest
 
 bench-broker-guest: guest
 	$(PY) tests/guest.py run --timeout 900 -- $(PY) bench/broker/bench_broker.py --vs-raw --sizes 1,100,1000
+
+# The update service (bench/broker_update): a re-keying update's latency at 1 and 1000 tunnels and the
+# requests/s `serve` sustains, as ratios to nochg; the real kernel, so in the guest.
+bench-update: guest
+	$(PY) tests/guest.py run --timeout 900 -- $(PY) bench/broker_update
 
 # TCP through the tunnel as a ratio to plain IPv4 between the same namespaces, in one guest.
 bench-dataplane: guest

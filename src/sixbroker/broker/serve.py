@@ -103,7 +103,7 @@ class Service:
         params = {}
         for k, v in query:
             if k in params:
-                return self._log(source, None, update.Answer("badagent", why="%s given twice" % k))
+                return self._log(source, None, update.Answer("badagent", why="%r given twice" % k))
             params[k] = v
         auth = update.basic_auth(auth_header)
         try:
@@ -157,7 +157,10 @@ def app(service):
         source = request.client.host if request.client else ""
         auth = request.headers.get("authorization")
         a = service.answer(source, auth, list(request.query_params.multi_items()))
-        headers = {"x-sixbroker-reason": printable(a.why)[:200]} if a.why else {}
+        # h11 refuses a header value with leading or trailing whitespace (a 500 and a traceback): a
+        # parameter named "" made why " given twice"
+        reason = printable(a.why)[:200].strip()
+        headers = {"x-sixbroker-reason": reason} if reason else {}
         if auth is None and a.word == "badauth":
             # uclient-fetch (the router's client, uclient-http.c) and wget send their credentials only
             # after a 401 that asks for Basic; ddclient and inadyn send them at once and never see this
