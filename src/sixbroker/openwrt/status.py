@@ -286,10 +286,19 @@ def collect(bus, interface=None, rtt=True, sys_root=SYS_NET, proc_root=PROC_NET)
         if not t["up"]:
             # netifd shows nothing of a down interface's settings: say what it is set to do
             t["config"] = read_configured(bus, t["interface"])
+    for t in out:
+        t["update"] = last_update(t["interface"])
     if rtt:
         for t in out:
             measure_rtt(t)
     return {"tunnels": out}
+
+
+def last_update(interface):
+    """The updater's record of its last request (core/updaterecord.py), or None: no updater, or none yet."""
+    from sixbroker.core import updaterecord
+    from sixbroker.openwrt import hotplug
+    return updaterecord.read(hotplug.run_path(interface, "update")) if interface else None
 
 
 # ---- `sixbroker status` ----------------------------------------------------------------------------
@@ -381,6 +390,13 @@ def format_tunnel(t):
         lines.append("           prefixes %s, link %s, mtu %s, device %s" % (
             ", ".join(c["ip6prefix"]) or "none", c["tunlink"] or "(route to the broker)",
             c["mtu"] or "auto", c["device"]))
+    u = t.get("update")
+    if u and u["time"] is not None:
+        lines.append("  update   %s%s at %s: %s" % (u["word"], " " + u["address"] if u["address"] else "",
+                                                      _clock(u["time"]), u["words"]))
+        if t["up"] and u["next"] is not None:
+            lines.append("           next at %s%s" % (_clock(u["next"]), ", %d failures in a row" % u["fails"]
+                                                     if u["fails"] else ""))
     seen = []
     for e in t["errors"]:
         for m in e["messages"]:
