@@ -6,6 +6,7 @@ and closes with the line 'N passed, N failed' that CI reads.
 import sys
 
 here = sys.argv[0].rsplit("/", 1)[0] if "/" in sys.argv[0] else "."
+sys.path.insert(0, here)  # helpers the tests share (uci_edit)
 sys.path.insert(0, here + "/mp")
 sys.path.insert(0, here + "/core")
 sys.path.insert(0, here + "/../src")

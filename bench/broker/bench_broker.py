@@ -124,9 +124,9 @@ def main():
             db_add, _ = window(conn, n, args.window, None)
             desired = min(timed(lambda: reconcile.desired(conn))[0] for _ in range(3))
             if args.real:
-                from sixbroker.linux import apply_kernel, apply_nft
+                from sixbroker.linux import apply_kernel, apply_nft, nft_table
                 apply_kernel.remove_all(netns, scope=reconcile.KernelAndNft.SCOPE)
-                apply_nft.remove(apply_nft.TABLE, netns)
+                apply_nft.remove(nft_table.TABLE, netns)
             # cold: onto an empty namespace (a reboot); warm: nothing left to do
             cold, first = timed(lambda: reconcile.reconcile(conn, applier))
             warm, second = timed(lambda: reconcile.reconcile(conn, applier))

@@ -22,7 +22,7 @@ sys.path[:0] = [os.path.join(ROOT, "src"), os.path.join(ROOT, "tests")]
 from sixbroker.core import addr, plan
 
 from sixbroker.linux import apply_nft  # noqa: E402
-from sixbroker.linux.apply_kernel import _InNetns  # noqa: E402
+from sixbroker.linux.netns import InNetns  # noqa: E402
 from sixbroker.broker import hostfw  # noqa: E402
 import host_firewalls  # noqa: E402
 
@@ -55,7 +55,7 @@ def main(argv):
     args = ap.parse_args(argv)
     subprocess.run(["ip", "netns", "add", NETNS], check=True)
     try:
-        with _InNetns(NETNS):
+        with InNetns(NETNS):
             for text in (host_firewalls.UFW, host_firewalls.DOCKER_28, host_firewalls.FIREWALLD):
                 subprocess.run(["nft", "-f", "-"], input=text, text=True, check=True)
         print("%6s %10s %8s %8s" % ("N", "nft -j (s)", "check", "walk"))
@@ -64,7 +64,7 @@ def main(argv):
             apply_nft.apply(ps, netns=NETNS)
 
             def read():
-                with _InNetns(NETNS):
+                with InNetns(NETNS):
                     subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True, check=True)
             base = best(read, args.rounds)
             whole = best(lambda: hostfw.check(ps, "eth0", netns=NETNS), args.rounds)

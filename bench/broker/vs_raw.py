@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 
-from sixbroker.linux import apply_kernel, apply_nft
+from sixbroker.linux import netns, nft_table, sysctl
 
 from sixbroker.core import plan
 from sixbroker.broker import cli, db, service
@@ -68,7 +68,7 @@ def timed(fn):
 
 def run_in(ns, argv, stdin=None):
     """argv started in namespace ns; a failure stops the bench (it would measure nothing)."""
-    with apply_kernel._InNetns(ns):
+    with netns.InNetns(ns):
         p = subprocess.run(argv, input=stdin, capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError("%s in %s failed: %s" % (" ".join(argv[:3]), ns, p.stderr.strip()[:500]))
@@ -110,14 +110,14 @@ def raw_round(plans, extra, window):
     """((ip -batch s, nft -f s) creating them, [add s], [remove s]) with the raw commands in a fresh
     namespace."""
     fresh_ns(RAW_NS)
-    apply_kernel.apply_sysctls([["net.ipv6.conf.all.forwarding", "1"]], RAW_NS)
-    table = apply_nft.ruleset(plans)
+    sysctl.apply([["net.ipv6.conf.all.forwarding", "1"]], RAW_NS)
+    table = nft_table.ruleset(plans)
     lines = "\n".join(batch_lines(plans)) + "\n"
 
     ip_s, _ = timed(lambda: run_in(RAW_NS, ["ip", "-batch", "-"], lines))
     nft_s, _ = timed(lambda: run_in(RAW_NS, ["nft", "-f", "-"], table))
     add_lines = "\n".join(batch_lines([extra])) + "\n"
-    set_ref = [apply_nft.FAMILY, apply_nft.TABLE, apply_nft.PEERS, peer_element(extra)]
+    set_ref = [nft_table.FAMILY, nft_table.TABLE, nft_table.PEERS, peer_element(extra)]
     dev = extra["tunnel"]["device"]
 
     def add():

@@ -25,7 +25,7 @@ def main(argv=None):
         print(VERSION)
         return 0
     module = {"router": "sixbroker.linuxrouter.router", "server": "sixbroker.broker.cli",
-              "status": "sixbroker.openwrt.status"}.get(cmd)
+              "status": "sixbroker.openwrt.statuscli"}.get(cmd)
     if module is None:
         sys.stderr.write("sixbroker: unknown command '" + cmd + "'\n" + USAGE)
         return 2

@@ -13,10 +13,11 @@ import threading
 
 import pytest
 
-from sixbroker.core import addr, options, plan, uci
+from sixbroker.core import addr, options, plan
 from sixbroker.broker import alloc, cli, db, hostfacts, reconcile, service
 from sixbroker.core.errors import CODES
 from server_cli import ServerCLI
+import uci_edit as uci
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PREFIX = "2001:db8:5b00::/56"
@@ -288,7 +289,7 @@ def test_add_hands_the_plan_to_the_appliers(broker):
 def test_json_shapes(broker):
     broker.init()
     body = broker.json("add", "home", "--remote", Y)
-    assert sorted(body) == ["applied", "apply", "router", "tunnel"]
+    assert sorted(body) == ["applied", "apply", "join", "key", "router", "tunnel"]
     t = body["tunnel"]
     assert sorted(t) == ["created", "device", "local", "mtu", "name", "peeraddr", "remote", "routed",
                          "router_address", "server_address", "transfer", "transfer_length", "ttl", "updated"]
@@ -303,8 +304,10 @@ def test_json_shapes(broker):
     assert body["apply"]["tunnels"] == 1 and body["applied"] is True
 
     # list and show say where the tunnel stands since the last apply
-    assert broker.json("show", "home") == {"tunnel": dict(t, state="applied")}
-    assert broker.json("list") == {"tunnels": [dict(t, state="applied")]}
+    # and the update service's view (tests/broker/test_update_service.py): no update yet, a key made
+    seen = dict(t, state="applied", last_update=None, update_key=True)
+    assert broker.json("show", "home") == {"tunnel": dict(seen, updates=[])}
+    assert broker.json("list") == {"tunnels": [seen]}
     assert broker.json("config", "home") == {"router": r}
     # `config` without --json prints the same shell text as `add` did
     assert broker.ok("config", "home") == r["shell"]
@@ -316,11 +319,11 @@ def test_json_shapes(broker):
 
 def test_text_list_and_show(broker):
     broker.init()
-    assert broker.ok("list").split() == ["NAME", "DEVICE", "REMOTE", "TRANSFER", "ROUTED", "MTU", "STATE"]
+    assert broker.ok("list").split() == ["NAME", "DEVICE", "REMOTE", "TRANSFER", "ROUTED", "MTU", "STATE", "UPDATE"]
     broker.ok("add", "b", "--remote", Y)
     broker.ok("add", "a", "--remote", Y2)
     rows = broker.ok("list").strip().split("\n")[1:]
-    assert [r.split()[:3] + r.split()[-1:] for r in rows] == [["a", "sbs-a", Y2, "applied"],
+    assert [r.split()[:3] + r.split()[-2:-1] for r in rows] == [["a", "sbs-a", Y2, "applied"],
                                                               ["b", "sbs-b", Y, "applied"]]
     assert "2001:db8:5b00:2::/64" in broker.ok("show", "a") and "#   state applied" in broker.ok("show", "a")
 
@@ -430,7 +433,7 @@ def test_transfer_pool_exhausted(broker):
     assert "transfer" in err
 
 
-@pytest.mark.parametrize("args", [[], ["frobnicate"], ["add"], ["add", "x"], ["show"], ["list", "extra"],
+@pytest.mark.parametrize("args", [[], ["frobnicate"], ["add"], ["key", "x"], ["show"], ["list", "extra"],
                                   ["init", "--uplink-ra", "maybe"]])
 def test_usage_errors_exit_2(broker, args):
     broker.init()
@@ -820,6 +823,11 @@ def test_reads_of_an_empty_file_never_write(broker):
 def _downgrade(path, version):
     """The database as an older sixbroker wrote it (schema `version`), its rows kept."""
     c = sqlite3.connect(path, isolation_level=None)
+    if version < 6:
+        c.execute("DROP TABLE IF EXISTS updates")
+        c.execute("DROP TABLE IF EXISTS update_keys")
+        if "update_url" in [r[1] for r in c.execute("PRAGMA table_info(server)")]:
+            c.execute("ALTER TABLE server DROP COLUMN update_url")
     if version < 5:
         c.execute("DROP TABLE IF EXISTS faults")
     columns = [r[1] for r in c.execute("PRAGMA table_info(server)")]
@@ -838,7 +846,7 @@ def _downgrade(path, version):
     c.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 def test_reads_of_an_older_database_never_migrate_it(broker, version):
     broker.init()
     broker.ok("add", "home", "--remote", Y)
@@ -847,7 +855,7 @@ def test_reads_of_an_older_database_never_migrate_it(broker, version):
     before = _file_state(broker.path)
     if version < 2:
         # schema 1 kept no record of what was applied: each tunnel's state reads "pending"
-        want = {k: v.replace("  applied\n", "  pending\n").replace("state applied\n", "state pending\n")
+        want = {k: v.replace("  applied  -\n", "  pending  -\n").replace("state applied\n", "state pending\n")
                 for k, v in want.items()}
     for args in READS:
         assert broker.ok(*args) == want[args[0]], args

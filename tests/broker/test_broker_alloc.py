@@ -338,7 +338,8 @@ def _heredocs(shell_text):
 
 
 def test_cli_a_64_broker_prints_the_trade_off_and_a_router_config_netifd_takes(broker):
-    from sixbroker.core import options, uci
+    import uci_edit as uci
+    from sixbroker.core import options
     out = broker.ok("init", "--prefix", ONE64, "--public-ipv4", X)
     assert "no SLAAC" in out and "DHCPv6" in out and "routed /112s" in out and "ndp proxy       off" in out
     out = broker.ok("add", "home", "--remote", "198.51.100.20")

@@ -39,12 +39,16 @@ def _verify(path):
     return [ln for ln in (p.stdout + p.stderr).splitlines() if os.path.basename(path) in ln]
 
 
+def _clean_and_a_typo_caught(path, good, typo, tmp_path):
+    assert _verify(path) == []
+    bad = tmp_path / os.path.basename(path)
+    with open(path) as f:
+        bad.write_text(f.read().replace(good, typo))
+    assert any(typo.rstrip("=") in ln for ln in _verify(str(bad)))
+
+
 def test_systemd_reads_the_unit_without_a_complaint(tmp_path):
-    assert _verify(UNIT) == []
-    bad = tmp_path / "sixbroker.service"
-    with open(UNIT) as f:
-        bad.write_text(f.read().replace("ReloadPropagatedFrom=", "ReloadPropagatedFrum="))
-    assert any("ReloadPropagatedFrum" in ln for ln in _verify(str(bad)))
+    _clean_and_a_typo_caught(UNIT, "ReloadPropagatedFrom=", "ReloadPropagatedFrum=", tmp_path)
 
 
 def test_a_reload_of_nftables_reloads_us_and_a_restart_restarts_us():
@@ -114,3 +118,18 @@ def test_the_unit_applies_the_database_the_environment_file_names(tmp_path):
     p = _run_as_systemd("ExecStart", str(env_file))
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert "no database at" not in p.stdout
+
+
+SERVE_UNIT = os.path.join(REPO, "files", "broker", "sixbroker-serve.service")
+
+
+def test_systemd_reads_the_serve_unit_without_a_complaint(tmp_path):
+    _clean_and_a_typo_caught(SERVE_UNIT, "RestartSec=", "RestartSek=", tmp_path)
+
+
+def test_the_serve_unit_runs_serve_after_the_apply_unit():
+    u = unit(SERVE_UNIT)
+    assert "sixbroker.service" in u["Unit"]["After"].split()
+    argv = u["Service"]["ExecStart"].split()
+    assert argv[:4] == ["/usr/bin/env", "sixbroker", "server", "serve"]
+    assert u["Service"]["Restart"] == "on-failure"

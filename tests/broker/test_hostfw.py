@@ -22,10 +22,10 @@ import uuid
 
 import pytest
 
-from sixbroker.broker import hostfw
+from sixbroker.broker import hostfacts, hostfw
 from host_firewalls import (DEBIAN_DEFAULT, DOCKER_20, DOCKER_28, DOCKER_FIX, FIREWALLD, FIREWALLD_FIXED,
                              SSH_ONLY, UFW, UFW_FIXED)
-from test_nft_host import nets, vps, Y  # noqa: F401  (nets is a fixture)
+from netns_world import nets, vps, Y  # noqa: F401  (nets is a fixture)
 
 @pytest.fixture
 def host(nets):  # noqa: F811
@@ -145,7 +145,7 @@ def test_a_namespace_that_is_gone_is_an_error_with_a_code():
 def test_an_unconfigured_uplink_is_the_default_routes_device(nets):  # noqa: F811
     n = nets("fw", "peer")
     n.veth("fw", "up0", "peer", "eth0")
-    assert hostfw.uplink_of(n["fw"]) is None
+    assert hostfacts.default_route_device4(n["fw"]) is None
     n.ip("fw", "addr", "add", "192.0.2.2/24", "dev", "up0")
     n.ip("fw", "route", "add", "default", "via", "192.0.2.1")
-    assert hostfw.uplink_of(n["fw"]) == "up0"
+    assert hostfacts.default_route_device4(n["fw"]) == "up0"

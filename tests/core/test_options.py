@@ -1,6 +1,7 @@
 """The router protocol's options: defaults, derivations, and one stable code per mistake."""
 import pytest
 
+import shim_dump
 from sixbroker.core import options
 from sixbroker.core.errors import CODES, ConfigErrors
 
@@ -191,13 +192,13 @@ def test_error_names_the_option_and_says_what_to_fix():
 
 
 def test_netifd_dump_declares_every_option_as_text():
-    d = options.netifd_dump()
+    d = shim_dump.netifd_dump()
     assert d["name"] == "sixbroker"
     assert [c[0] for c in d["config"]] == [n for n in options.OPTION_NAMES if n not in options.NETIFD_OWNS]
     assert "defaultroute" not in [c[0] for c in d["config"]]
     types = dict((c[0], c[1]) for c in d["config"])
-    assert types["ip6prefix"] == options.BLOBMSG_ARRAY
-    assert all(t == options.BLOBMSG_STRING for n, t in types.items() if n != "ip6prefix")
+    assert types["ip6prefix"] == shim_dump.BLOBMSG_ARRAY
+    assert all(t == shim_dump.BLOBMSG_STRING for n, t in types.items() if n != "ip6prefix")
 
 
 # JSON types netifd can pass: a dynamic interface (netifd ubus.c netifd_add_dynamic keeps the caller's

@@ -104,12 +104,40 @@ def test_behind_nat_the_local_address_is_private():
     assert p["tunnel"]["local"] == "192.168.1.2" and p["tunnel"]["remote"] == X
 
 
+def to_commands(plan):
+    """The plan as the iproute2 commands a person would type (argument lists): the seed scenario is
+    written as such commands, so the plans are compared with it (no applier runs them)."""
+    t = plan["tunnel"]
+    dev = t["device"]
+    cmds = [["ip", "tunnel", "add", dev, "mode", t["mode"], "local", t["local"], "remote", t["remote"],
+             "ttl", str(t["ttl"])]]
+    if t.get("tos") and t["tos"] != "0":
+        cmds[0] += ["tos", t["tos"]]
+    cmds.append(["ip", "link", "set", dev, "mtu", str(t["mtu"]), "up"])
+    for a in plan["addresses"]:
+        cmds.append(["ip", "addr", "add", "dev", dev, a["address"] + "/" + str(a["length"])])
+    for r in plan["routes"]:
+        target = "default" if r["length"] == 0 else r["target"] + "/" + str(r["length"])
+        c = ["ip", "-6", "route", "add", target]
+        if r["source"]:
+            c += ["from", r["source"]]
+        if r["gateway"]:
+            c += ["via", r["gateway"]]
+        c += ["dev", dev]
+        if r["metric"] is not None:
+            c += ["metric", str(r["metric"])]
+        cmds.append(c)
+    for key, value in plan["sysctls"]:
+        cmds.append(["sysctl", "-qw", key + "=" + value])
+    return cmds
+
+
 def test_commands_render_the_seed():
-    cmds = plan.to_commands(vps(uplink="eth0"))
+    cmds = to_commands(vps(uplink="eth0"))
     assert cmds[0] == ["ip", "tunnel", "add", "sittun", "mode", "sit", "local", X, "remote", Y, "ttl", "64",
                        "tos", "inherit"]
     assert ["ip", "addr", "add", "dev", "sittun", "2001:db8:5b10::a/127"] in cmds
     assert ["ip", "-6", "route", "add", "2001:db8:5b11::/64", "via", "2001:db8:5b10::b", "dev", "sittun"] in cmds
     assert ["sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=2"] in cmds
-    home_cmds = plan.to_commands(home())
+    home_cmds = to_commands(home())
     assert ["ip", "-6", "route", "add", "default", "via", "2001:db8:5b10::a", "dev", "sittun"] in home_cmds

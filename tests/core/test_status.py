@@ -1,4 +1,5 @@
-"""Status, diagnose and the rpcd plugin's logic, in process, on CPython and MicroPython.
+"""Status, device facts, diagnose, `sixbroker status` and the rpcd plugin's logic, in process, on CPython
+and MicroPython.
 
 The kernel's side is a directory tree laid out like /sys/class/net and /proc/net, with lines in the
 kernel's own formats (taken from a 6.1 kernel: net/ipv6/addrconf.c if6_seq_show, net/ipv6/route.c
@@ -13,7 +14,7 @@ import sys
 
 import pytest
 
-from sixbroker.openwrt import diagnose, probe, rpcd, status
+from sixbroker.openwrt import devfacts, diagnose, humanize, probe, rpcd, status, statuscli
 from sixbroker.core.errors import CODES, SixbrokerError
 
 try:
@@ -71,7 +72,7 @@ class Tree:
         self.write(base + "mtu", "%d\n" % mtu)
         self.write(base + "flags", "0x%x\n" % flags)
         self.write(base + "operstate", operstate + "\n")
-        for k in status.STATISTICS:
+        for k in devfacts.STATISTICS:
             self.write(base + "statistics/" + k, "%d\n" % ((stats or {}).get(k, 0)))
 
     def counters(self, name):
@@ -187,7 +188,7 @@ def lab():
 def test_device_facts_read_sys_and_proc():
     t = lab()
     try:
-        k = status.device_facts("sb-wan6", t.sys, t.proc)
+        k = devfacts.device_facts("sb-wan6", t.sys, t.proc)
     finally:
         t.close()
     assert k["ifindex"] == 5 and k["mtu"] == 1480 and k["up"] is True and k["operstate"] == "unknown"
@@ -205,7 +206,7 @@ def test_device_facts_read_sys_and_proc():
 def test_missing_device_is_none():
     t = lab()
     try:
-        assert status.device_facts("sb-nothere", t.sys, t.proc) is None
+        assert devfacts.device_facts("sb-nothere", t.sys, t.proc) is None
     finally:
         t.close()
 
@@ -214,7 +215,7 @@ def test_down_device_is_not_up():
     t = Tree()
     try:
         t.device("sb-wan6", flags=0x90)
-        assert status.device_facts("sb-wan6", t.sys, t.proc)["up"] is False
+        assert devfacts.device_facts("sb-wan6", t.sys, t.proc)["up"] is False
     finally:
         t.close()
 
@@ -289,7 +290,7 @@ def test_terminal_text():
     finally:
         t.close()
     s["rtt_ms"] = 23.456
-    text = status.format_tunnel(s)
+    text = statuscli.format_tunnel(s)
     assert text.startswith("wan6: up since ") and "(1h 02m)" in text
     assert "  IPv4     198.51.100.20 -> 203.0.113.10 over wan" in text
     assert "  tunnel   2001:db8:5b10::b/127, broker 2001:db8:5b10::a" in text
@@ -299,10 +300,10 @@ def test_terminal_text():
 
 
 def test_human_units():
-    assert status.human_bytes(0) == "0 B" and status.human_bytes(1023) == "1023 B"
-    assert status.human_bytes(1536) == "1.5 KiB" and status.human_bytes(5 * 1024 ** 3) == "5.0 GiB"
-    assert status.human_duration(59) == "59s" and status.human_duration(61) == "1m 01s"
-    assert status.human_duration(90061) == "1d 01h 01m"
+    assert humanize.human_bytes(0) == "0 B" and humanize.human_bytes(1023) == "1023 B"
+    assert humanize.human_bytes(1536) == "1.5 KiB" and humanize.human_bytes(5 * 1024 ** 3) == "5.0 GiB"
+    assert humanize.human_duration(59) == "59s" and humanize.human_duration(61) == "1m 01s"
+    assert humanize.human_duration(90061) == "1d 01h 01m"
 
 
 # ---- diagnose -------------------------------------------------------------------------------------------
@@ -522,7 +523,7 @@ def test_terminal_text_of_a_down_tunnel_says_what_it_is_set_to_do():
     s = status.tunnel_status(st, 0)
     s["config"] = status.configured("wan6", {"peeraddr": "broker.example", "ip6addr": "2001:db8:5b10::b/127",
                                              "ip6prefix": ["2001:db8:5b11::/64"]})
-    text = status.format_tunnel(s)
+    text = statuscli.format_tunnel(s)
     assert "  set to   broker broker.example, tunnel 2001:db8:5b10::b/127, broker's end 2001:db8:5b10::a (derived)" in text
     assert "           prefixes 2001:db8:5b11::/64, link (route to the broker), mtu auto, device sb-wan6" in text
     assert text.count("PEER_NOT_RESOLVED") == 1

@@ -1,4 +1,6 @@
-"""sixbroker.core.uci against libuci's rules (openwrt/uci file.c, list.c, util.c, cli.c).
+"""sixbroker.core.uci (the reader, the batch writer) and tests/uci_edit.py (the editor on top of it)
+against libuci's rules (openwrt/uci file.c, list.c, util.c, cli.c).  uci_edit.parse checks every file it
+reads against sixbroker.core.uci.parse.
 
 The expected values below were worked out from the libuci sources, not from this module: each test
 names the upstream function whose behaviour it pins.  Runs under pytest and under MicroPython
@@ -8,9 +10,9 @@ import os
 
 import pytest
 
-from sixbroker.core import uci
+import uci_edit as uci
 from sixbroker.core.errors import CODES
-from sixbroker.core.uci import UciError, parse
+from uci_edit import UciError, parse
 
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 DATA = _HERE + "/../data/uci/"

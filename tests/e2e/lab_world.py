@@ -208,7 +208,7 @@ class World:
 def router_config(name, options, lan):
     """The standalone router's file for one tunnel: a `config tunnel` section holding the options (the
     broker's printed ones, or a test's) and the LAN devices."""
-    from sixbroker.core import uci
+    import uci_edit as uci
     pkg = uci.parse("", "router")
     sec = pkg.add("tunnel", name)
     for opt in sorted(options):

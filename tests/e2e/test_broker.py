@@ -3,7 +3,7 @@
 `apply`, and the kernel and nftables state compared as `ip`/`nft` dumps.
 
 The homes run `sixbroker router` (standalone) in their own namespaces; their configuration is the printed
-`uci batch` script run through sixbroker.core.uci and written as the standalone router's file.
+`uci batch` script run through tests/uci_edit.py and written as the standalone router's file.
 
     home  (Y, lan0 -> lanhost) --+
     home2 (192.0.2.20/25)     ---+-- inet -- vps (X): `sixbroker server --netns vps`
@@ -19,11 +19,11 @@ import time
 import pytest
 
 import topo
-from sixbroker.linux import apply_kernel, apply_nft
+from sixbroker.linux import apply_kernel, apply_nft, kernel_status, netns, nft_table, sysctl
 from sixbroker.linuxrouter import router as standalone
-from sixbroker.core import uci
 from sixbroker.broker import db, reconcile
 from server_cli import ServerCLI
+import uci_edit as uci
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PREFIX = "2001:db8:5b00::/56"
@@ -86,7 +86,7 @@ def server(homes, tmp_path, capsys):
     s = Server(str(tmp_path / "broker.db"), capsys)
     yield s
     apply_kernel.remove_all("vps", scope="broker")
-    apply_nft.remove(apply_nft.TABLE, "vps")
+    apply_nft.remove(nft_table.TABLE, "vps")
 
 
 def router_file(tmp_path, name, router_json):
@@ -126,7 +126,7 @@ def router_up(tmp_path, name, router_json):
 
 
 def vps_devices():
-    return sorted(d["device"] for d in apply_kernel.status("vps", scope="broker")["devices"])
+    return sorted(d["device"] for d in kernel_status.status("vps", scope="broker")["devices"])
 
 
 def lan_address(tunnel):
@@ -141,7 +141,7 @@ def reachable(tunnel):
 
 
 def read_sysctl(ns, key):
-    with apply_kernel._InNetns(ns):
+    with netns.InNetns(ns):
         with open("/proc/sys/" + key.replace(".", "/")) as f:
             return f.read().strip()
 
@@ -231,7 +231,7 @@ def test_crashes_are_repaired_by_apply(server, tmp_path):
     # killed between the kernel and the firewall: the device is there, the peer not yet let in by our table
     p = server.process("set", "r3", "--remote", "192.0.2.131", crash="kernel")
     assert p.returncode == -9
-    status = [d for d in apply_kernel.status("vps", scope="broker")["devices"] if d["device"] == "sbs-r3"][0]
+    status = [d for d in kernel_status.status("vps", scope="broker")["devices"] if d["device"] == "sbs-r3"][0]
     assert status["remote"] == "192.0.2.131"
     assert "192.0.2.131" not in topo.nft("vps", "list", "table", "inet", "sixbroker").stdout
     assert server.process("apply").returncode == 0
@@ -274,11 +274,11 @@ def test_a_big_broker_sizes_the_neighbour_table(world):
     old = [read_sysctl(None, k) for k in keys]
     want = service.base_sysctls({"uplink": None, "uplink_ra": 0, "netns": None}, 1000)
     try:
-        result = apply_kernel.apply_sysctls(want, None)
+        result = sysctl.apply(want, None)
         assert [read_sysctl(None, k) for k in keys] == ["1024", "2048", "4096"]
         assert len(result.changes) >= 3
     finally:
-        apply_kernel.apply_sysctls([[k, v] for k, v in zip(keys, old)], None)
+        sysctl.apply([[k, v] for k, v in zip(keys, old)], None)
 
 
 def _forget_record(path):

@@ -15,7 +15,7 @@ import os
 import pytest
 
 import topo
-from sixbroker.linux import apply_kernel, apply_nft
+from sixbroker.linux import apply_kernel, apply_nft, kernel_status, nft_table
 from test_broker import HOMES, PREFIX, REPO, Server, _add_home, _rebuild_vps, lan_address, router_up, vps_devices
 
 ROWS = []
@@ -106,7 +106,7 @@ def w(world, tmp_path_factory):
         topo.run(["ip", "netns", "del", ns], check=False)
     standalone.main(["down", "--netns", "home"])
     apply_kernel.remove_all("vps", scope="broker")
-    apply_nft.remove(apply_nft.TABLE, "vps")
+    apply_nft.remove(nft_table.TABLE, "vps")
 
 
 def _print_table():
@@ -244,7 +244,7 @@ def test_uplink_address_changed(w):
     w.reconfigure_routers()
     after = working(w.tunnels)
     record("uplink IPv4 changed (X -> X3), routers re-pasted", during, after,
-           "apply exit %d; local now %s" % (rc, ",".join(sorted(set(d["local"] for d in apply_kernel.status(
+           "apply exit %d; local now %s" % (rc, ",".join(sorted(set(d["local"] for d in kernel_status.status(
                "vps", scope="broker")["devices"])))))
     try:
         assert after == ALL

@@ -15,7 +15,7 @@ import sys
 
 import host_firewalls
 import topo
-from sixbroker.linux import apply_nft
+from sixbroker.linux import apply_nft, nft_table
 from test_broker import HOMES, PREFIX, homes, lan_address, reachable, router_up, server  # noqa: F401
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -165,7 +165,7 @@ def test_a_reload_of_nftables_wipes_our_table_and_the_units_reload_brings_it_bac
             env.update(ln.strip().split("=", 1) for ln in f if "=" in ln and not ln.startswith("#"))
     p = subprocess.run(_unit_command("ExecReload"), capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert apply_nft.normalise(apply_nft.loaded(netns="vps")) == apply_nft.normalise(want)
+    assert nft_table.normalise(apply_nft.loaded(netns="vps")) == nft_table.normalise(want)
     assert _home_to_home(t)
     # and the spoof check is back with it
     with _extra_sources([NOBODY]):

@@ -17,7 +17,7 @@ import time
 import pytest
 
 import topo
-from sixbroker.linux import apply_kernel, apply_nft
+from sixbroker.linux import apply_kernel, apply_nft, kernel_status, nft_table
 from sixbroker.broker import hostfacts
 from server_cli import ServerCLI
 # the seed world's homes and a server on the `vps` namespace, as test_broker.py builds them
@@ -36,7 +36,7 @@ def _renumber(*addresses):
 
 
 def _local_of_devices():
-    return sorted(set(d["local"] for d in apply_kernel.status("vps", scope="broker")["devices"]))
+    return sorted(set(d["local"] for d in kernel_status.status("vps", scope="broker")["devices"]))
 
 
 def test_apply_follows_a_detected_address_change_and_refuses_a_given_one(server, tmp_path):
@@ -134,7 +134,7 @@ def ra_world(world, tmp_path, capsys):
         yield ServerCLI(str(tmp_path / "ra.db"), capsys)
     finally:
         apply_kernel.remove_all(VPS_NS, scope="broker")
-        apply_nft.remove(apply_nft.TABLE, VPS_NS)
+        apply_nft.remove(nft_table.TABLE, VPS_NS)
         for ns in (VPS_NS, ROUTER_NS):
             topo.run(["ip", "netns", "del", ns], check=False)
 

@@ -17,7 +17,7 @@ import time
 import pytest
 
 import topo
-from sixbroker.linux import apply_kernel, apply_ndp, apply_nft
+from sixbroker.linux import apply_kernel, apply_ndp, apply_nft, kernel, nft_table
 from sixbroker.linuxrouter import router as standalone
 from server_cli import ServerCLI
 from test_broker import router_file
@@ -66,7 +66,7 @@ def server(onlink, tmp_path, capsys):
     s = ServerCLI(str(tmp_path / "broker.db"), capsys)
     yield s
     apply_kernel.remove_all("vps", scope="broker")
-    apply_nft.remove(apply_nft.TABLE, "vps")
+    apply_nft.remove(nft_table.TABLE, "vps")
 
 
 def reaches(target, tries=2):
@@ -77,7 +77,7 @@ def reaches(target, tries=2):
 
 def proxied():
     """{address: protocol} of the proxy entries on the VPS's uplink."""
-    k = apply_kernel._Kernel("vps", apply_kernel.Result())
+    k = kernel.Kernel("vps")
     try:
         index = k.link("v-vps").index
         return dict((a, proto) for (i, a), proto in apply_ndp.proxies(k).items() if i == index)

@@ -19,7 +19,7 @@ import lab_world
 import topo
 from lab_world import FAR6, FAR6_GW, HOME2_PRIVATE, NAT_PUBLIC, X, Y
 from sixbroker.core import addr, plan
-from sixbroker.linux import apply_kernel, apply_nft
+from sixbroker.linux import apply_kernel, apply_nft, kernel_status
 from sixbroker.linuxrouter import router as standalone
 
 W = lab_world.World("dp-")
@@ -63,7 +63,7 @@ def lab(tmp_path_factory):
 
 
 def vps_device(name):
-    [d] = [d for d in apply_kernel.status(W.vps, scope="broker")["devices"] if d["device"] == "sbs-" + name]
+    [d] = [d for d in kernel_status.status(W.vps, scope="broker")["devices"] if d["device"] == "sbs-" + name]
     return d
 
 
@@ -95,7 +95,7 @@ def test_lan_host_reaches_the_far_host_through_the_tunnel(lab):
 def test_behind_nat_the_vps_sees_the_nat_and_the_nat_forwards_protocol_41(lab):
     dev = vps_device("home2")
     assert (dev["remote"], dev["local"]) == (NAT_PUBLIC, X)
-    [mine] = apply_kernel.status(lab.home2, scope=standalone.SCOPE)["devices"]
+    [mine] = kernel_status.status(lab.home2, scope=standalone.SCOPE)["devices"]
     assert (mine["local"], mine["remote"]) == (HOME2_PRIVATE, X)
     # no NAT state for protocol 41 yet: the VPS speaks first, and only the NAT's forward can let it in
     _flush_conntrack(lab.nat)

@@ -12,7 +12,7 @@ import pytest
 
 import topo
 from sixbroker.core import addr, plan
-from sixbroker.linux import apply_kernel, apply_nft
+from sixbroker.linux import apply_kernel, apply_nft, kernel_status, nft_table
 from sixbroker.linuxrouter import router as standalone
 from sixbroker.core.errors import CODES, SixbrokerError
 
@@ -137,7 +137,7 @@ def test_down_leaves_no_trace(clean, tmp_path, capsys):
     assert "link del sb-wan6" in out and "addr del 2001:db8:5b11::1/64 dev lan0" in out
     k = apply_kernel.remove_all("vps", scope="broker")
     assert k.changes == ["link del sittun"]
-    assert apply_nft.remove(apply_nft.TABLE, "vps")
+    assert apply_nft.remove(nft_table.TABLE, "vps")
     after = {ns: topo.dumps(ns) for ns in ("vps", "home")}
     assert after == before
     # down twice: nothing left to do, still success
@@ -192,7 +192,7 @@ def test_a_foreign_device_with_our_name_is_refused_and_untouched(clean, tmp_path
     err = capsys.readouterr().err
     assert err.startswith("sixbroker router: DEVICE_NOT_OURS: ") and err.count("\n") == 1, err
     assert _foreign_state() == state
-    assert apply_kernel.status("home", scope=standalone.SCOPE)["devices"] == []
+    assert kernel_status.status("home", scope=standalone.SCOPE)["devices"] == []
 
 
 def _only_changed_lines(before, after):
@@ -223,8 +223,8 @@ def test_changing_a_route_changes_only_that_route(clean):
     # the firewall gains the prefix as an allowed inner source of the tunnel, nothing else
     assert n.changed
     element = ', "sittun" . 2001:db8:5b20::/60'
-    now = apply_nft.normalise(topo.dumps("vps")["nft"])
-    assert element in now and now.replace(element, "", 1) == apply_nft.normalise(before["nft"])
+    now = nft_table.normalise(topo.dumps("vps")["nft"])
+    assert element in now and now.replace(element, "", 1) == nft_table.normalise(before["nft"])
     after = topo.dumps("vps")
     gone, new = _only_changed_lines(before["route6"], after["route6"])
     assert gone == [] and new == ["2001:db8:5b20::/60 via 2001:db8:5b10::b dev sittun proto 91 metric 1024 pref medium"]
@@ -251,13 +251,13 @@ def test_protocol_41_from_a_third_host_reaches_neither_end(clean, tmp_path):
     both_up(tmp_path)
     assert topo.ping("home", topo.VPS6)
     vps_rx, home_rx = topo.rx_packets("vps", "sittun"), topo.rx_packets("home", "sb-wan6")
-    drops = apply_nft.counters(apply_nft.TABLE, "vps")["rules"]["locals6in4"]["packets"]
+    drops = apply_nft.counters(nft_table.TABLE, "vps")["rules"]["locals6in4"]["packets"]
     # control: the same packet with the peer's source is decapsulated, so the check below can fail
     topo.send_6in4("inet", topo.Y, topo.X, topo.echo6(topo.HOME6, topo.VPS6))
     assert topo.eventually(lambda: topo.rx_packets("vps", "sittun"), vps_rx + 1) == vps_rx + 1
     for dst in (topo.X, topo.Y):
         topo.send_6in4("inet", topo.THIRD, dst, topo.echo6(topo.HOME6, topo.VPS6, seq=2))
-    assert topo.eventually(lambda: apply_nft.counters(apply_nft.TABLE, "vps")["rules"]["locals6in4"]["packets"],
+    assert topo.eventually(lambda: apply_nft.counters(nft_table.TABLE, "vps")["rules"]["locals6in4"]["packets"],
                            drops + 1) == drops + 1
     assert topo.eventually(lambda: apply_nft.counters(standalone.TABLE, "home")["rules"]["locals6in4"]["packets"],
                            1) == 1

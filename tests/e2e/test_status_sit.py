@@ -1,5 +1,6 @@
-"""The router's status data (src/sixbroker/openwrt/status.py, what LuCI's page and `sixbroker status` show) read
-from a real sit device: the host tests use a veth in its place, only the guest's kernel has sit."""
+"""The router's device facts (src/sixbroker/openwrt/devfacts.py, the kernel's part of what LuCI's page and
+`sixbroker status` show) read from a real sit device: the host tests use a veth in its place, only the
+guest's kernel has sit."""
 
 import json
 import sys
@@ -9,8 +10,8 @@ from test_seed import both_up
 
 READ = """
 import json, sys
-from sixbroker.openwrt import status
-print(json.dumps(status.device_facts(sys.argv[1])))
+from sixbroker.openwrt import devfacts
+print(json.dumps(devfacts.device_facts(sys.argv[1])))
 """
 
 

@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 
-from sixbroker.linux import apply_kernel
+from sixbroker.linux import kernel, netns
 
 X = "203.0.113.10"        # the VPS
 X2 = "203.0.113.11"       # the VPS's second address: the far end of a tunnel that is not ours
@@ -33,7 +33,7 @@ NAMESPACES = ("inet", "vps", "home", "lanhost")
 def run(argv, check=True, stdin=None, ns=None):
     """argv in namespace ns: the child inherits the namespace of the thread that forks it, which is
     much cheaper than `ip netns exec` (that also remounts /sys)."""
-    with apply_kernel._InNetns(ns):
+    with netns.InNetns(ns):
         p = subprocess.run(argv, input=stdin, capture_output=True, text=True)
     if check and p.returncode != 0:
         raise AssertionError("%s failed (%d): %s" % (" ".join(argv), p.returncode, p.stderr.strip()))
@@ -53,7 +53,7 @@ def nft(ns, *args, stdin=None, check=True):
 
 
 def sysctl(ns, key, value):
-    with apply_kernel._InNetns(ns):
+    with netns.InNetns(ns):
         with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
             f.write(value)
 
@@ -118,7 +118,7 @@ def in_ns(ns, make):
 
     def work():
         try:
-            with apply_kernel._InNetns(ns):
+            with netns.InNetns(ns):
                 out["r"] = make()
         except Exception as e:  # handed to the caller
             out["e"] = e
@@ -189,7 +189,7 @@ def doc_pair(i):
 
 
 def link_names(ns):
-    k = apply_kernel._Kernel(ns, apply_kernel.Result())
+    k = kernel.Kernel(ns)
     try:
         return [li.name for li in k.links()]
     finally:
@@ -197,7 +197,7 @@ def link_names(ns):
 
 
 def rx_packets(ns, device):
-    k = apply_kernel._Kernel(ns, apply_kernel.Result())
+    k = kernel.Kernel(ns)
     try:
         for li in k.links(stats=True):
             if li.name == device:

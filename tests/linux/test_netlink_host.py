@@ -10,7 +10,8 @@ import uuid
 
 import pytest
 
-from sixbroker.linux import apply_kernel, netlink as nl
+from sixbroker.linux import netns, netlink as nl
+from sixbroker.linux.kernel import Kernel
 from sixbroker.core.errors import SixbrokerError
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
@@ -30,7 +31,7 @@ def ns():
 
 
 def kernel(ns):
-    return apply_kernel._Kernel(ns, apply_kernel.Result())
+    return Kernel(ns)
 
 
 def test_a_batch_sets_links_addresses_and_routes_in_order(ns):
@@ -123,7 +124,7 @@ def test_filtered_dumps_hold_one_device_and_the_full_ones_all(ns):
 
 
 def test_the_nftables_generation_is_per_namespace(ns):
-    with apply_kernel._InNetns(ns):
+    with netns.InNetns(ns):
         s = nl.Socket(nl.NETLINK_NETFILTER)
     try:
         g = nl.nft_generation(s)

@@ -17,72 +17,14 @@ import pytest
 
 from sixbroker.core import addr, plan
 
-from sixbroker.linux import apply_nft
-from sixbroker.linux.apply_kernel import _InNetns
+from sixbroker.linux import apply_nft, nft_table, nft_token
+from sixbroker.linux.netns import InNetns
 from sixbroker.core.errors import SixbrokerError
+from netns_world import Namespaces, X, Y, nets, run, vps  # noqa: F401  (nets is a fixture)
 
-X = "203.0.113.10"     # the VPS
-Y = "198.51.100.20"    # the home router
 THIRD = "203.0.113.99"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
-
-
-def run(argv, ns=None, stdin=None, check=True):
-    with _InNetns(ns):
-        p = subprocess.run(argv, input=stdin, capture_output=True, text=True)
-    if check and p.returncode != 0:
-        raise AssertionError("%s: %s" % (" ".join(argv), p.stderr))
-    return p
-
-
-class Namespaces:
-    def __init__(self, *names):
-        tag = uuid.uuid4().hex[:6]
-        self.names = dict((n, "sbt-%s-%s" % (n, tag)) for n in names)
-        for ns in self.names.values():
-            run(["ip", "netns", "add", ns])
-            run(["ip", "-n", ns, "link", "set", "lo", "up"])
-
-    def __getitem__(self, name):
-        return self.names[name]
-
-    def ip(self, name, *args):
-        return run(["ip", "-n", self[name]] + list(args))
-
-    def veth(self, a, a_dev, b, b_dev):
-        run(["ip", "-n", self[a], "link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", self[b]])
-        self.ip(a, "link", "set", a_dev, "up")
-        self.ip(b, "link", "set", b_dev, "up")
-
-    def sysctl(self, name, key, value):
-        with _InNetns(self[name]):
-            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-                f.write(value)
-
-    def socket(self, name, *args):
-        with _InNetns(self[name]):
-            return socket.socket(*args)
-
-    def nft(self, name, *args, stdin=None):
-        return run(["nft"] + list(args), ns=self[name], stdin=stdin)
-
-    def close(self):
-        for ns in self.names.values():
-            run(["ip", "netns", "del", ns], check=False)
-
-
-@pytest.fixture
-def nets(request):
-    made = []
-
-    def make(*names):
-        n = Namespaces(*names)
-        made.append(n)
-        return n
-    yield make
-    for n in made:
-        n.close()
 
 
 def home(lan=("br-lan",), device="sittun", mtu=None):
@@ -94,10 +36,6 @@ def home(lan=("br-lan",), device="sittun", mtu=None):
     return plan.router(o, "wan6", addr.Address.parse(X), addr.Address.parse(Y), device, lan=list(lan))
 
 
-def vps(i=0, remote=Y, device=None):
-    net = addr.Network.parse("2001:db8:6000::/48")
-    return plan.broker("t%d" % i, device or "sbs-t%d" % i, addr.Address.parse(X), addr.Address.parse(remote),
-                       net.subnet(127, i), [addr.Network.parse("2001:db8:7%03x::/48" % (i % 4096))])
 
 
 def many(n):
@@ -131,7 +69,7 @@ def test_written_as_nft_prints_it_so_a_second_apply_loads_nothing(nets, case):
     r = apply_nft.apply(plans, netns=n["fw"], exempt=exempt)
     assert r.changed
     listed = apply_nft.loaded(netns=n["fw"])
-    assert apply_nft.normalise(listed) == apply_nft.normalise(r.text)
+    assert nft_table.normalise(listed) == nft_table.normalise(r.text)
     assert not apply_nft.apply(plans, netns=n["fw"], exempt=exempt).changed
 
 
@@ -139,7 +77,7 @@ def test_aggregation_keeps_the_rule_count_flat():
     def rules(text):
         return [ln for ln in text.splitlines() if ln.startswith("\t\t") and not ln.startswith("\t\ttype")
                 and "elements" not in ln and not ln.startswith("\t\t\t") and ln.strip() not in ("counter", "flags interval")]
-    two, thousand = apply_nft.ruleset(many(2)), apply_nft.ruleset(many(1000))
+    two, thousand = nft_table.ruleset(many(2)), nft_table.ruleset(many(1000))
     assert rules(two) == rules(thousand)
     assert len(rules(thousand)) == 6       # 6in4 accept and drop, clamp, source check, forward in and out
     # one counter per peer and one per tunnel's source check
@@ -147,7 +85,7 @@ def test_aggregation_keeps_the_rule_count_flat():
 
 
 def test_the_seed_home_ruleset():
-    text = apply_nft.ruleset([home()])
+    text = nft_table.ruleset([home()])
     assert "elements = { 198.51.100.20 . 203.0.113.10 counter }" in text
     forward = text.split("chain forward {")[1]
     lines = [ln.strip() for ln in forward.splitlines()[2:] if ln.strip() != "}"]
@@ -165,13 +103,13 @@ def test_an_accept_after_a_deny_in_one_plan_is_refused():
     p = home()
     p["firewall"]["rules"].append(plan.rule("late", "forward", "ACCEPT", "ipv6", iif="eth1"))
     with pytest.raises(ValueError):
-        apply_nft.ruleset([p])
+        nft_table.ruleset([p])
 
 
 def test_no_rules_means_no_table(nets):
     n = nets("fw")
     apply_nft.apply([vps()], netns=n["fw"])
-    assert apply_nft.ruleset([]) is None
+    assert nft_table.ruleset([]) is None
     assert apply_nft.apply([], netns=n["fw"]).changed
     assert apply_nft.loaded(netns=n["fw"]) is None
     assert not apply_nft.apply([], netns=n["fw"]).changed
@@ -435,7 +373,7 @@ def test_a_thousand_tunnels_load_in_one_transaction(nets):
 # ---- one tunnel at a time ----------------------------------------------------------------------
 
 def _loaded_is(ns, plans):
-    return apply_nft.normalise(apply_nft.loaded(netns=ns)) == apply_nft.normalise(apply_nft.ruleset(plans))
+    return nft_table.normalise(apply_nft.loaded(netns=ns)) == nft_table.normalise(nft_table.ruleset(plans))
 
 
 def test_element_changes_make_the_same_table_as_loading_it_whole(nets):
@@ -449,7 +387,7 @@ def test_element_changes_make_the_same_table_as_loading_it_whole(nets):
     assert apply_nft.change([ps[7]], [moved], ps[0], netns=ns).changed
     assert _loaded_is(ns, ps[:7] + [moved] + ps[8:])
     # the second local address: ps[0] (on the first) cannot tell whether another tunnel still has it
-    assert apply_nft.change_text([ps[598]], [], ps[0]) is None
+    assert nft_table.change_text([ps[598]], [], ps[0]) is None
     assert apply_nft.change([ps[598]], [], ps[500], netns=ns).changed
     assert apply_nft.change([ps[599]], [], ps[500], netns=ns).changed
     assert _loaded_is(ns, ps[:7] + [moved] + ps[8:598])
@@ -459,9 +397,9 @@ def test_element_changes_make_the_same_table_as_loading_it_whole(nets):
 def test_element_changes_refuse_what_only_the_whole_table_can_do(nets):
     ns = nets("v")["v"]
     ps = many(3)
-    assert apply_nft.change_text([], [ps[0]], None) is None         # the first tunnel: the rules come
-    assert apply_nft.change_text([ps[0]], [], None) is None         # the last one: the table goes
-    assert apply_nft.change_text([], [home(device="sb-wan6")], ps[0]) is None   # a different shape
+    assert nft_table.change_text([], [ps[0]], None) is None         # the first tunnel: the rules come
+    assert nft_table.change_text([ps[0]], [], None) is None         # the last one: the table goes
+    assert nft_table.change_text([], [home(device="sb-wan6")], ps[0]) is None   # a different shape
     # no table, or an element already gone: refused (None), the caller loads the whole table
     assert apply_nft.change([], [ps[1]], ps[0], netns=ns) is None
     apply_nft.apply(ps[:2], netns=ns)
@@ -472,16 +410,16 @@ def test_element_changes_refuse_what_only_the_whole_table_can_do(nets):
 
 def test_the_token_moves_with_every_nftables_transaction_and_only_then(nets):
     n = nets("a", "b")
-    a = apply_nft.token(n["a"])
-    assert a is not None and a == apply_nft.token(n["a"])
-    assert not apply_nft.token_same(a, apply_nft.token(n["b"]))     # another namespace
+    a = nft_token.token(n["a"])
+    assert a is not None and a == nft_token.token(n["a"])
+    assert not nft_token.token_same(a, nft_token.token(n["b"]))     # another namespace
     apply_nft.apply(many(2), netns=n["a"])
-    b = apply_nft.token(n["a"])
-    assert int(b.split("/")[2]) == int(a.split("/")[2]) + 1 and not apply_nft.token_same(a, b)
+    b = nft_token.token(n["a"])
+    assert int(b.split("/")[2]) == int(a.split("/")[2]) + 1 and not nft_token.token_same(a, b)
     apply_nft.apply(many(2), netns=n["a"])               # equal: nothing loaded, nothing counted
-    assert apply_nft.token(n["a"]) == b
+    assert nft_token.token(n["a"]) == b
     run(["nft", "add", "table", "inet", "someone_else"], ns=n["a"])
-    assert apply_nft.token(n["a"]) != b
+    assert nft_token.token(n["a"]) != b
 
 
 # What fail2ban, Docker and a firewall manager do to their own tables between two broker commands.
@@ -506,14 +444,14 @@ def test_the_token_proves_our_table_whatever_the_neighbours_do(nets):
     ns = n["a"]
     ps = many(3)
     apply_nft.apply(ps, netns=ns)
-    t = apply_nft.token(ns)
+    t = nft_token.token(ns)
     for line in NEIGHBOUR:
         n.nft("a", "-f", "-", stdin=line + "\n")
-        now = apply_nft.token(ns, known=t)
-        assert now.split("/")[2] != t.split("/")[2] and apply_nft.token_same(t, now), line
+        now = nft_token.token(ns, known=t)
+        assert now.split("/")[2] != t.split("/")[2] and nft_token.token_same(t, now), line
     # a counter moving is no change
     n.nft("a", "reset", "counters", "table", "inet", "sixbroker")
-    assert apply_nft.token_same(t, apply_nft.token(ns))
+    assert nft_token.token_same(t, nft_token.token(ns))
     # every kind of change to our table is seen; apply loads the table again (new handles: a new digest)
     peer = "%s . %s" % (ps[0]["tunnel"]["local"], ps[0]["tunnel"]["remote"])
     ours = [
@@ -528,17 +466,17 @@ def test_the_token_proves_our_table_whatever_the_neighbours_do(nets):
     ]
     for line in ours:
         n.nft("a", "-f", "-", stdin=line + "\n")
-        assert not apply_nft.token_same(t, apply_nft.token(ns)), line
+        assert not nft_token.token_same(t, nft_token.token(ns)), line
         assert apply_nft.apply(ps, netns=ns).changed
-        t = apply_nft.token(ns)
+        t = nft_token.token(ns)
         n.nft("a", "add", "table", "inet", "f2b")
-        assert apply_nft.token_same(t, apply_nft.token(ns)), line
+        assert nft_token.token_same(t, nft_token.token(ns)), line
     # a rule replaced in place keeps its handle: its expressions are in the digest all the same
     handle = [ln for ln in n.nft("a", "-a", "list", "chain", "inet", "sixbroker", "input").stdout.splitlines()
               if "@locals6in4" in ln][0].rsplit("# handle ", 1)[1]
     n.nft("a", "replace", "rule", "inet", "sixbroker", "input", "handle", handle,
           "meta", "l4proto", "ipv6", "ip", "daddr", "@locals6in4", "counter", "accept")
-    assert not apply_nft.token_same(t, apply_nft.token(ns))
+    assert not nft_token.token_same(t, nft_token.token(ns))
 
 
 def test_a_one_tunnel_change_moves_the_digest_by_its_own_elements(nets):
@@ -547,19 +485,19 @@ def test_a_one_tunnel_change_moves_the_digest_by_its_own_elements(nets):
     ns = n["a"]
     ps = many(4)
     apply_nft.apply(ps[:3], netns=ns)
-    t = apply_nft.token(ns)
+    t = nft_token.token(ns)
     for before, after in (([], [ps[3]]), ([ps[1]], []), ([ps[2]], [vps(2, remote="192.0.2.250", device="sbs-t2")])):
         r = apply_nft.change(before, after, ps[0], netns=ns)
         # the source check's interval set (sources6) too: its element's first and last key (pipapo)
         assert r is not None and r.changed and r.delta is not None
-        moved = apply_nft.token_after(t, r, ns)
-        read = apply_nft.token(ns)
+        moved = nft_token.token_after(t, r, ns)
+        read = nft_token.token(ns)
         assert moved == read, (before, after)
         t = read
     # a neighbour's transaction in between: the table is read again, and still agrees
     n.nft("a", "add", "table", "inet", "f2b")
     r = apply_nft.change([], [ps[1]], ps[0], netns=ns)
-    assert apply_nft.token_after(t, r, ns) == apply_nft.token(ns)
+    assert nft_token.token_after(t, r, ns) == nft_token.token(ns)
 
 
 # ---- the inner source check ----------------------------------------------------------------------

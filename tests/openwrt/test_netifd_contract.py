@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 import netifd_policy as P
+import shim_dump
 from sixbroker.core import addr, options, plan
 from sixbroker.openwrt import netifd
 
@@ -305,7 +306,7 @@ def run_shim_dump():
 
 
 def test_options_dump_passes():
-    assert P.check_dump(options.netifd_dump()) == []
+    assert P.check_dump(shim_dump.netifd_dump()) == []
 
 
 def test_shim_dump_passes_and_equals_options_dump():
@@ -316,7 +317,7 @@ def test_shim_dump_passes_and_equals_options_dump():
     assert problems == []
     assert len(objects) == 1
     assert P.check_dump(objects[0]) == []
-    assert objects[0] == options.netifd_dump()
+    assert objects[0] == shim_dump.netifd_dump()
 
 
 DUMP_MISTAKES = [
@@ -345,7 +346,7 @@ def test_dump_checker_accepts_validators_and_every_flag():
 
 
 def test_multiline_dump_object_is_lost():
-    text = json.dumps(options.netifd_dump(), indent=1)
+    text = json.dumps(shim_dump.netifd_dump(), indent=1)
     objects, problems = P.parse_dump_output(text)
     assert objects == [] and problems
 
@@ -354,13 +355,13 @@ def test_dump_declares_no_option_netifd_applies_itself_but_mtu():
     # defaultroute and metric: netifd applies them to our routes (interface.c iface_attrs), so the handler
     # neither declares nor applies them.  mtu (device.c dev_attrs) is declared on purpose: netifd drops a
     # value that is no number without a word; our string copy arrives too, so INVALID_MTU can name it.
-    assert P.shadowed_options(options.netifd_dump()) == ["mtu"]
+    assert P.shadowed_options(shim_dump.netifd_dump()) == ["mtu"]
 
 
 def test_handler_reads_netifd_config_with_repeated_keys():
     section = {"proto": "sixbroker", "peeraddr": X, "ip6addr": "2001:db8:5b10::b/127",
                "ip6prefix": ["2001:db8:5b11::/64"], "mtu": "1400", "defaultroute": "0", "metric": "10"}
-    text = P.netifd_config_json(section, options.netifd_dump())
+    text = P.netifd_config_json(section, shim_dump.netifd_dump())
     # netifd's typed copies and ours both arrive; json keeps the last of each
     assert text.count('"mtu"') == 2 and text.count('"metric"') == 1
     o = options.validate(json.loads(text))

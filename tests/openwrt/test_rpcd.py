@@ -368,8 +368,8 @@ def test_sixbroker_status_for_a_terminal(lab, interp):
 
 
 def human(n):
-    from sixbroker.openwrt import status
-    return status.human_bytes(n)
+    from sixbroker.openwrt import humanize
+    return humanize.human_bytes(n)
 
 
 def test_luci_view_shows_what_the_plugin_says(lab):

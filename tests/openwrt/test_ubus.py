@@ -1,4 +1,5 @@
-"""sixbroker.openwrt.ubus against the fake ubusd (tests/ubusd_fake.py), under CPython and MicroPython."""
+"""sixbroker.openwrt.ubus (and the tests' one-shot ubus_once) against the fake ubusd (tests/ubusd_fake.py), under CPython and
+MicroPython."""
 import json
 import os
 import socket
@@ -9,13 +10,15 @@ import time
 
 import pytest
 
-from sixbroker.openwrt import ubus
+import ubus_once
+from sixbroker.openwrt import blobmsg, ubus
 from ubusd_fake import FakeUbusd, Reply, T, encode_members
-from core.test_ubus_blob import CASES
+from core.test_blobmsg import CASES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
 SRC = os.path.join(ROOT, "src")
+TESTS = os.path.join(ROOT, "tests")
 
 WAN_STATUS = {
     "up": True, "pending": False, "available": True, "uptime": 86017, "l3_device": "eth1",
@@ -50,9 +53,7 @@ def fake():
 
 
 @pytest.fixture(autouse=True)
-def no_python_ubus(monkeypatch):
-    # the host has no python3-ubus; make sure a stray `ubus` module never changes the path taken
-    monkeypatch.setattr(ubus, "_PY_UBUS", [None])
+def no_socket_from_the_environment(monkeypatch):
     monkeypatch.delenv("SIXBROKER_UBUS_SOCKET", raising=False)
 
 
@@ -78,10 +79,10 @@ def test_status_reply_decodes(fake):
 
 
 def test_notify_proto_arrives_with_netifd_types(fake):
-    assert ubus.call("network.interface", "notify_proto", NOTIFY, socket_path=fake.socket_path) is None
+    assert ubus_once.call("network.interface", "notify_proto", NOTIFY, socket_path=fake.socket_path) is None
     (c,) = fake.calls
     assert c.data == NOTIFY
-    assert c.raw == ubus.encode_table(NOTIFY)
+    assert c.raw == blobmsg.encode_table(NOTIFY)
     t = c.typed
     assert t["action"] == ("int32", 0)
     assert t["link-up"] == ("int8", 1) and t["keep"] == ("int8", 0)
@@ -97,7 +98,7 @@ def test_notify_proto_arrives_with_netifd_types(fake):
 def test_every_json_type_reaches_the_object_typed(fake):
     data = {"i": 5, "neg": -5, "big": 2 ** 40, "t": True, "f": False, "d": 0.25, "n": None,
             "s": "x", "empty": {}, "list": [1, "a", [], {"k": None}]}
-    ubus.call("network.interface", "notify_proto", data, socket_path=fake.socket_path)
+    ubus_once.call("network.interface", "notify_proto", data, socket_path=fake.socket_path)
     assert fake.calls[0].typed == {
         "i": ("int32", 5), "neg": ("int32", -5), "big": ("int64", 2 ** 40), "t": ("int8", 1),
         "f": ("int8", 0), "d": ("double", 0.25), "n": ("unspec", None), "s": ("string", "x"),
@@ -110,17 +111,17 @@ def test_every_json_type_reaches_the_object_typed(fake):
 def test_reply_types_decode(fake):
     fake.add_object("test", {"types": {"a": T("int16", -3), "b": T("int64", 2 ** 40), "c": T("int8", 0),
                                        "d": 1.5, "e": None, "f": [T("int8", 2)]}})
-    assert ubus.call("test", "types", socket_path=fake.socket_path) == {
+    assert ubus_once.call("test", "types", socket_path=fake.socket_path) == {
         "a": -3, "b": 2 ** 40, "c": False, "d": 1.5, "e": None, "f": [True]}
 
 
 def test_no_reply_data_is_none(fake):
-    assert ubus.call("network.interface.wan", "up", socket_path=fake.socket_path) is None
+    assert ubus_once.call("network.interface.wan", "up", socket_path=fake.socket_path) is None
 
 
 def test_first_of_several_replies(fake):
     fake.add_object("many", {"m": Reply(data=[{"n": 1}, {"n": 2}])})
-    assert ubus.call("many", "m", socket_path=fake.socket_path) == {"n": 1}
+    assert ubus_once.call("many", "m", socket_path=fake.socket_path) == {"n": 1}
 
 
 def test_one_connection_many_calls(fake):
@@ -135,7 +136,7 @@ def test_one_connection_many_calls(fake):
 
 def test_environment_names_the_socket(fake, monkeypatch):
     monkeypatch.setenv("SIXBROKER_UBUS_SOCKET", fake.socket_path)
-    assert ubus.call("network.interface.wan", "status")["l3_device"] == "eth1"
+    assert ubus_once.call("network.interface.wan", "status")["l3_device"] == "eth1"
 
 
 def test_older_default_socket_is_the_fallback(fake, monkeypatch, tmp_path):
@@ -149,7 +150,7 @@ def test_concurrent_clients(fake):
 
     def one(i):
         try:
-            ubus.call("network.interface", "notify_proto", {"n": i}, socket_path=fake.socket_path)
+            ubus_once.call("network.interface", "notify_proto", {"n": i}, socket_path=fake.socket_path)
         except Exception as e:  # collected, asserted below
             errors.append(e)
 
@@ -167,7 +168,7 @@ def test_old_ubusd_with_host_order_header():
     # before ubus made seq and peer big-endian, a little-endian ubusd wrote them in its own order
     with FakeUbusd(objects={"network.interface.wan": {"status": {"up": True}}},
                    host_order_header=True) as old:
-        assert ubus.call("network.interface.wan", "status", timeout=2,
+        assert ubus_once.call("network.interface.wan", "status", timeout=2,
                          socket_path=old.socket_path) == {"up": True}
         assert old.errors == []
 
@@ -178,7 +179,7 @@ def test_old_ubusd_with_host_order_header():
 def test_socket_missing(tmp_path):
     path = str(tmp_path / "ubus.sock")
     with pytest.raises(ubus.UbusError) as e:
-        ubus.call("network.interface", "notify_proto", {}, socket_path=path)
+        ubus_once.call("network.interface", "notify_proto", {}, socket_path=path)
     assert e.value.code == "UBUS_FAIL" and e.value.status == ubus.STATUS_CONNECTION_FAILED
     assert str(e.value) == ("Could not talk to netifd over ubus: cannot connect to ubusd at "
                             + path + ": no such socket")
@@ -204,7 +205,7 @@ def test_socket_with_nobody_listening(tmp_path):
 
 def test_object_not_found(fake):
     with pytest.raises(ubus.UbusError) as e:
-        ubus.call("network.interface.lan", "status", socket_path=fake.socket_path)
+        ubus_once.call("network.interface.lan", "status", socket_path=fake.socket_path)
     assert e.value.status == ubus.STATUS_NOT_FOUND
     assert str(e.value).endswith("ubus object network.interface.lan: Not found (ubus status 4)")
     assert fake.calls == []
@@ -212,14 +213,14 @@ def test_object_not_found(fake):
 
 def test_method_not_found(fake):
     with pytest.raises(ubus.UbusError) as e:
-        ubus.call("network.interface.wan", "nope", socket_path=fake.socket_path)
+        ubus_once.call("network.interface.wan", "nope", socket_path=fake.socket_path)
     assert e.value.status == ubus.STATUS_METHOD_NOT_FOUND
     assert "ubus call network.interface.wan nope: Method not found" in str(e.value)
 
 
 def test_method_error_status(fake):
     with pytest.raises(ubus.UbusError) as e:
-        ubus.call("network.interface.wan", "fail", {"x": 1}, socket_path=fake.socket_path)
+        ubus_once.call("network.interface.wan", "fail", {"x": 1}, socket_path=fake.socket_path)
     assert e.value.status == ubus.STATUS_INVALID_ARGUMENT
     assert fake.calls[0].data == {"x": 1}
 
@@ -242,7 +243,7 @@ def test_no_answer_times_out(fake):
     fake.add_object("mute", {"m": Reply(silent=True)})
     t0 = time.monotonic()
     with pytest.raises(ubus.UbusError) as e:
-        ubus.call("mute", "m", timeout=0.3, socket_path=fake.socket_path)
+        ubus_once.call("mute", "m", timeout=0.3, socket_path=fake.socket_path)
     assert e.value.status == ubus.STATUS_TIMEOUT and time.monotonic() - t0 < 1.5
 
 
@@ -291,89 +292,11 @@ def test_ubusd_goes_away_mid_call(fake):
 
 def test_data_must_be_a_table(fake):
     with pytest.raises(ubus.UbusError) as e:
-        ubus.call("network.interface", "notify_proto", [1, 2], socket_path=fake.socket_path)
+        ubus_once.call("network.interface", "notify_proto", [1, 2], socket_path=fake.socket_path)
     assert "must be a table" in str(e.value)
     with pytest.raises(ubus.UbusError):
-        ubus.call("network.interface", "notify_proto", {"a": {2: 3}}, socket_path=fake.socket_path)
+        ubus_once.call("network.interface", "notify_proto", {"a": {2: 3}}, socket_path=fake.socket_path)
     assert fake.calls == []
-
-
-# -- python3-ubus, when present -------------------------------------------------------------------
-
-
-class StubPythonUbus:
-    """The python3-ubus module's API (ubus_python.c): one global connection, call() returning the
-    list of replies, failures as RuntimeError carrying ubus_strerror()'s words.  Its JSON round trip
-    mirrors the extension's json.dumps -> blobmsg_add_json_from_string."""
-
-    def __init__(self):
-        self.conn = None
-        self.log = []
-
-    def get_connected(self):
-        return self.conn is not None
-
-    def get_socket_path(self):
-        return self.conn.path if self.conn else None
-
-    def connect(self, socket_path):
-        self.log.append(("connect", socket_path))
-        try:
-            self.conn = ubus.connect(socket_path)
-        except ubus.UbusError:
-            raise IOError("Failed to connect to the ubus socket '%s'\n" % socket_path)
-
-    def disconnect(self):
-        self.log.append(("disconnect",))
-        self.conn.close()
-        self.conn = None
-
-    def call(self, obj, method, arguments, timeout=0):
-        self.log.append(("call", obj, method, timeout))
-        data = json.loads(json.dumps(arguments))
-        try:
-            objid = self.conn.lookup(obj)
-        except ubus.UbusError:
-            raise RuntimeError("Object '%s' was not found." % obj)
-        try:
-            return self.conn.invoke(objid, method, data)
-        except ubus.UbusError as e:
-            raise RuntimeError("ubus error occured: " + ubus.status_text(e.status))
-
-
-def test_python_ubus_is_used_when_present(fake, monkeypatch):
-    stub = StubPythonUbus()
-    monkeypatch.setattr(ubus, "_PY_UBUS", [stub])
-    monkeypatch.setenv("SIXBROKER_UBUS_SOCKET", fake.socket_path)
-    assert ubus.call("network.interface.wan", "status", timeout=2) == WAN_STATUS
-    assert ubus.call("network.interface", "notify_proto", NOTIFY) is None
-    assert stub.log[:4] == [("connect", fake.socket_path),
-                            ("call", "network.interface.wan", "status", 2000),
-                            ("disconnect",), ("connect", fake.socket_path)]
-    assert fake.calls[1].raw == ubus.encode_table(NOTIFY)
-    with pytest.raises(ubus.UbusError) as e:
-        ubus.call("network.interface.wan", "nope")
-    assert e.value.status == ubus.STATUS_METHOD_NOT_FOUND
-    with pytest.raises(ubus.UbusError) as e:
-        ubus.call("network.interface.lan", "status")
-    assert e.value.status == ubus.STATUS_NOT_FOUND
-    assert stub.conn is None  # every connection it opened, it closed
-
-
-def test_python_ubus_connect_failure(monkeypatch, tmp_path):
-    monkeypatch.setattr(ubus, "_PY_UBUS", [StubPythonUbus()])
-    with pytest.raises(ubus.UbusError) as e:
-        ubus.call("network.interface", "status", socket_path=str(tmp_path / "none.sock"))
-    assert e.value.status == ubus.STATUS_CONNECTION_FAILED
-
-
-def test_python_ubus_lookalike_is_ignored(monkeypatch):
-    # the JSON-RPC package that is also called `ubus` lacks the extension's functions
-    fake_mod = type(sys)("ubus")
-    fake_mod.Ubus = object
-    monkeypatch.setitem(sys.modules, "ubus", fake_mod)
-    monkeypatch.setattr(ubus, "_PY_UBUS", [])
-    assert ubus._python_ubus() is None
 
 
 # -- MicroPython ----------------------------------------------------------------------------------
@@ -381,18 +304,20 @@ def test_python_ubus_lookalike_is_ignored(monkeypatch):
 MP_CLIENT = """
 import sys, os, json
 sys.path.insert(0, %r)
+sys.path.insert(0, %r)
 from sixbroker.openwrt import ubus
+import ubus_once
 out = {}
-out["status"] = ubus.call("network.interface.wan", "status")
+out["status"] = ubus_once.call("network.interface.wan", "status")
 # through the environment: MicroPython's Unix port dies on an argv string over 255 bytes
-out["notify"] = ubus.call("network.interface", "notify_proto", json.loads(os.getenv("NOTIFY")))
+out["notify"] = ubus_once.call("network.interface", "notify_proto", json.loads(os.getenv("NOTIFY")))
 for obj, method in (("network.interface.lan", "status"), ("network.interface.wan", "nope")):
     try:
-        ubus.call(obj, method)
+        ubus_once.call(obj, method)
     except ubus.UbusError as e:
         out[obj + " " + method] = [e.code, e.status, str(e)]
 print(json.dumps(out))
-""" % SRC
+""" % (SRC, TESTS)
 
 
 def run_micropython(code, env):
@@ -421,12 +346,14 @@ def test_micropython_errors(tmp_path):
     code = """
 import sys
 sys.path.insert(0, %r)
+sys.path.insert(0, %r)
 from sixbroker.openwrt import ubus
+import ubus_once
 try:
-    ubus.call("network.interface", "status")
+    ubus_once.call("network.interface", "status")
 except ubus.UbusError as e:
     print(e.status, e)
-""" % SRC
+""" % (SRC, TESTS)
     env = dict(os.environ, SIXBROKER_UBUS_SOCKET=str(tmp_path / "gone.sock"))
     r = run_micropython(code, env)
     assert r.returncode == 0, r.stderr
@@ -439,13 +366,15 @@ def test_micropython_timeout(fake):
     code = """
 import sys, time
 sys.path.insert(0, %r)
+sys.path.insert(0, %r)
 from sixbroker.openwrt import ubus
+import ubus_once
 t = time.ticks_ms()
 try:
-    ubus.call("mute", "m", timeout=0.3)
+    ubus_once.call("mute", "m", timeout=0.3)
 except ubus.UbusError as e:
     print(e.status, time.ticks_diff(time.ticks_ms(), t))
-""" % SRC
+""" % (SRC, TESTS)
     r = run_micropython(code, dict(os.environ, **fake.env()))
     status, took = r.stdout.split()
     assert int(status) == ubus.STATUS_TIMEOUT and 300 <= int(took) < 2000, r.stderr
@@ -463,8 +392,8 @@ def test_fake_as_a_program(tmp_path):
             if os.path.exists(sock):
                 break
             time.sleep(0.05)
-        code = ("import sys\nsys.path.insert(0, %r)\nfrom sixbroker.openwrt import ubus\n"
-                "ubus.call('network.interface', 'notify_proto', {'action': 3, 'error': ['X']})" % SRC)
+        code = ("import sys\nsys.path.insert(0, %r)\nsys.path.insert(0, %r)\nimport ubus_once\n"
+                "ubus_once.call('network.interface', 'notify_proto', {'action': 3, 'error': ['X']})" % (SRC, TESTS))
         r = run_micropython(code, dict(os.environ, SIXBROKER_UBUS_SOCKET=sock))
         assert r.returncode == 0, r.stderr
         line = json.loads(proc.stdout.readline())

@@ -11,7 +11,8 @@ import json
 import os
 import sys
 
-from sixbroker.broker import db, reconcile, routerconf, service
+from sixbroker.broker import db, updatecli, reconcile, routerconf, service
+from sixbroker.broker.lock import Lock
 from sixbroker.core.errors import CODES, SixbrokerError
 
 PROG = "sixbroker server"
@@ -80,6 +81,11 @@ def _parser():
                    help="keep accepting RAs on the uplink (accept_ra=2); auto: when it takes its "
                    "address from them now")
     s.add_argument("--netns", metavar="NAME", help="run the tunnels in this network namespace ('' for none)")
+    s.add_argument("--update-url", metavar="URL",
+                   help="the update service's URL as routers reach it, e.g. https://vps.example.net/nic/update "
+                   "behind a reverse proxy with a CA-signed certificate (default: https://PUBLIC-IPV4:%d/nic/update "
+                   "with the self-signed certificate made here, which the join line then carries; '' for "
+                   "the default)" % updatecli.DEFAULT_PORT)
     s.add_argument("--ndp-proxy", choices=service.NDP_MODES, default=None,
                    help="answer neighbour solicitations on the uplink for the tunnels' addresses and routed "
                    "prefixes (a provider that treats the VPS's /64 as on-link); auto: when the uplink has "
@@ -89,7 +95,8 @@ def _parser():
                        description="Allocate a transfer /127 and a routed prefix for a new tunnel, apply, "
                        "and print the router's configuration (a `uci batch` script to paste).")
     s.add_argument("name", help="tunnel name: also the router's interface name (letters, digits, _)")
-    s.add_argument("--remote", required=True, metavar="IPV4", help="the router's public IPv4 address")
+    s.add_argument("--remote", metavar="IPV4", help="the router's public IPv4 address (default: none yet; "
+                   "the tunnel waits for the router's first update, `serve`)")
     s.add_argument("--routed-prefix-length", metavar="LEN", help="length of the routed prefix (default 64)")
     s.add_argument("--mtu", help="tunnel MTU (default %d)" % service.DEFAULT_MTU)
     s.add_argument("--allow-private", action="store_true", help=ALLOW_PRIVATE)
@@ -104,6 +111,25 @@ def _parser():
     s.add_argument("--remote", metavar="IPV4")
     s.add_argument("--mtu")
     s.add_argument("--allow-private", action="store_true", help=ALLOW_PRIVATE)
+    s = sub.add_parser("key", parents=[common, js], help="make a tunnel's update key anew",
+                       description="With --rotate: a new update key for the tunnel (the old one stops working at "
+                       "once), printed once with the join line that carries it.")
+    s.add_argument("name")
+    s.add_argument("--rotate", action="store_true", help="make the new key (required: the old key is never shown)")
+    s = sub.add_parser("serve", parents=[common], help="run the HTTPS update service (dyndns2, for the routers)",
+                       description="Serve GET /nic/update?hostname=NAME[&myip=A] with HTTP Basic auth NAME:KEY "
+                       "(dyndns2), moving each tunnel to its home's new address.  TLS with --cert/--key, else "
+                       "the self-signed certificate `init` made beside the database.")
+    s.add_argument("--listen", metavar="ADDR:PORT", default="0.0.0.0:%d" % updatecli.DEFAULT_PORT,
+                   help="where to listen (default 0.0.0.0:%d; [::]:PORT for IPv6)" % updatecli.DEFAULT_PORT)
+    s.add_argument("--cert", metavar="PEM", help="certificate chain (e.g. certbot's fullchain.pem)")
+    s.add_argument("--key", metavar="PEM", help="its private key")
+    s.add_argument("--plain-http", action="store_true",
+                   help="no TLS: only on a loopback --listen, behind a reverse proxy that does TLS")
+    s.add_argument("--rate-source", metavar="BURST/SECONDS", default="%d/%g" % updatecli.RATE_SOURCE,
+                   help="requests per source address: a burst, then one per SECONDS (0 for none)")
+    s.add_argument("--rate-tunnel", metavar="BURST/SECONDS", default="%d/%g" % updatecli.RATE_TUNNEL,
+                   help="authenticated requests per tunnel (0 for none)")
     s = sub.add_parser("apply", parents=[common, js], help="bring the kernel and firewall in line with the database")
     s.add_argument("--if-initialised", action="store_true",
                    help="no database yet is not an error: say so and exit 0 (the systemd unit's form)")
@@ -130,6 +156,10 @@ def _tunnel_text(t):
                                  t["server_address"], t["router_address"], ", ".join(t["routed"])))
     if "state" in t:
         text += "#   state %s\n" % _state_text(t, True)
+    if t.get("updates"):
+        u = t["updates"][0]
+        text += "#   last update %s from %s: %s %s%s\n" % (u["last"], u["source"], u["answer"], u["address"],
+                                                         " (%d times since %s)" % (u["count"], u["first"]) if u["count"] > 1 else "")
     return text
 
 
@@ -140,10 +170,11 @@ def _state_text(t, long=False):
 
 
 def _list_text(tunnels):
-    rows = [("NAME", "DEVICE", "REMOTE", "TRANSFER", "ROUTED", "MTU", "STATE")]
+    rows = [("NAME", "DEVICE", "REMOTE", "TRANSFER", "ROUTED", "MTU", "STATE", "UPDATE")]
     for t in tunnels:
-        rows.append((t["name"], t["device"], t["remote"], t["transfer"], ",".join(t["routed"]), str(t["mtu"]),
-                     _state_text(t)))
+        u = t.get("last_update")
+        rows.append((t["name"], t["device"], t["remote"] or "-", t["transfer"], ",".join(t["routed"]), str(t["mtu"]),
+                     _state_text(t), "%s %s" % (u["answer"], u["last"]) if u else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for r in rows:
@@ -190,45 +221,6 @@ NO_SLAAC = ("note: a /64 broker prefix routes prefixes longer than /64: a home's
 
 # ---- running ----------------------------------------------------------------------------------------------
 
-class _Lock:
-    """One writer at a time from the commit through the kernel change, so two commands never apply
-    half of each other's state (SQLite alone serialises only the commits)."""
-
-    def __init__(self, path):
-        self.path = path + ".lock"
-        self.fd = None
-
-    def __enter__(self):
-        import errno
-        import fcntl
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as e:
-            if e.errno != errno.EROFS:
-                raise SixbrokerError("DB_ERROR", "%s: %s" % (self.path, e.strerror or e))
-            # a read-only file system: flock works on a read-only descriptor; with no lock file at all
-            # nobody can commit a change here either, so an apply runs unlocked
-            try:
-                self.fd = os.open(self.path, os.O_RDONLY)
-            except OSError:
-                return self
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        if self.fd is not None:
-            os.close(self.fd)
-        return False
-
-    def remove(self):
-        """Take the lock file away (a refused first init leaves nothing behind), while still holding it."""
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
-
-
 def _apply(conn, change=None):
     """Reconcile (just the changed tunnel, when there is one); (report, None) or (None, SixbrokerError
     APPLY_FAILED) - the change itself is saved."""
@@ -257,20 +249,23 @@ def _debug():
 def _run(args, path):
     want_json = getattr(args, "json", False)
     cmd = args.command
+    if cmd == "serve":
+        return updatecli.serve_main(args, path)
     if cmd in ("list", "show", "config", "info"):
         # a read never writes: not a migration, not an empty file turned into a database
         conn = db.connect_readonly(path)
         try:
             if cmd == "list":
-                tunnels = service.with_state(conn, service.views(conn))
+                tunnels = updatecli.with_updates(conn, service.with_state(conn, service.views(conn)), 1)
                 _json({"tunnels": tunnels}) if want_json else _out(_list_text(tunnels))
             elif cmd == "info":
                 s = service.server_view(conn)
                 found = _host_firewall(conn, s)
-                _json({"server": s}) if want_json else _out(_server_text(s))
+                updatecli.server_extra(conn, path, s)
+                _json({"server": s}) if want_json else _out(_server_text(s) + updatecli.server_text(s))
                 _warn_host_firewall(found, want_json)
             elif cmd == "show":
-                t = service.with_state(conn, [service.show(conn, args.name)])[0]
+                t = updatecli.with_updates(conn, service.with_state(conn, [service.show(conn, args.name)]))[0]
                 _spoofed(conn, t)
                 extra = ""
                 if "spoofed_dropped" in t:
@@ -290,7 +285,7 @@ def _run(args, path):
         raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
     parent = os.path.dirname(os.path.abspath(path))
     new_dir = not os.path.isdir(parent)
-    with _Lock(path) as lock:
+    with Lock(path) as lock:
         fresh = not os.path.exists(path)
         try:
             conn = db.connect(path, create=(cmd == "init"))
@@ -299,7 +294,7 @@ def _run(args, path):
                 _forget_first_init(path, lock, new_dir)
             raise
         try:
-            return _change(conn, args, cmd, want_json)
+            return _change(conn, args, cmd, want_json, path)
         except BaseException:
             if fresh and db.server_or_none(conn) is None:
                 conn.close()
@@ -324,7 +319,7 @@ def _forget_first_init(path, lock, new_dir):
             pass
 
 
-def _change(conn, args, cmd, want_json):
+def _change(conn, args, cmd, want_json, path):
     result = {}
     change = lost = None
     if cmd == "init":
@@ -340,8 +335,10 @@ def _change(conn, args, cmd, want_json):
         if hostfacts.ipv4_on_host(new["local_ipv4"], new["netns"]) is False:
             conn.notices.append(("LOCAL_IPV4_NOT_ON_HOST", "%s: behind 1:1 NAT give --local-ipv4 with this host's "
                                  "own address (--public-ipv4 stays the NAT's)" % new["local_ipv4"]))
+        updatecli.after_init(conn, path, args.update_url)
         result["server"] = service.server_view(conn)
-        text = _server_text(result["server"])
+        updatecli.server_extra(conn, path, result["server"])
+        text = _server_text(result["server"]) + updatecli.server_text(result["server"])
         if old is not None and old["netns"] != new["netns"]:
             # the tunnels move: what we made in the old namespace goes (a namespace gone is no error)
             try:
@@ -352,11 +349,17 @@ def _change(conn, args, cmd, want_json):
                 sys.stderr.write("%s: warning: %s\n" % (PROG, result["warnings"][0]))
     elif cmd == "add":
         change = reconcile.Change(conn, args.name)
-        t = service.add(conn, args.name, args.remote, args.routed_prefix_length, args.mtu, args.allow_private)
+        key, key_hash = updatecli.new_key()
+        t = service.add(conn, args.name, args.remote, args.routed_prefix_length, args.mtu, args.allow_private,
+                        key_hash=key_hash)
         reconcile.crash_point("commit")
         result["tunnel"] = t
         result["router"] = routerconf.as_json(t)
-        text = _tunnel_text(t) + routerconf.shell(t)
+        text = _tunnel_text(t) + updatecli.add_result(conn, path, t, key, result) + routerconf.shell(t)
+    elif cmd == "key":
+        if not args.rotate:
+            raise _Usage("%s key: give --rotate (a key is stored only as a hash and is never shown again)" % PROG)
+        t, text = updatecli.rotate(conn, path, args.name, result)
     elif cmd == "remove":
         change = reconcile.Change(conn, args.name)
         t = service.remove(conn, args.name)
@@ -376,6 +379,9 @@ def _change(conn, args, cmd, want_json):
         db.server(conn)
         text = ""
         lost = _follow_ipv4(conn)
+    if cmd == "key":        # no desired state changed: nothing to apply
+        _json(result) if want_json else _out(text)
+        return 0
     report, err = _apply(conn, change)
     failed = report.pop("failed", []) if report is not None else []
     found = _host_firewall(conn, result) if cmd in ("apply", "init") else []

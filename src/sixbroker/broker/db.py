@@ -4,7 +4,7 @@ The database is the truth; the kernel and the firewall are made to match it afte
 every change is one transaction and a crash between the commit and the kernel change is repaired by the
 next `sixbroker server apply`.
 
-Layout (schema version 5, `PRAGMA user_version`):
+Layout (schema version 6, `PRAGMA user_version`):
 - `server`: one row, the broker's own facts (its prefix, transfer prefix, IPv4 addresses, uplink, netns,
   whether it proxies NDP on the uplink, and whether the IPv4 addresses were read from the host, so
   `apply` may follow them when they change).
@@ -21,6 +21,7 @@ Integers are /64 counts and /127 indexes rather than addresses because SQLite's 
 - `applied`: the generation the kernel and the firewall were last made to match, with the kernel's
   fingerprint and the nftables token seen then (reconcile.py: how `apply` tells "nothing to do" cheaply).
 - `faults`: the tunnels that last apply left out of line, with the error code (reconcile.py).
+- `update_keys`, `updates`: each tunnel's update key (a hash) and its recent updates (update.py).
 """
 
 import os
@@ -121,6 +122,49 @@ MIGRATIONS = [
         message TEXT NOT NULL,
         at TEXT NOT NULL
     );
+    """,
+    # 6: the update service (update.py).  A tunnel may wait for its first update: remote NULL, "pending",
+    # no device (SQLite cannot drop NOT NULL in place: the table is rebuilt, the way its ALTER TABLE page
+    # says, with foreign keys off - migrate() - so the blocks and faults that refer to it stay).  Each
+    # tunnel's update key, as a hash; a tunnel from before has none until `key NAME --rotate` (nobody has
+    # seen a key for it: making one here would make one that nobody can read).  The bounded history of
+    # accepted updates (runs of nochg are one row with a count).  Keys and history are no desired state:
+    # no generation trigger.  update_url: what `add` prints for the router (NULL: https://PUBLIC:8443/...).
+    """
+    CREATE TABLE tunnels_v6 (
+        name TEXT PRIMARY KEY,
+        device TEXT NOT NULL UNIQUE,
+        remote TEXT UNIQUE,
+        transfer_index INTEGER NOT NULL UNIQUE CHECK (transfer_index >= 0),
+        mtu INTEGER NOT NULL,
+        ttl INTEGER NOT NULL DEFAULT 64,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL
+    );
+    INSERT INTO tunnels_v6 (name, device, remote, transfer_index, mtu, ttl, created, updated)
+        SELECT name, device, remote, transfer_index, mtu, ttl, created, updated FROM tunnels;
+    DROP TABLE tunnels;
+    ALTER TABLE tunnels_v6 RENAME TO tunnels;
+    CREATE TRIGGER tunnels_insert AFTER INSERT ON tunnels BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER tunnels_update AFTER UPDATE ON tunnels BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER tunnels_delete AFTER DELETE ON tunnels BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TABLE update_keys (
+        tunnel TEXT PRIMARY KEY REFERENCES tunnels(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        hash TEXT NOT NULL,
+        created TEXT NOT NULL
+    );
+    CREATE TABLE updates (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tunnel TEXT NOT NULL REFERENCES tunnels(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        first TEXT NOT NULL,
+        last TEXT NOT NULL,
+        count INTEGER NOT NULL DEFAULT 1,
+        source TEXT NOT NULL,
+        address TEXT NOT NULL,
+        answer TEXT NOT NULL
+    );
+    CREATE INDEX updates_tunnel ON updates(tunnel, id);
+    ALTER TABLE server ADD COLUMN update_url TEXT;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -226,13 +270,26 @@ def migrate(conn):
     if version > SCHEMA_VERSION:
         raise SixbrokerError("DB_TOO_NEW", "schema version %d, this sixbroker knows up to %d"
                              % (version, SCHEMA_VERSION))
-    while version < SCHEMA_VERSION:
-        with transaction(conn):
-            # executescript would COMMIT on its own; the statements run one by one inside ours
-            for stmt in _statements(MIGRATIONS[version]):
-                conn.execute(stmt)
-            conn.execute("PRAGMA user_version = %d" % (version + 1))
-        version += 1
+    if version == SCHEMA_VERSION:
+        return
+    # off for the migrations (a no-op inside a transaction, hence here): a table rebuilt (6) is dropped,
+    # and a drop with foreign keys on deletes every row that refers to it; foreign_key_check proves
+    # before each commit that nothing was left dangling
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        while version < SCHEMA_VERSION:
+            with transaction(conn):
+                # executescript would COMMIT on its own; the statements run one by one inside ours
+                for stmt in _statements(MIGRATIONS[version]):
+                    conn.execute(stmt)
+                bad = conn.execute("PRAGMA foreign_key_check").fetchall()
+                if bad:
+                    raise SixbrokerError("DB_ERROR", "migration %d leaves %d dangling references"
+                                         % (version + 1, len(bad)))
+                conn.execute("PRAGMA user_version = %d" % (version + 1))
+            version += 1
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
 
 
 def _statements(script):
@@ -330,8 +387,9 @@ def tunnel(conn, name):
     return rows[0]
 
 
-def tunnel_count(conn):
-    return conn.execute("SELECT COUNT(*) FROM tunnels").fetchone()[0]
+def tunnel_count(conn, active=False):
+    """All tunnels, or (active) those with a remote: a pending one has no device and no plan."""
+    return conn.execute("SELECT COUNT(*) FROM tunnels" + (" WHERE remote IS NOT NULL" if active else "")).fetchone()[0]
 
 
 def tunnel_with_remote(conn, remote):

@@ -4,6 +4,7 @@ tunnels' local IPv4 address is still on the host (for `apply`)."""
 
 from sixbroker.core import addr
 from sixbroker.core.errors import SixbrokerError
+from sixbroker.broker.reach import is_public
 
 def detect(uplink, netns):
     """{"public_ipv4": text, "public_ipv4_error": SixbrokerError, "uplink": name, "uplink_ra": bool}, keys
@@ -41,9 +42,9 @@ def detect(uplink, netns):
 
 
 def _kernel(netns):
-    from sixbroker.linux import apply_kernel
+    from sixbroker.linux.kernel import Kernel
     try:
-        return apply_kernel._Kernel(netns, apply_kernel.Result())
+        return Kernel(netns)
     except SixbrokerError:
         return None
 
@@ -73,20 +74,20 @@ def default_route_device6(netns):
 
 
 def default_route_device4(netns):
-    """The name of the device the main table's IPv4 default route leaves by, or None."""
+    """The name of the device the main table's IPv4 default route leaves by (the tunnels' outer packets
+    come and go there), or None."""
     k = _kernel(netns)
     if k is None:
         return None
     try:
         index = k.default_route_device4()
-        for li in k.links() if index is not None else ():
-            if li.index == index:
-                return li.name
+        # that device alone: a dump of every link grows with the tunnels
+        li = k.link(index=index) if index is not None else None
+        return li.name if li is not None else None
     except SixbrokerError:
         return None
     finally:
         k.close()
-    return None
 
 
 def ipv4_on_host(address, netns):
@@ -109,7 +110,6 @@ def public_ipv4(uplink, netns):
 
     A private address means the VPS is behind 1:1 NAT: routers must dial the public address, which only
     the user knows, so that is an error that says what to give."""
-    from sixbroker.broker.service import is_public
     k = _kernel(netns)
     if k is None:
         # a host we cannot read is a host we ask the user about; the error below says what to give
@@ -143,10 +143,10 @@ def public_ipv4(uplink, netns):
 
 
 def _sysctl(path, netns):
-    from sixbroker.linux import apply_kernel
+    from sixbroker.linux.netns import InNetns
     try:
         # /proc/sys/net shows the reading thread's namespace: read it from inside
-        with apply_kernel._InNetns(netns):
+        with InNetns(netns):
             with open(path) as f:
                 out = f.read()
         return int(out.strip())

@@ -19,7 +19,6 @@ nft cannot show natively (`xt` expressions) are "maybe" too.
 """
 
 import socket
-import struct
 
 from sixbroker.core import addr
 from sixbroker.core.errors import CODES
@@ -71,29 +70,6 @@ def probes(plans, uplink=None):
         out.append(("to", name, dict(base, nfproto="ipv6", l4proto=6, iifname=uplink,
                                      oifname=t["device"], saddr=None, daddr=host, **{"fib daddr type": "unicast"})))
     return out
-
-
-def uplink_of(netns=None):
-    """The device the IPv4 default route leaves by (the tunnels' outer packets come and go there), for a
-    broker whose uplink is not configured; None when there is none."""
-    from sixbroker.linux import apply_kernel, netlink
-    from sixbroker.core.errors import SixbrokerError
-    try:
-        k = apply_kernel._Kernel(netns, apply_kernel.Result())
-    except SixbrokerError:
-        return None
-    try:
-        index = k.default_route_device4()
-        if index is None:
-            return None
-        body = netlink.ifinfo(index) + netlink.attr_u32(netlink.IFLA_EXT_MASK, netlink.RTEXT_FILTER_SKIP_STATS)
-        buf, start, end = k.sock.request(netlink.RTM_GETLINK, body)
-        _, _, idx, flags, _ = struct.unpack_from("BxHiII", buf, start)
-        return apply_kernel._Link(idx, flags, buf, start + 16, end).name
-    except (OSError, SixbrokerError):
-        return None
-    finally:
-        k.close()
 
 
 # ---- the ruleset ------------------------------------------------------------------------------------
@@ -151,9 +127,9 @@ def _listed(what, netns):
     import json
     from sixbroker.linux import apply_nft
     from sixbroker.core.errors import SixbrokerError
-    p = apply_nft._nft(["-j", "list"] + what, netns)
+    p = apply_nft.run(["-j", "list"] + what, netns)
     if p.returncode != 0:
-        raise SixbrokerError("NFT_FAIL", apply_nft._error_line(p.stderr))
+        raise SixbrokerError("NFT_FAIL", apply_nft.error_line(p.stderr))
     return json.loads(p.stdout or "{}").get("nftables", [])
 
 
@@ -548,7 +524,7 @@ def describe(findings, netns=None):
         family, table = f["table"].split(" ", 1)
         key = (family, table, f["chain"])
         if key not in texts:
-            p = apply_nft._nft(["-a", "list", "chain", family, table, f["chain"]], netns)
+            p = apply_nft.run(["-a", "list", "chain", family, table, f["chain"]], netns)
             texts[key] = p.stdout if p.returncode == 0 else ""
         for line in texts[key].splitlines():
             if line.rstrip().endswith("# handle %d" % f["handle"]):

@@ -12,7 +12,7 @@ Two shortcuts keep the common cases from costing what the whole database costs:
 - `apply` with nothing to do: the `applied` record (db.py) holds the database generation last applied,
   the kernel's fingerprint (apply_kernel.fingerprint: a sum of one hash per device of ours, so one tunnel's
   change updates it exactly) and the nftables token (boot, namespace, ruleset generation, and a digest
-  of our table alone: apply_nft.token).  When all three still hold, the kernel and the firewall are as
+  of our table alone: nft_token.token).  When all three still hold, the kernel and the firewall are as
   they were when they last matched this very database: one dump and no plan.  Another nftables user's
   change (fail2ban, Docker) moves the generation but not our table's digest, so it costs one netlink
   read of our table, not the full path.  Anything else (a reboot, a device deleted by hand, our table
@@ -79,7 +79,7 @@ class KernelAndNft:
         self.fingerprint = None
 
     def kernel(self, state):
-        from sixbroker.linux import apply_kernel
+        from sixbroker.linux import apply_kernel, sysctl
         try:
             result = apply_kernel.apply(state["plans"], netns=state["netns"], scope=self.SCOPE,
                                         prefix=state["device_prefix"], isolate=True)
@@ -91,7 +91,7 @@ class KernelAndNft:
                 pass
             raise
         # the plans carry the sysctls too, but a broker with no tunnel yet must forward all the same
-        apply_kernel.apply_sysctls(state["sysctls"], state["netns"], result)
+        sysctl.apply(state["sysctls"], state["netns"], result)
         # sit devices that are not ours: the firewall must not drop their protocol 41
         self.foreign = list(result.foreign_tunnels)
         self.fingerprint = result.fingerprint
@@ -107,15 +107,15 @@ class KernelAndNft:
 
     def kernel_change(self, state, devices):
         """Apply state["plans"] (of the named devices only); the fingerprint's change."""
-        from sixbroker.linux import apply_kernel
+        from sixbroker.linux import apply_kernel, sysctl
         result = apply_kernel.apply(state["plans"], netns=state["netns"], scope=self.SCOPE,
                                     prefix=state["device_prefix"], only=devices, isolate=True)
-        apply_kernel.apply_sysctls(state["sysctls"], state["netns"], result)
+        sysctl.apply(state["sysctls"], state["netns"], result)
         return {"changes": list(result.changes), "failed": _failures(result)}, result.fingerprint
 
     def firewall_text(self, before, after, other):
-        from sixbroker.linux import apply_nft
-        return apply_nft.change_text(before, after, other)
+        from sixbroker.linux import nft_table
+        return nft_table.change_text(before, after, other)
 
     def firewall_change(self, netns, before, after, other):
         from sixbroker.linux import apply_nft
@@ -123,21 +123,21 @@ class KernelAndNft:
         return None if result is None else {"changed": bool(result.changed)}
 
     def sysctls(self, state):
-        from sixbroker.linux import apply_kernel
-        return list(apply_kernel.apply_sysctls(state["sysctls"], state["netns"]).changes)
+        from sixbroker.linux import sysctl
+        return list(sysctl.apply(state["sysctls"], state["netns"]).changes)
 
     def kernel_fingerprint(self, netns):
         from sixbroker.linux import apply_kernel
         return apply_kernel.fingerprint(netns, scope=self.SCOPE, prefix=service.DEVICE_PREFIX)
 
     def nft_token(self, netns, known=None):
-        from sixbroker.linux import apply_nft
-        return apply_nft.token(netns, known=known)
+        from sixbroker.linux import nft_token
+        return nft_token.token(netns, known=known)
 
     def host_firewall(self, plans, uplink, netns):
-        from sixbroker.broker import hostfw
+        from sixbroker.broker import hostfacts, hostfw
         if uplink is None and plans:
-            uplink = hostfw.uplink_of(netns)
+            uplink = hostfacts.default_route_device4(netns)
         return hostfw.describe(hostfw.check(plans, uplink, netns=netns), netns)
 
     def spoofed(self, netns):
@@ -145,13 +145,13 @@ class KernelAndNft:
         return apply_nft.spoofed(netns=netns)
 
     def nft_token_same(self, a, b):
-        from sixbroker.linux import apply_nft
-        return apply_nft.token_same(a, b)
+        from sixbroker.linux import nft_token
+        return nft_token.token_same(a, b)
 
     def nft_token_after(self, netns, before):
         """The token after the last firewall_change, from the one before it."""
-        from sixbroker.linux import apply_nft
-        return apply_nft.token_after(before, self.nft_change, netns)
+        from sixbroker.linux import nft_token
+        return nft_token.token_after(before, self.nft_change, netns)
 
     def ndp(self, state):
         from sixbroker.linux import apply_ndp
@@ -248,7 +248,7 @@ def _unchanged(conn, a):
     if rec is None or rec["nft"] is None or db.faults(conn):
         return None         # (a tunnel that failed is tried again by every apply)
     server = db.server(conn)
-    count = db.tunnel_count(conn)
+    count = db.tunnel_count(conn, active=True)
     state = _state(server, [], count)
     if _fp_text(a.kernel_fingerprint(state["netns"])) != rec["kernel"]:
         return None
@@ -284,7 +284,7 @@ def reconcile_change(conn, change, using=None):
     after_list = [after] if after else []
     if a.firewall_text(before, after_list, other) is None:
         return reconcile(conn, a)         # the first or the last tunnel: the table's rules change
-    count = db.tunnel_count(conn)
+    count = db.tunnel_count(conn, active=True)
     state = _state(server, after_list, count)
     devices = set(p["tunnel"]["device"] for p in before + after_list)
     token = a.nft_token(state["netns"], rec["nft"])

@@ -9,6 +9,7 @@ import sqlite3
 
 from sixbroker.core import addr, plan
 from sixbroker.broker import alloc, db
+from sixbroker.broker.reach import is_public
 from sixbroker.core.errors import SixbrokerError
 
 # Devices the broker owns start with this; the kernel applier removes any such device the database no
@@ -50,14 +51,6 @@ def _ipv4(text, code):
     if not a.is_unicast or a.is_loopback or a.is_link_local:
         raise SixbrokerError(code, "%s is not a unicast address" % a)
     return a
-
-
-def is_public(a):
-    """Reachable across the internet: IANA's globally reachable IPv4 space, plus the three documentation
-    /24s (192.0.2.0, 198.51.100.0, 203.0.113.0), which the examples and tests use as public addresses and
-    which no real router has.  Not public: private (RFC 1918), shared CGNAT 100.64/10, 0/8, 192.0.0/24,
-    benchmarking 198.18/15, 6to4 relay anycast, and everything already not unicast."""
-    return a.is_unicast and (a.is_global or a.is_documentation)
 
 
 def check_remote(text, server, allow_private=False):
@@ -411,18 +404,20 @@ def with_state(conn, tunnels):
     return tunnels
 
 
-def add(conn, name, remote, routed_length=None, mtu=None, allow_private=False):
+def add(conn, name, remote=None, routed_length=None, mtu=None, allow_private=False, key_hash=None):
+    """remote None: the tunnel is pending (no device) until an update gives it one (update.py).
+    key_hash: the hash of its update key (update.new_key), stored in the same transaction."""
     s = db.server(conn)
     layout = alloc.Layout.of(s)
     check_name(name)
-    r = check_remote(remote, s, allow_private)
+    r = check_remote(remote, s, allow_private) if remote is not None else None
     length = check_length(layout.default_length if routed_length is None else routed_length, layout)
     mtu = DEFAULT_MTU if mtu is None else check_mtu(mtu)
     stamp = db.now()
     with db.transaction(conn):
         if db.has_tunnel(conn, name):
             raise SixbrokerError("TUNNEL_EXISTS", name)
-        other = db.tunnel_with_remote(conn, str(r))
+        other = db.tunnel_with_remote(conn, str(r)) if r is not None else None
         if other is not None:
             raise SixbrokerError("REMOTE_IN_USE", "%s is the remote of tunnel %s" % (r, other))
         index = alloc.next_transfer_index(conn, layout)
@@ -430,8 +425,10 @@ def add(conn, name, remote, routed_length=None, mtu=None, allow_private=False):
         try:
             conn.execute("INSERT INTO tunnels (name, device, remote, transfer_index, mtu, ttl, created, updated)"
                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (name, device_of(name), str(r), index, mtu, TTL, stamp, stamp))
+                         (name, device_of(name), str(r) if r is not None else None, index, mtu, TTL, stamp, stamp))
             alloc.take_block(conn, start, length, name, layout=layout)
+            if key_hash is not None:
+                conn.execute("INSERT INTO update_keys (tunnel, hash, created) VALUES (?, ?, ?)", (name, key_hash, stamp))
         except sqlite3.IntegrityError as e:
             # every case is checked above inside this transaction; reaching here is a bug, not bad input
             raise SixbrokerError("INTERNAL_ERROR", "database refused the new tunnel: %s" % e)
@@ -476,6 +473,8 @@ def _plans(s, rows):
     local = addr.Address.parse(s["local_ipv4"], 4)
     out = []
     for t in rows:
+        if t["remote"] is None:
+            continue        # pending: no device until its first update (update.py) gives it a remote
         routed = [layout.routed_net(start, length) for start, length in t["blocks"]]
         out.append(plan.broker(t["name"], t["device"], local, addr.Address.parse(t["remote"], 4),
                                layout.transfer_net(t["transfer_index"]), routed, t["mtu"], t["ttl"], uplink))
@@ -483,14 +482,14 @@ def _plans(s, rows):
 
 
 def plan_of(conn, name):
-    """The plan of one tunnel, or None when there is no such tunnel."""
-    rows = db._tunnel_rows(conn, "WHERE name = ?", (name,))
-    return _plans(db.server(conn), rows)[0] if rows else None
+    """The plan of one tunnel, or None when there is no such tunnel or it is pending."""
+    plans = _plans(db.server(conn), db._tunnel_rows(conn, "WHERE name = ?", (name,)))
+    return plans[0] if plans else None
 
 
 def another_plan(conn, name):
     """The plan of some tunnel other than name, or None when there is none."""
-    rows = db._tunnel_rows(conn, "WHERE name = (SELECT name FROM tunnels WHERE name != ? LIMIT 1)", (name,))
+    rows = db._tunnel_rows(conn, "WHERE name = (SELECT name FROM tunnels WHERE name != ? AND remote IS NOT NULL LIMIT 1)", (name,))
     return _plans(db.server(conn), rows)[0] if rows else None
 
 
@@ -505,6 +504,8 @@ def ndp_state(conn):
     layout = alloc.Layout.of(s)
     inside = layout.prefix.overlaps(layout.transfer)
     for t in db.tunnels(conn):
+        if t["remote"] is None:
+            continue
         if inside:
             net = layout.transfer_net(t["transfer_index"])
             out["addresses"] += [str(net.host(0)), str(net.host(1))]

@@ -16,7 +16,8 @@ against it):
 - Zone indexes ("fe80::1%eth0") are refused: netifd and the kernel take the device separately.
 - Prefix lengths are numbers only ("/24", not "/255.255.255.0"), and a bare address is not a
   network unless the caller gives default_length.
-- is_private means RFC 1918 / fc00::/7; is_global follows today's IANA registries.
+- is_private means RFC 1918 / fc00::/7.  Whether an address is globally reachable is the broker's
+  question (sixbroker.broker.reach), not the router's.
 """
 
 BITS = {4: 32, 6: 128}
@@ -363,63 +364,8 @@ def _parse_address(text, version):
 
 
 # ---- classification tables ----------------------------------------------------------------
-# The IANA special-purpose address registries with their "Globally Reachable" column
-# (iana-ipv4-special-registry, iana-ipv6-special-registry, as of 2025).  The longest matching
-# block decides; an address in no block is globally reachable.  Where the registry says N/A
-# (deprecated 6to4 relay anycast, Teredo, 6to4) it is taken as not globally reachable: none of
-# them is a place to put a tunnel end or a routed prefix.
-
-_GLOBAL_TABLE = {
-    4: (
-        ("0.0.0.0/8", False),  # "this network", RFC 791
-        ("10.0.0.0/8", False),  # private use, RFC 1918
-        ("100.64.0.0/10", False),  # shared address space (CGNAT), RFC 6598
-        ("127.0.0.0/8", False),  # loopback, RFC 1122
-        ("169.254.0.0/16", False),  # link local, RFC 3927
-        ("172.16.0.0/12", False),  # private use, RFC 1918
-        ("192.0.0.0/24", False),  # IETF protocol assignments, RFC 6890
-        ("192.0.0.9/32", True),  # PCP anycast, RFC 7723
-        ("192.0.0.10/32", True),  # TURN anycast, RFC 8155
-        ("192.0.2.0/24", False),  # documentation TEST-NET-1, RFC 5737
-        ("192.31.196.0/24", True),  # AS112-v4, RFC 7535
-        ("192.52.193.0/24", True),  # AMT, RFC 7450
-        ("192.88.99.0/24", False),  # deprecated 6to4 relay anycast, RFC 7526 (N/A)
-        ("192.168.0.0/16", False),  # private use, RFC 1918
-        ("192.175.48.0/24", True),  # AS112 direct delegation, RFC 7534
-        ("198.18.0.0/15", False),  # benchmarking, RFC 2544
-        ("198.51.100.0/24", False),  # documentation TEST-NET-2, RFC 5737
-        ("203.0.113.0/24", False),  # documentation TEST-NET-3, RFC 5737
-        ("240.0.0.0/4", False),  # reserved, RFC 1112
-        ("255.255.255.255/32", False),  # limited broadcast, RFC 919
-    ),
-    6: (
-        ("::/128", False),  # unspecified, RFC 4291
-        ("::1/128", False),  # loopback, RFC 4291
-        ("::ffff:0:0/96", False),  # IPv4-mapped, RFC 4291
-        ("64:ff9b::/96", True),  # IPv4-IPv6 translation, RFC 6052
-        ("64:ff9b:1::/48", False),  # local-use IPv4-IPv6 translation, RFC 8215
-        ("100::/64", False),  # discard-only, RFC 6666
-        ("100:0:0:1::/64", False),  # dummy prefix, RFC 9780
-        ("2001::/23", False),  # IETF protocol assignments, RFC 2928
-        ("2001::/32", False),  # Teredo, RFC 4380 (N/A)
-        ("2001:1::1/128", True),  # PCP anycast, RFC 7723
-        ("2001:1::2/128", True),  # TURN anycast, RFC 8155
-        ("2001:1::3/128", True),  # DNS-SD SRP anycast, RFC 9665
-        ("2001:2::/48", False),  # benchmarking, RFC 5180
-        ("2001:3::/32", True),  # AMT, RFC 7450
-        ("2001:4:112::/48", True),  # AS112-v6, RFC 7535
-        ("2001:10::/28", False),  # deprecated ORCHID, RFC 4843
-        ("2001:20::/28", True),  # ORCHIDv2, RFC 7343
-        ("2001:30::/28", True),  # drone remote ID entity tags, RFC 9374
-        ("2001:db8::/32", False),  # documentation, RFC 3849
-        ("2002::/16", False),  # 6to4, RFC 3056 (N/A)
-        ("2620:4f:8000::/48", True),  # AS112 direct delegation, RFC 7534
-        ("3fff::/20", False),  # documentation, RFC 9637
-        ("5f00::/16", False),  # SRv6 SIDs, RFC 9602
-        ("fc00::/7", False),  # unique local, RFC 4193
-        ("fe80::/10", False),  # link-local unicast, RFC 4291
-    ),
-}
+# What the router asks of an address.  Whether an address is public (the IANA registries) is the
+# broker's question: sixbroker.broker.reach.
 
 _NAMED = {
     4: {
@@ -428,7 +374,6 @@ _NAMED = {
         "link_local": ("169.254.0.0/16",),
         "private": ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"),
         "cgnat": ("100.64.0.0/10",),
-        "documentation": ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"),
         "reserved": ("240.0.0.0/4",),  # includes 255.255.255.255
     },
     6: {
@@ -437,7 +382,6 @@ _NAMED = {
         "link_local": ("fe80::/10",),
         "private": ("fc00::/7",),
         "cgnat": (),
-        "documentation": ("2001:db8::/32", "3fff::/20"),
         "reserved": (),
     },
 }
@@ -458,12 +402,7 @@ def _table(version, name):
     key = (version, name)
     t = _tables.get(key)
     if t is None:
-        if name == "global":
-            rows = _GLOBAL_TABLE[version]
-            t = list(zip(_blocks(version, [r[0] for r in rows]), [r[1] for r in rows]))
-        else:
-            t = _blocks(version, _NAMED[version][name])
-        _tables[key] = t
+        t = _tables[key] = _blocks(version, _NAMED[version][name])
     return t
 
 
@@ -542,10 +481,6 @@ class Address(_Keyed):
         return (self.version, self.value)
 
     @property
-    def is_unspecified(self):
-        return self.value == 0
-
-    @property
     def is_loopback(self):
         return _in_blocks(self.version, self.value, "loopback")
 
@@ -567,24 +502,9 @@ class Address(_Keyed):
         return _in_blocks(self.version, self.value, "cgnat")
 
     @property
-    def is_documentation(self):
-        return _in_blocks(self.version, self.value, "documentation")
-
-    @property
     def is_reserved(self):
         """IPv4 240.0.0.0/4 (never assigned; includes the limited broadcast); none for IPv6."""
         return _in_blocks(self.version, self.value, "reserved")
-
-    @property
-    def is_global(self):
-        """Globally reachable per the IANA special-purpose registries (longest block wins).
-        Like CPython, multicast is not special here: ask is_unicast as well."""
-        bits = BITS[self.version]
-        best, answer = -1, True
-        for (net, length), reachable in _table(self.version, "global"):
-            if length > best and self.value >> (bits - length) == net >> (bits - length):
-                best, answer = length, reachable
-        return answer
 
     @property
     def is_unicast(self):

@@ -119,6 +119,19 @@ CODES = {
     "NFT_MISSING": "The nft program (nftables) is not installed",
     "NFT_FAIL": "nftables refused the firewall table",
     "HOST_FIREWALL_DROPS": "Another nftables table on this host drops tunnel traffic, whatever sixbroker's own table accepts",
+    # the one-paste join line (core/joinline.py)
+    "JOIN_FOREIGN": "This is not a sixbroker join line (it must start with sb1:)",
+    "JOIN_VERSION": "This join line is of a newer format than this sixbroker reads: upgrade sixbroker",
+    "JOIN_TRUNCATED": "The join line is cut short: copy all of it (it is one long line)",
+    "JOIN_DAMAGED": "The join line is damaged (its checksum does not match): copy it again",
+    "JOIN_INVALID": "The join line's contents are not valid",
+    # the update service (`sixbroker server serve`, `key`)
+    "TUNNEL_NO_KEY": "The tunnel has no update key yet: run `sixbroker server key NAME --rotate`",
+    "SERVE_NEEDS_EXTRA": "The update service needs the optional dependencies: pip install 'sixbroker[server]'",
+    "SERVE_PLAIN_NOT_LOOPBACK": "Plain HTTP (--plain-http) is served only on a loopback address (behind a reverse proxy that does TLS)",
+    "TLS_CERT_MISSING": "No TLS certificate: give --cert and --key, or run `sixbroker server init` to make a self-signed one",
+    "TLS_CERT_FAIL": "The TLS certificate or key cannot be read or made",
+    "INVALID_LISTEN": "The listen address must be an IP address and port, e.g. 0.0.0.0:8443 or [::]:8443",
     "CONFIG_NOT_FOUND": "The configuration file cannot be read",
     "NO_TUNNELS": "The configuration has no enabled `config tunnel` section",
 }

@@ -524,23 +524,3 @@ def name_hash(text):
     for b in text.encode("utf-8"):
         h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
     return (h >> 16) ^ (h & 0xFFFF)
-
-
-# netifd's blobmsg types for a handler's `config` declaration (libubox blobmsg.h)
-BLOBMSG_ARRAY = 1
-BLOBMSG_STRING = 3
-
-
-def netifd_dump():
-    """What the shim's `dump` must print (it carries this as static text; a test holds them together).
-
-    no-device: the handler creates its own device (the sit tunnel, through netifd);
-    available: nothing to wait for before setup may run.
-    """
-    return {
-        "name": "sixbroker",
-        "config": [[o[0], BLOBMSG_ARRAY if o[1] == "list" else BLOBMSG_STRING] for o in SCHEMA
-                   if o[0] not in NETIFD_OWNS],
-        "no-device": True,
-        "available": True,
-    }

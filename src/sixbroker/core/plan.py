@@ -20,7 +20,6 @@ A firewall rule is the neutral form both firewalls understand (fw4's UCI rule wo
      "src_ip", "iif", "oif", "ct_state": [..] or None, "target": "ACCEPT"|"REJECT"|"DROP"}
 """
 
-from sixbroker.core import addr
 
 SIT = "sit"
 PROTO_6IN4 = 41
@@ -140,39 +139,3 @@ def broker(name, device, local, remote, tunnel_net, routed, mtu=DEFAULT_MTU, ttl
         "sysctls": sysctls,
         "host_route": None,
     }
-
-
-def to_commands(plan):
-    """The plan as the iproute2 commands a person would type (argument lists).
-
-    The seed scenario is written as such commands; tests compare plans with it, and the benchmarks use
-    the same commands as the raw baseline.
-    """
-    t = plan["tunnel"]
-    dev = t["device"]
-    cmds = [["ip", "tunnel", "add", dev, "mode", t["mode"], "local", t["local"], "remote", t["remote"],
-             "ttl", str(t["ttl"])]]
-    if t.get("tos") and t["tos"] != "0":
-        cmds[0] += ["tos", t["tos"]]
-    cmds.append(["ip", "link", "set", dev, "mtu", str(t["mtu"]), "up"])
-    for a in plan["addresses"]:
-        cmds.append(["ip", "addr", "add", "dev", dev, a["address"] + "/" + str(a["length"])])
-    for r in plan["routes"]:
-        target = "default" if r["length"] == 0 else r["target"] + "/" + str(r["length"])
-        c = ["ip", "-6", "route", "add", target]
-        if r["source"]:
-            c += ["from", r["source"]]
-        if r["gateway"]:
-            c += ["via", r["gateway"]]
-        c += ["dev", dev]
-        if r["metric"] is not None:
-            c += ["metric", str(r["metric"])]
-        cmds.append(c)
-    for key, value in plan["sysctls"]:
-        cmds.append(["sysctl", "-qw", key + "=" + value])
-    return cmds
-
-
-def network_of(prefix):
-    """{"prefix", "length"} -> addr.Network"""
-    return addr.Network(6, addr.parse_ipv6(prefix["prefix"]), prefix["length"])

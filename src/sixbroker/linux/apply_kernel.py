@@ -1,15 +1,15 @@
-"""Plans into the kernel over netlink: tunnel devices, addresses, routes, sysctls.
+"""The reconcile of plans into the kernel: tunnel devices, addresses and routes of one scope, over netlink.
 
 CPython only.  `apply()` reconciles: it reads what is there (one dump each of links, IPv6 addresses and
 our IPv6 routes per apply, and one more link dump when devices were created or re-keyed), changes only
 what differs, and removes what it owns that no plan wants.  Every netlink change and sysctl write is
 counted (Result.changes), so a test or benchmark can hold a second apply to zero.  Each device is
-reconciled on its own: one that cannot be applied (Result.failures) leaves the others' changes made.  `apply(only=...)` does
-the same for a few named devices and reads nothing else: the broker's add and remove of one tunnel cost
-the same with 1 or 1000 others.
+reconciled on its own: one that cannot be applied (Result.failures) leaves the others' changes made.
+`apply(only=...)` does the same for a few named devices and reads nothing else: the broker's add and
+remove of one tunnel cost the same with 1 or 1000 others.  The plans' sysctls are set last (sysctl.py).
 
-Netlink is our own (sixbroker/linux/netlink.py): dumps decode only the fields compared, and changes go to the
-kernel in batches, in order (links first, then addresses and routes, which need the links' indexes).
+The kernel is read and changed through kernel.py (one netlink socket, changes sent in batches, in order:
+links first, then addresses and routes, which need the links' indexes).
 
 Ownership, which survives a restart and is not a matter of names:
 - a device is ours when its alias (IFLA_IFALIAS) is `sixbroker:<scope>`.  The scope keeps the broker's
@@ -24,10 +24,9 @@ Ownership, which survives a restart and is not a matter of names:
 - a LAN address (standalone router: a routed prefix's ::1/64 on the LAN device, which is not ours) is ours
   when its prefix route metric (IFA_RT_PRIORITY) is LAN_METRIC.  An equal address without that mark is the
   admin's: it satisfies the plan and is never removed.
-Sysctls are set, never reverted: the old value is not known, and forwarding is what a router wants.
 
-How a plan maps onto devices (one sit per tunnel, keyed by (local, remote)) is `PerTunnelSit`; the
-reconciler below it works on neutral link/address/route specs, so a shared NBMA device (one sit with no
+How a plan maps onto devices (one sit per tunnel, keyed by (local, remote)) is sit.PerTunnelSit; the
+reconciler works on its neutral link/address/route specs, so a shared NBMA device (one sit with no
 remote, routes via ::a.b.c.d) can be added as a second mapping without touching the rest.
 
 Kernel facts this relies on (seen in the guest, ../../shared/qemu.md): a route via the far tunnel address
@@ -38,404 +37,40 @@ when it is created or re-keyed, so the MTU is always set explicitly.
 
 import errno
 import hashlib
-import os
-import socket
-import struct
 
-from sixbroker.core import addr
 from sixbroker.linux import netlink as nl
+from sixbroker.linux import sysctl
+from sixbroker.linux.kernel import MAIN_TABLE, Changes, Kernel, canon6
+from sixbroker.linux.sit import PerTunnelSit, RouteSpec
 from sixbroker.core.errors import SixbrokerError
 
 ALIAS_PREFIX = "sixbroker:"
 DEFAULT_SCOPE = "broker"
 RTPROT = 91                 # our routes' protocol number (0x5b); not in iproute2's rt_protos
 LAN_METRIC = 297            # prefix-route metric marking our LAN addresses: the kernel's 256 + 41
-MAIN_TABLE = 254
-DEFAULT_METRIC = 1024       # what the kernel gives an IPv6 route added without one
-IFF_UP = 0x1
-TOS_INHERIT = 1             # iproute2's `tos inherit`
-AF_INET6 = socket.AF_INET6
 
 
-class Result:
+class Result(Changes):
     """What one apply (or remove_all) changed: `changes` is one line per netlink change or sysctl write."""
 
     def __init__(self):
-        self.changes = []
+        Changes.__init__(self)
         self.foreign_tunnels = []     # (local, remote) of up sit devices that are not ours
         self.fingerprint = None       # see fingerprint()
         self.failures = {}            # device -> SixbrokerError (apply(isolate=True))
-
-    @property
-    def count(self):
-        return len(self.changes)
-
-    def add(self, what):
-        self.changes.append(what)
 
     def __repr__(self):
         return "apply_kernel.Result(%d changes)" % self.count
 
 
 def tag(scope):
+    """The alias that marks a device as this scope's."""
     if not scope or not all(c.isalnum() or c in "-_" for c in scope) or len(scope) > 64:
         raise ValueError("bad scope %r" % (scope,))
     return ALIAS_PREFIX + scope
 
 
-# ---- the mapping: plans -> neutral specs -------------------------------------------------------
-
-class LinkSpec:
-    def __init__(self, name, kind, params, mtu):
-        self.name = name
-        self.kind = kind
-        self.params = params      # kind-specific, compared with what the dump shows
-        self.mtu = mtu
-
-
-class RouteSpec:
-    def __init__(self, device, dst, dst_len, gateway, src=None, src_len=0, metric=None):
-        self.device = device
-        self.dst = dst
-        self.dst_len = dst_len
-        self.gateway = gateway
-        self.src = src
-        self.src_len = src_len
-        self.metric = DEFAULT_METRIC if metric is None else metric
-
-    def key(self):
-        # what makes an IPv6 route unique in a table
-        return (self.dst, self.dst_len, self.src, self.src_len, self.metric)
-
-    def text(self):
-        t = (self.dst + "/" + str(self.dst_len))
-        if self.src:
-            t += " from " + self.src + "/" + str(self.src_len)
-        if self.gateway:
-            t += " via " + self.gateway
-        return t + " dev " + self.device + " metric " + str(self.metric)
-
-
-def _canon6(text):
-    """The kernel's spelling (inet_ntop), so a plan's address and a dumped one compare as text."""
-    try:
-        return socket.inet_ntop(AF_INET6, socket.inet_pton(AF_INET6, text))
-    except (OSError, TypeError):
-        raise ValueError("not an IPv6 address: %r" % (text,))
-
-
-def _tos(value):
-    if value in (None, "inherit"):
-        return TOS_INHERIT
-    return int(value, 16) if isinstance(value, str) else int(value)
-
-
-class PerTunnelSit:
-    """One sit device per tunnel: the device carries the tunnel's addresses and routes."""
-
-    kind = "sit"
-
-    def links(self, plans):
-        out = []
-        for p in plans:
-            t = p["tunnel"]
-            if t.get("mode", "sit") != "sit":
-                raise ValueError("the kernel applier makes sit tunnels only, not %r" % t.get("mode"))
-            params = {"local": t["local"], "remote": t["remote"], "ttl": int(t["ttl"]), "tos": _tos(t.get("tos")),
-                      "link": t.get("link") or None, "pmtudisc": 1}
-            out.append(LinkSpec(t["device"], "sit", params, int(t["mtu"])))
-        return out
-
-    def addresses(self, plans):
-        return dict((p["tunnel"]["device"], [(_canon6(a["address"]), int(a["length"])) for a in p["addresses"]])
-                    for p in plans)
-
-    def routes(self, plans):
-        out = []
-        for p in plans:
-            dev = p["tunnel"]["device"]
-            for r in p["routes"]:
-                src, src_len = None, 0
-                if r.get("source"):
-                    net = addr.Interface.parse(r["source"], 6).network
-                    src, src_len = str(net.address), net.length
-                out.append(RouteSpec(dev, _canon6(r["target"]), int(r["length"]),
-                                     _canon6(r["gateway"]) if r.get("gateway") else None, src, src_len,
-                                     r.get("metric")))
-        return out
-
-
-# ---- talking to the kernel ---------------------------------------------------------------------
-
-def _netns_path(netns):
-    return netns if "/" in netns else "/run/netns/" + netns
-
-
-def _os_error(e, what):
-    code = getattr(e, "code", None) or getattr(e, "errno", None)
-    if code in (errno.EPERM, errno.EACCES):
-        return SixbrokerError("NOT_PERMITTED", what)
-    return SixbrokerError("NETLINK_FAIL", what + ": " + os.strerror(code) if code else what + ": " + str(e))
-
-
-def _u32(b):
-    return struct.unpack("I", b[:4])[0]
-
-
-def _text(b):
-    return b.split(b"\0", 1)[0].decode("utf-8", "replace")
-
-
-def _ip6(b):
-    return socket.inet_ntop(AF_INET6, b[:16])
-
-
-_STATS64 = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_errors", "tx_errors", "rx_dropped",
-            "tx_dropped")
-
-
-_LINK_FIELDS = frozenset((nl.IFLA_IFNAME, nl.IFLA_MTU, nl.IFLA_IFALIAS, nl.IFLA_LINKINFO))
-_LINK_FIELDS_STATS = _LINK_FIELDS | frozenset((nl.IFLA_STATS64,))
-
-
-class _Link:
-    """One device of a link dump.  Only the attributes compared are picked out of the ~35 the kernel
-    sends (a no-op apply of 1000 tunnels reads all of them), and the tunnel parameters are decoded on
-    first use."""
-
-    def __init__(self, index, flags, buf, start, end, stats=False):
-        want = _LINK_FIELDS_STATS if stats else _LINK_FIELDS
-        a = {}
-        while start + 4 <= end:
-            length, typ = struct.unpack_from("HH", buf, start)
-            if length < 4:
-                break
-            typ &= 0x3FFF
-            if typ in want:
-                a[typ] = buf[start + 4:start + length]
-                if len(a) == len(want):
-                    break
-            start += (length + 3) & ~3
-        self.index = index
-        self.name = _text(a[nl.IFLA_IFNAME]) if nl.IFLA_IFNAME in a else None
-        self.alias = _text(a[nl.IFLA_IFALIAS]) if nl.IFLA_IFALIAS in a else None
-        self.alias = self.alias or None
-        self.mtu = _u32(a[nl.IFLA_MTU]) if nl.IFLA_MTU in a else None
-        self.up = bool(flags & IFF_UP)
-        self.info = a.get(nl.IFLA_LINKINFO, b"")
-        self._kind = False
-        self.stats = None
-        if stats and nl.IFLA_STATS64 in a and len(a[nl.IFLA_STATS64]) >= 64:
-            self.stats = dict(zip(_STATS64, struct.unpack_from("8Q", a[nl.IFLA_STATS64])))
-
-    def _decode(self):
-        self._kind, self._params = None, {}
-        info = nl.attrs(self.info, 0, len(self.info))
-        if nl.IFLA_INFO_KIND in info:
-            self._kind = _text(info[nl.IFLA_INFO_KIND])
-        if self._kind == "sit" and nl.IFLA_INFO_DATA in info:
-            d = info[nl.IFLA_INFO_DATA]
-            d = nl.attrs(d, 0, len(d))
-            self._params = {"local": socket.inet_ntoa(d[nl.IFLA_IPTUN_LOCAL][:4]),
-                            "remote": socket.inet_ntoa(d[nl.IFLA_IPTUN_REMOTE][:4]),
-                            "ttl": d[nl.IFLA_IPTUN_TTL][0], "tos": d[nl.IFLA_IPTUN_TOS][0],
-                            "link": _u32(d[nl.IFLA_IPTUN_LINK]) if nl.IFLA_IPTUN_LINK in d else 0,
-                            "pmtudisc": d[nl.IFLA_IPTUN_PMTUDISC][0] if nl.IFLA_IPTUN_PMTUDISC in d else 1}
-
-    @property
-    def kind(self):
-        if self._kind is False:
-            self._decode()
-        return self._kind
-
-    @property
-    def params(self):
-        if self._kind is False:
-            self._decode()
-        return self._params
-
-    def facts(self):
-        """What a fingerprint covers of the device itself: the link info as the kernel sent it (kind and
-        every tunnel parameter, no counters)."""
-        return b"%s\0%s\0%d\0%d\0" % ((self.name or "").encode(), (self.alias or "").encode(), self.mtu or 0,
-                                        self.up) + self.info
-
-
-class _Addr:
-    def __init__(self, index, length, a):
-        self.index = index
-        raw = a[nl.IFA_ADDRESS][:16]
-        self.address = _ip6(raw)
-        self.length = length
-        self.metric = _u32(a[nl.IFA_RT_PRIORITY]) if nl.IFA_RT_PRIORITY in a else 0
-        # the kernel's own: link-local (fe80::/10), and the IPv4-compatible ::a.b.c.d of a local-only sit
-        self.kernel_made = (raw[0] == 0xFE and raw[1] & 0xC0 == 0x80) or raw[:12] == bytes(12)
-
-
-class _Route:
-    def __init__(self, dst_len, src_len, table, proto, a):
-        self.table = _u32(a[nl.RTA_TABLE]) if nl.RTA_TABLE in a else table
-        self.proto = proto
-        self.oif = _u32(a[nl.RTA_OIF]) if nl.RTA_OIF in a else None
-        self.dst = _ip6(a[nl.RTA_DST]) if nl.RTA_DST in a else "::"
-        self.dst_len = dst_len
-        self.src = _ip6(a[nl.RTA_SRC]) if nl.RTA_SRC in a else None
-        self.src_len = src_len
-        self.gateway = _ip6(a[nl.RTA_GATEWAY]) if nl.RTA_GATEWAY in a else None
-        self.metric = _u32(a[nl.RTA_PRIORITY]) if nl.RTA_PRIORITY in a else 0
-
-    def key(self):
-        return (self.dst, self.dst_len, self.src, self.src_len, self.metric)
-
-
-class _Kernel:
-    """One netlink socket in the namespace.  Reads come back as _Link/_Addr/_Route; changes are queued
-    (`queue`) and sent in batches (`flush`), each counted into the Result once the kernel acked it, each
-    refusal turned into an error code."""
-
-    def __init__(self, netns, result):
-        if netns is not None and not os.path.exists(_netns_path(netns)):
-            raise SixbrokerError("NETNS_NOT_FOUND", netns)
-        self.netns = netns
-        self.result = result
-        self.pending = []
-        self.failed = {}        # device -> SixbrokerError: what could not be done for it
-        try:
-            with _InNetns(netns):
-                self.sock = nl.Socket()
-        except OSError as e:
-            raise _os_error(e, "netlink socket")
-
-    def close(self):
-        self.sock.close()
-
-    def _read(self, fn, what, *args):
-        try:
-            return fn(*args)
-        except OSError as e:
-            raise _os_error(e, what)
-
-    def links(self, stats=False):
-        """Every device; sit parameters decoded, counters only with stats."""
-        body = nl.ifinfo() + nl.attr_u32(nl.IFLA_EXT_MASK, 0 if stats else nl.RTEXT_FILTER_SKIP_STATS)
-        out = []
-        for buf, start, end in self._read(self.sock.dump, "link dump", nl.RTM_GETLINK, body):
-            _, _, index, flags, _ = struct.unpack_from("BxHiII", buf, start)
-            out.append(_Link(index, flags, buf, start + 16, end, stats))
-        return out
-
-    def link(self, name):
-        """The device called name, or None."""
-        body = nl.ifinfo() + nl.attr_str(nl.IFLA_IFNAME, name) + nl.attr_u32(nl.IFLA_EXT_MASK,
-                                                                           nl.RTEXT_FILTER_SKIP_STATS)
-        try:
-            buf, start, end = self.sock.request(nl.RTM_GETLINK, body)
-        except OSError as e:
-            if e.errno == errno.ENODEV:
-                return None
-            raise _os_error(e, "link get " + name)
-        _, _, index, flags, _ = struct.unpack_from("BxHiII", buf, start)
-        return _Link(index, flags, buf, start + 16, end)
-
-    def addrs6(self, index=0):
-        """IPv6 addresses, of one device when index is given (the kernel filters: Linux 4.20+)."""
-        out = []
-        body = struct.pack("BBBBI", AF_INET6, 0, 0, 0, index)
-        for buf, start, end in self._read(self.sock.dump, "address dump", nl.RTM_GETADDR, body):
-            family, length, _, _, idx = struct.unpack_from("BBBBI", buf, start)
-            a = nl.attrs(buf, start + 8, end)
-            if family == AF_INET6 and nl.IFA_ADDRESS in a and (not index or idx == index):
-                out.append(_Addr(idx, length, a))
-        return out
-
-    def addrs4(self, universe=False):
-        """[(device index, IPv4 address)] in the kernel's order (primary addresses first); with universe,
-        global-scope ones only."""
-        out = []
-        body = struct.pack("BBBBI", socket.AF_INET, 0, 0, 0, 0)
-        for buf, start, end in self._read(self.sock.dump, "address dump", nl.RTM_GETADDR, body):
-            family, _, _, scope, index = struct.unpack_from("BBBBI", buf, start)
-            a = nl.attrs(buf, start + 8, end)
-            raw = a.get(nl.IFA_LOCAL) or a.get(nl.IFA_ADDRESS)
-            if family == socket.AF_INET and raw and not (universe and scope != nl.RT_SCOPE_UNIVERSE):
-                out.append((index, socket.inet_ntoa(raw[:4])))
-        return out
-
-    def default_route_device4(self):
-        """The output device index of the main table's IPv4 default route, or None."""
-        body = struct.pack("BBBBBBBBI", socket.AF_INET, 0, 0, 0, MAIN_TABLE, 0, 0, 0, 0)
-        for buf, start, end in self._read(self.sock.dump, "route dump", nl.RTM_GETROUTE, body):
-            family, dst_len, _, _, table, _, _, _, _ = struct.unpack_from("BBBBBBBBI", buf, start)
-            a = nl.attrs(buf, start + 12, end)
-            table = _u32(a[nl.RTA_TABLE]) if nl.RTA_TABLE in a else table
-            if family == socket.AF_INET and dst_len == 0 and table == MAIN_TABLE and nl.RTA_OIF in a:
-                return _u32(a[nl.RTA_OIF])
-        return None
-
-    def routes6(self, proto=None, oif=None):
-        """IPv6 routes of the main table (of one protocol and one output device, when given)."""
-        body = struct.pack("BBBBBBBBI", AF_INET6, 0, 0, 0, MAIN_TABLE, proto or 0, 0, 0, 0)
-        if oif:
-            body += nl.attr_u32(nl.RTA_OIF, oif)
-        out = []
-        for buf, start, end in self._read(self.sock.dump, "route dump", nl.RTM_GETROUTE, body):
-            family, dst_len, src_len, _, table, rproto, _, _, _ = struct.unpack_from("BBBBBBBBI", buf, start)
-            r = _Route(dst_len, src_len, table, rproto, nl.attrs(buf, start + 12, end))
-            if (family == AF_INET6 and r.table == MAIN_TABLE and (proto is None or rproto == proto)
-                    and (not oif or r.oif == oif)):
-                out.append(r)
-        return out
-
-    def route_get4(self, dst):
-        """(preferred source, output device index) of the kernel's route to IPv4 dst."""
-        attr = nl.attr(nl.RTA_DST, socket.inet_aton(dst))
-        body = struct.pack("BBBBBBBBI", socket.AF_INET, 32, 0, 0, 0, 0, 0, 0, 0) + attr
-        buf, start, end = self.sock.request(nl.RTM_GETROUTE, body)
-        a = nl.attrs(buf, start + 12, end)
-        src = socket.inet_ntoa(a[nl.RTA_PREFSRC][:4]) if nl.RTA_PREFSRC in a else None
-        return src, (_u32(a[nl.RTA_OIF]) if nl.RTA_OIF in a else None)
-
-    def queue(self, what, request, on_error=None, owner=None, glue=False):
-        """request: (type, flags, body) from sixbroker.linux.netlink; on_error: {errno: SixbrokerError}.
-        owner: the device the change is for: its refusal is that device's failure (`failed`), and the
-        other devices' changes go on; None: a refusal stops the apply.  glue: send this request and the
-        next in one sendmsg, which the kernel handles within that one system call, so no kill -9 can
-        fall between them."""
-        self.pending.append((what, request, on_error or {}, owner, glue))
-
-    def _chunks(self, pending):
-        chunk = []
-        for i, item in enumerate(pending):
-            chunk.append(item)
-            glued = item[4] and i + 1 < len(pending)
-            if len(chunk) >= nl.BATCH - 1 and not glued:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
-
-    def flush(self):
-        """Send what is queued, in order.  A refused change of a device is recorded in `failed` (the
-        first per device); one without an owner is raised after all were answered."""
-        pending, self.pending = self.pending, []
-        first = None
-        for chunk in self._chunks(pending):
-            try:
-                codes = self.sock.batch([req for _, req, _, _, _ in chunk])
-            except OSError as e:
-                raise _os_error(e, "netlink")
-            for (what, _, on_error, owner, _), code in zip(chunk, codes):
-                if not code:
-                    self.result.add(what)
-                    continue
-                err = on_error.get(code) or _os_error(OSError(code, os.strerror(code)), what)
-                if owner is not None:
-                    self.failed.setdefault(owner, err)
-                elif first is None:
-                    first = err
-        if first is not None:
-            raise first
-
+# ---- the reconciler ----------------------------------------------------------------------------
 
 def _link_index(spec, by_name, k):
     """The index of the device a tunnel is bound to (its `link`), 0 for none."""
@@ -466,100 +101,6 @@ def _links_by_name(links):
     return dict((li.name, li) for li in links)
 
 
-# ---- sysctls -----------------------------------------------------------------------------------
-
-def _sysctl_path(key):
-    parts = key.split(".")
-    # net.ipv6.conf.<device>.<setting>: a device name may itself hold dots (eth0.2)
-    if len(parts) > 5 and parts[0] == "net" and parts[2] in ("conf", "neigh"):
-        parts = parts[:3] + [".".join(parts[3:-1]), parts[-1]]
-    for p in parts:
-        if not p or p in (".", "..") or "/" in p:
-            raise SixbrokerError("SYSCTL_FAIL", key + ": not a sysctl name")
-    return "/proc/sys/" + "/".join(parts)
-
-
-CLONE_NEWNET = 0x40000000
-
-
-def _setns(fd):
-    if hasattr(os, "setns"):            # Python 3.12+
-        os.setns(fd, CLONE_NEWNET)
-        return
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-
-
-class _InNetns:
-    """Run this thread in another network namespace for a while: sockets made meanwhile stay there, and
-    /proc/sys/net is that namespace's."""
-
-    def __init__(self, netns):
-        self.netns = netns
-        self.saved = None
-
-    def __enter__(self):
-        if self.netns is None:
-            return self
-        try:
-            fd = os.open(_netns_path(self.netns), os.O_RDONLY)
-        except OSError:
-            raise SixbrokerError("NETNS_NOT_FOUND", self.netns)
-        try:
-            self.saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-            _setns(fd)
-        except OSError as e:
-            if self.saved is not None:
-                os.close(self.saved)
-                self.saved = None
-            raise _os_error(e, "enter network namespace " + self.netns)
-        finally:
-            os.close(fd)
-        return self
-
-    def __exit__(self, *exc):
-        if self.saved is not None:
-            try:
-                _setns(self.saved)
-            finally:
-                os.close(self.saved)
-                self.saved = None
-        return False
-
-
-def apply_sysctls(sysctls, netns=None, result=None):
-    """Set each [key, value] that differs (read first, so an unchanged one is no change); a Result."""
-    result = result if result is not None else Result()
-    want = []
-    for key, value in sysctls:
-        if (key, str(value)) not in want:
-            want.append((key, str(value)))
-    if not want:
-        return result
-    with _InNetns(netns):
-        for key, value in want:
-            path = _sysctl_path(key)
-            try:
-                with open(path) as f:
-                    current = f.read()
-                if current.split() == value.split():
-                    continue
-                with open(path, "w") as f:
-                    f.write(value)
-            except OSError as e:
-                if e.errno in (errno.EPERM, errno.EACCES):
-                    raise SixbrokerError("NOT_PERMITTED", key)
-                raise SixbrokerError("SYSCTL_FAIL", key + "=" + value + ": " + (e.strerror or str(e)))
-            result.add("sysctl " + key + "=" + value)
-    return result
-
-
-
-# ---- the reconciler ----------------------------------------------------------------------------
-
 def _check_plans(links, routes, prefix):
     names, pairs = set(), set()
     for spec in links:
@@ -581,7 +122,8 @@ def _check_plans(links, routes, prefix):
         keys.add(r.key())
 
 
-def _owned(li, mark, prefix):
+def owned(li, mark, prefix):
+    """Whether a device (a kernel.Link) is this scope's: marked with its tag and, given a prefix, named so."""
     return li.alias == mark and (not prefix or li.name.startswith(prefix))
 
 
@@ -643,7 +185,7 @@ def apply(plans, netns=None, scope=DEFAULT_SCOPE, prefix=None, lan_addresses=Non
         if stray:
             raise ValueError("plans for devices outside `only`: %s" % ", ".join(stray))
     result = Result()
-    k = _Kernel(netns, result)
+    k = Kernel(netns, result)
     try:
         view = _View(k, only)
         before = _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, prefix)
@@ -661,7 +203,7 @@ def apply(plans, netns=None, scope=DEFAULT_SCOPE, prefix=None, lan_addresses=Non
     sysctls = []
     for p in plans:
         sysctls.extend(p.get("sysctls") or [])
-    apply_sysctls(sysctls, netns, result)
+    sysctl.apply(sysctls, netns, result)
     if result.failures and not isolate:
         raise result.failures[sorted(result.failures)[0]]
     return result
@@ -688,13 +230,13 @@ def _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, pre
         elif cur is not None and cur.kind != s.kind:
             failed[s.name] = SixbrokerError("DEVICE_NOT_OURS", "%s is ours but a %s device, not %s"
                                             % (s.name, cur.kind, s.kind))
-    ours = dict((li.index, li.name) for li in links if _owned(li, mark, prefix))
+    ours = dict((li.index, li.name) for li in links if owned(li, mark, prefix))
     addrs = view.addrs6(ours)
     routes = view.routes6(ours)
     before = _fingerprint(links, addrs, routes, mark, prefix)
 
     # First free what no plan wants: a device going away may free the (local, remote) pair a new one needs.
-    deleted = [li for li in sorted(links, key=lambda x: x.name) if _owned(li, mark, prefix) and li.name not in wanted]
+    deleted = [li for li in sorted(links, key=lambda x: x.name) if owned(li, mark, prefix) and li.name not in wanted]
     for li in deleted:
         k.queue("link del " + li.name, nl.link_del(li.index), owner=li.name)
     k.flush()
@@ -728,7 +270,7 @@ def _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, pre
     if relisted:
         links = view.links()
         by_name = _links_by_name(links)
-    k.result.foreign_tunnels = _foreign(links, mark)
+    k.result.foreign_tunnels = foreign(links, mark)
 
     index_of = {}
     for s in specs:
@@ -796,7 +338,7 @@ def _reconcile_addresses(k, by_name, index_of, addrs, ours, want_addrs, lan_addr
         li = by_name.get(la["device"])
         if li is None:
             raise SixbrokerError("LAN_DEVICE_MISSING", la["device"], "lan")
-        want_lan.add((li.index, _canon6(la["address"]), int(la["length"])))
+        want_lan.add((li.index, canon6(la["address"]), int(la["length"])))
     for key in sorted(kk for kk, marked in lan_have.items() if marked and kk not in want_lan):
         idx, address, length = key
         k.queue("addr del %s/%d dev %s" % (address, length, name_of.get(idx, idx)),
@@ -860,7 +402,7 @@ def _fingerprint(links, addrs, routes, mark, prefix):
         rts.setdefault(r.oif, []).append("%s/%d %s/%d %d %s" % (r.dst, r.dst_len, r.src, r.src_len, r.metric, r.gateway))
     total = 0
     for li in links:
-        if _owned(li, mark, prefix):
+        if owned(li, mark, prefix):
             text = " ".join(sorted(by_index.get(li.index, ()))) + "\n" + "\n".join(sorted(rts.get(li.index, ())))
             total += _hash(b"ours\0" + li.facts() + text.encode())
         elif li.kind == "sit" and li.up and li.params:
@@ -870,32 +412,32 @@ def _fingerprint(links, addrs, routes, mark, prefix):
 
 def _state(view, mark, prefix):
     links = view.links()
-    ours = set(li.index for li in links if _owned(li, mark, prefix))
+    ours = set(li.index for li in links if owned(li, mark, prefix))
     return _fingerprint(links, view.addrs6(ours), view.routes6(ours), mark, prefix)
 
 
 def fingerprint(netns=None, scope=DEFAULT_SCOPE, prefix=None):
     """The fingerprint of what this scope owns in the namespace now (one dump each of links, IPv6
     addresses and our routes); equal to an apply's Result.fingerprint while nothing changed."""
-    k = _Kernel(netns, Result())
+    k = Kernel(netns)
     try:
         return _state(_View(k), tag(scope), prefix)
     finally:
         k.close()
 
 
-# ---- removing and reading ----------------------------------------------------------------------
+# ---- removing -------------------------------------------------------------------------------------
 
 def remove_all(netns=None, scope=DEFAULT_SCOPE, prefix=None, lan=False):
     """Delete every device of this scope (their addresses and routes go with them) and, with lan, our
     LAN addresses."""
     mark = tag(scope)
     result = Result()
-    k = _Kernel(netns, result)
+    k = Kernel(netns, result)
     try:
         links = k.links()
         for li in sorted(links, key=lambda x: x.name):
-            if _owned(li, mark, prefix):
+            if owned(li, mark, prefix):
                 k.queue("link del " + li.name, nl.link_del(li.index))
         if lan:
             name_of = dict((li.index, li.name) for li in links)
@@ -909,76 +451,17 @@ def remove_all(netns=None, scope=DEFAULT_SCOPE, prefix=None, lan=False):
     return result
 
 
-def ipv4_facts(netns=None, device=None, peer=None):
-    """(local IPv4 or None, MTU or None) for a tunnel: of `device` (its first IPv4 address) when given,
-    else of the kernel's route to `peer` (its preferred source and output device)."""
-    k = _Kernel(netns, Result())
-    try:
-        if device is not None:
-            li = k.link(device)
-            if li is None:
-                raise SixbrokerError("TUNLINK_NOT_UP", device + " does not exist", "tunlink")
-            for index, a in k.addrs4():
-                if index == li.index:
-                    return a, li.mtu
-            return None, li.mtu
-        try:
-            src, oif = k.route_get4(peer)
-        except OSError as e:
-            raise SixbrokerError("NO_LOCAL_ADDRESS", "no IPv4 route to %s (%s)" % (peer, e.strerror))
-        mtu = None
-        for li in k.links():
-            if li.index == oif:
-                mtu = li.mtu
-        return src, mtu
-    finally:
-        k.close()
-
-
 def foreign_tunnels(netns=None, scope=DEFAULT_SCOPE):
     """(local, remote) of the up sit devices this scope does not own ("0.0.0.0" is a wildcard)."""
     mark = tag(scope)
-    k = _Kernel(netns, Result())
+    k = Kernel(netns)
     try:
-        return _foreign(k.links(), mark)
+        return foreign(k.links(), mark)
     finally:
         k.close()
 
 
-def _foreign(links, mark):
+def foreign(links, mark):
+    """(local, remote) of the up sit devices among links that are not this scope's."""
     return [(li.params["local"], li.params["remote"]) for li in links
             if li.kind == "sit" and li.up and li.alias != mark and li.params]
-
-
-def status(netns=None, scope=DEFAULT_SCOPE, prefix=None, lan=False):
-    """What this scope owns, as plain data: devices with addresses, routes and counters; LAN addresses."""
-    mark = tag(scope)
-    k = _Kernel(netns, Result())
-    try:
-        links = k.links(stats=True)
-        addrs = k.addrs6()
-        routes = k.routes6(RTPROT)
-    finally:
-        k.close()
-    name_of = dict((li.index, li.name) for li in links)
-    devices = []
-    for li in sorted(links, key=lambda x: x.name):
-        if not _owned(li, mark, prefix):
-            continue
-        st = li.stats or {}
-        devices.append({
-            "device": li.name, "kind": li.kind, "up": li.up, "mtu": li.mtu,
-            "local": li.params.get("local"), "remote": li.params.get("remote"), "ttl": li.params.get("ttl"),
-            "addresses": sorted("%s/%d" % (a.address, a.length) for a in addrs
-                                if a.index == li.index and not a.kernel_made),
-            "routes": sorted(RouteSpec(li.name, r.dst, r.dst_len, r.gateway, r.src, r.src_len, r.metric).text()
-                             for r in routes if r.oif == li.index and r.proto == RTPROT),
-            "counters": dict((key, st.get(key, 0)) for key in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes",
-                                                               "rx_errors", "tx_errors", "tx_dropped")),
-        })
-    out = {"scope": scope, "devices": devices}
-    if lan:
-        out["lan_addresses"] = sorted("%s/%d dev %s" % (a.address, a.length, name_of.get(a.index, a.index))
-                                      for a in addrs if a.metric == LAN_METRIC)
-    out["foreign_tunnels"] = ["%s -> %s" % pair for pair in _foreign(links, mark)]
-    return out

@@ -23,7 +23,7 @@ Ownership, which survives a restart:
 - the ndppd is ours when the pid in our pid file runs ndppd with our configuration file, in the broker's
   namespace.  Its file names the uplink's index too, so a re-created uplink restarts it (ndppd binds to
   the index it found at start).
-Sysctls are set, never reverted (as apply_kernel).
+Sysctls are set, never reverted (sysctl.py).
 """
 
 import os
@@ -34,7 +34,9 @@ import struct
 import subprocess
 import time
 
-from sixbroker.linux import apply_kernel
+from sixbroker.linux import apply_kernel, sysctl
+from sixbroker.linux.kernel import Changes, Kernel, canon6
+from sixbroker.linux.netns import InNetns, netns_path
 from sixbroker.linux import netlink as nl
 from sixbroker.core.errors import SixbrokerError
 
@@ -46,14 +48,6 @@ RTPROT = apply_kernel.RTPROT
 RUN_DIR = "/run/sixbroker"
 NDPPD = "ndppd"
 WAIT = 10.0             # seconds for ndppd to write its pid file or to exit (TCG guests are slow)
-
-
-class Result:
-    def __init__(self):
-        self.changes = []
-
-    def add(self, what):
-        self.changes.append(what)
 
 
 def _ndmsg(index, flags=NTF_PROXY, state=0):
@@ -69,9 +63,9 @@ def _entry(add, index, address):
 
 
 def proxies(k):
-    """{(device index, address): protocol} of the namespace's IPv6 proxy entries (k: apply_kernel._Kernel)."""
+    """{(device index, address): protocol} of the namespace's IPv6 proxy entries (k: a kernel.Kernel)."""
     out = {}
-    for buf, start, end in k._read(k.sock.dump, "neighbour dump", RTM_GETNEIGH, _ndmsg(0)):
+    for buf, start, end in k.dump("neighbour dump", RTM_GETNEIGH, _ndmsg(0)):
         family, _, _, index, _, flags, _ = struct.unpack_from("BBHiHBB", buf, start)
         a = nl.attrs(buf, start + 12, end)
         if family == socket.AF_INET6 and flags & NTF_PROXY and NDA_DST in a:
@@ -81,12 +75,12 @@ def proxies(k):
 
 
 def apply(state, run_dir=RUN_DIR):
-    """Make the namespace answer for exactly state's addresses and prefixes, of what is ours; a Result
+    """Make the namespace answer for exactly state's addresses and prefixes, of what is ours; a kernel.Changes
     whose changes name each entry added or removed, each sysctl written, each ndppd (re)start or stop."""
-    result = Result()
+    result = Changes()
     netns = state.get("netns")
     uplink = state.get("uplink")
-    k = apply_kernel._Kernel(netns, result)
+    k = Kernel(netns, result)
     try:
         index = 0
         if uplink:
@@ -94,7 +88,7 @@ def apply(state, run_dir=RUN_DIR):
             if li is None:
                 raise SixbrokerError("NDP_UPLINK_MISSING", uplink)
             index = li.index
-        want = set((index, apply_kernel._canon6(a)) for a in state.get("addresses") or ()) if uplink else set()
+        want = set((index, canon6(a)) for a in state.get("addresses") or ()) if uplink else set()
         have = proxies(k)
         name_of = None
         for key in sorted(kk for kk, proto in have.items() if proto == RTPROT and kk not in want):
@@ -107,7 +101,7 @@ def apply(state, run_dir=RUN_DIR):
     finally:
         k.close()
     if uplink and want:
-        apply_kernel.apply_sysctls([["net.ipv6.conf.%s.proxy_ndp" % uplink, "1"]], netns, result)
+        sysctl.apply([["net.ipv6.conf.%s.proxy_ndp" % uplink, "1"]], netns, result)
     prefixes = list(state.get("prefixes") or ()) if uplink else []
     _ndppd(netns, run_dir, _ndppd_conf(uplink, index, prefixes) if prefixes else None, result)
     return result
@@ -119,7 +113,7 @@ def onlink(net, uplink, netns=None):
     resolves those addresses by neighbour discovery.  None when the uplink cannot be read."""
     from sixbroker.core import addr
     try:
-        k = apply_kernel._Kernel(netns, Result())
+        k = Kernel(netns)
     except SixbrokerError:
         return None
     try:
@@ -156,7 +150,7 @@ def _paths(netns, run_dir):
 
 
 def _ns_inode(netns):
-    path = "/proc/self/ns/net" if netns is None else apply_kernel._netns_path(netns)
+    path = "/proc/self/ns/net" if netns is None else netns_path(netns)
     try:
         return os.stat(path).st_ino
     except OSError:
@@ -237,7 +231,7 @@ def _ndppd(netns, run_dir, text, result):
     except OSError:
         pass
     # -d: ndppd forks and its parent exits at once; the daemon writes the pid file a moment later
-    with apply_kernel._InNetns(netns):
+    with InNetns(netns):
         p = subprocess.run([exe, "-d", "-c", conf, "-p", pidfile], capture_output=True, text=True,
                            stdin=subprocess.DEVNULL)
     end = time.time() + WAIT

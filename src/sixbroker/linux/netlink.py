@@ -90,7 +90,7 @@ def nested(typ, *parts):
 
 class Socket:
     """One netlink socket, opened in the calling thread's network namespace (the caller enters the right
-    one first: apply_kernel._InNetns)."""
+    one first: netns.InNetns)."""
 
     def __init__(self, protocol=NETLINK_ROUTE):
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)

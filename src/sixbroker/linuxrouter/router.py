@@ -118,14 +118,14 @@ def lan_addresses(o, lan):
 
 def _facts(o, peer, netns):
     """(local IPv4, underlying MTU) from ipaddr, else the tunlink device, else the route to the peer."""
-    from sixbroker.linux import apply_kernel
+    from sixbroker.linux import kernel_status
     if o.tunlink:
-        local, mtu = apply_kernel.ipv4_facts(netns, device=o.tunlink)
+        local, mtu = kernel_status.ipv4_facts(netns, device=o.tunlink)
         if o.local is None and local is None:
             raise SixbrokerError("NO_LOCAL_ADDRESS", o.tunlink + " has no IPv4 address", "tunlink")
     else:
         try:
-            local, mtu = apply_kernel.ipv4_facts(netns, peer=str(peer))
+            local, mtu = kernel_status.ipv4_facts(netns, peer=str(peer))
         except SixbrokerError:
             if o.local is None:
                 raise
@@ -171,8 +171,8 @@ def down(netns=None):
 
 
 def status(netns=None):
-    from sixbroker.linux import apply_kernel, apply_nft
-    st = apply_kernel.status(netns=netns, scope=SCOPE, lan=True)
+    from sixbroker.linux import apply_nft, kernel_status
+    st = kernel_status.status(netns=netns, scope=SCOPE, lan=True)
     st["firewall"] = {"table": "inet " + TABLE, "counters": apply_nft.counters(TABLE, netns)}
     return st
 

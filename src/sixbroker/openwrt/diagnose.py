@@ -5,16 +5,17 @@ finds the cause, each said in words.
     -> default route -> LAN prefix
 
 No helper program (MicroPython can start none, and `ping` is a process): probes are ICMP echoes on a
-raw socket (probe.py), counters and routes come from /sys and /proc (status.py), netifd's view over
+raw socket (probe.py), counters and routes come from /sys and /proc (devfacts.py), netifd's view over
 ubus.  "Protocol 41 answered" is measured the way a person would with `ip -s link`: echo requests go
 into the tunnel, and the tunnel device's rx counter must move; a sit device counts only packets that
 arrived as protocol 41 from the configured remote.
 """
 
 from sixbroker.core import addr
-
-from sixbroker.openwrt import status
 from sixbroker.core.errors import SixbrokerError
+from sixbroker.openwrt import status
+from sixbroker.openwrt.devfacts import PROC_NET, SYS_NET, device_facts
+from sixbroker.openwrt.humanize import human_duration
 
 OK, FAIL, WARN, SKIP = "ok", "fail", "warn", "skip"
 
@@ -70,7 +71,7 @@ def _ms(rtts):
 
 
 def _counters(device, sys_root, proc_root):
-    k = status.device_facts(device, sys_root, proc_root)
+    k = device_facts(device, sys_root, proc_root)
     return k["statistics"] if k else {}
 
 
@@ -83,7 +84,7 @@ def _current_ipv4(dump, device):
     return None
 
 
-def diagnose(bus, interface, sys_root=status.SYS_NET, proc_root=status.PROC_NET,
+def diagnose(bus, interface, sys_root=SYS_NET, proc_root=PROC_NET,
              route_file="/proc/net/route", echo=None, timeout=TIMEOUT):
     """Run every check on one interface; returns {interface, ok, failed, summary, checks: [...]}."""
     from sixbroker.openwrt import probe
@@ -138,7 +139,7 @@ def diagnose(bus, interface, sys_root=status.SYS_NET, proc_root=status.PROC_NET,
 
 def _check_netifd(d, t, interface):
     if t["up"]:
-        d.add("netifd", OK, "up for " + status.human_duration(t["uptime"]))
+        d.add("netifd", OK, "up for " + human_duration(t["uptime"]))
         return True
     words = []
     for e in t["errors"]:

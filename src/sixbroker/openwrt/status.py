@@ -1,118 +1,23 @@
-"""The router's sixbroker tunnels as they are now: for LuCI (rpcd.py) and `sixbroker status [--json]`.
+"""The router's sixbroker tunnels as they are now: what LuCI (rpcd.py) and `sixbroker status` show.
 
 Two sources, both read without starting a program (MicroPython can start none):
 - netifd, over ubus (`network.interface dump`): up or not and for how long, the tunnel addresses, the
   routes, the routed prefixes and the share each LAN got of them, the errors the handler reported, and
   data.sixbroker (the two IPv4 ends; netifd.py puts them there);
-- the kernel, for the tunnel device: /sys/class/net/<dev>/{ifindex,flags,operstate,mtu,statistics/*},
-  /proc/net/if_inet6 and /proc/net/ipv6_route.  Both roots are parameters, so the same code reads a
-  network namespace's view in a test and the guest's real sit device in the end-to-end test.
+- the kernel, for the tunnel device (devfacts.py).
 
 The round-trip time to the broker's tunnel address comes from one ICMPv6 echo through the tunnel
 (probe.py): it needs a raw socket, so root.
 """
 
-import json
-import sys
 import time
 
 from sixbroker.core import addr
 from sixbroker.core.errors import CODES, SixbrokerError
+from sixbroker.openwrt.devfacts import PROC_NET, SYS_NET, device_facts
 
-SYS_NET = "/sys/class/net/"
-PROC_NET = "/proc/net/"
 PROTO = "sixbroker"
-STATISTICS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "rx_errors", "tx_errors",
-              "rx_dropped", "tx_dropped")
 RTT_TIMEOUT = 1.0           # seconds per tunnel: a LuCI poll must not hang on a dead peer
-
-# include/uapi/linux/if.h and ipv6_route.h
-IFF_UP = 0x1
-RTF_GATEWAY = 0x2
-RTF_CACHE = 0x01000000
-RTF_LOCAL = 0x80000000
-# the scope column of /proc/net/if_inet6 (net/ipv6/addrconf.c, ipv6_addr_scope)
-SCOPES = {0x00: "global", 0x10: "host", 0x20: "link", 0x40: "site"}
-
-
-def _read(path):
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except (OSError, ValueError):
-        return None
-
-
-def _int(text, base=10):
-    try:
-        return int(text, base)
-    except (TypeError, ValueError):
-        return None
-
-
-def _hex6(text):
-    return addr.format_ipv6(int(text, 16))
-
-
-def device_addresses(device, proc_root=PROC_NET):
-    """The device's IPv6 addresses from /proc/net/if_inet6: [{address, length, scope}]."""
-    out = []
-    text = _read(proc_root + "if_inet6") or ""
-    for line in text.split("\n"):
-        cols = line.split()
-        if len(cols) != 6 or cols[5] != device:
-            continue
-        scope = int(cols[3], 16)
-        out.append({"address": _hex6(cols[0]), "length": int(cols[2], 16),
-                    "scope": SCOPES.get(scope & 0xF0, "%02x" % scope)})
-    return out
-
-
-def device_routes(device, proc_root=PROC_NET):
-    """The device's IPv6 unicast routes from /proc/net/ipv6_route (every table; local ones, multicast and
-    cached ones left out): [{target, gateway, metric, source}], prefixes as "addr/len"."""
-    out = []
-    text = _read(proc_root + "ipv6_route") or ""
-    for line in text.split("\n"):
-        cols = line.split()
-        if len(cols) != 10 or cols[9] != device:
-            continue
-        flags = int(cols[8], 16)
-        if flags & (RTF_LOCAL | RTF_CACHE) or cols[0].startswith("ff"):
-            continue
-        source = None
-        if int(cols[3], 16):
-            source = _hex6(cols[2]) + "/" + str(int(cols[3], 16))
-        out.append({"target": _hex6(cols[0]) + "/" + str(int(cols[1], 16)),
-                    "gateway": _hex6(cols[4]) if flags & RTF_GATEWAY else None,
-                    "metric": int(cols[5], 16), "source": source})
-    return out
-
-
-def device_facts(device, sys_root=SYS_NET, proc_root=PROC_NET):
-    """What the kernel says about one network device, or None when there is no such device.
-
-    {device, ifindex, up (IFF_UP, set by `ip link set up`), operstate, mtu, statistics{rx_bytes, ...},
-     addresses, routes}.  A sit device is "unknown" in operstate while it works: it has no carrier.
-    """
-    base = sys_root + device + "/"
-    ifindex = _int(_read(base + "ifindex"))
-    if ifindex is None:
-        return None
-    flags = _int(_read(base + "flags"), 16) or 0
-    stats = {}
-    for name in STATISTICS:
-        stats[name] = _int(_read(base + "statistics/" + name))
-    return {
-        "device": device,
-        "ifindex": ifindex,
-        "up": bool(flags & IFF_UP),
-        "operstate": _read(base + "operstate"),
-        "mtu": _int(_read(base + "mtu")),
-        "statistics": stats,
-        "addresses": device_addresses(device, proc_root),
-        "routes": device_routes(device, proc_root),
-    }
 
 
 def error_words(code):
@@ -286,11 +191,11 @@ def collect(bus, interface=None, rtt=True, sys_root=SYS_NET, proc_root=PROC_NET)
         if not t["up"]:
             # netifd shows nothing of a down interface's settings: say what it is set to do
             t["config"] = read_configured(bus, t["interface"])
-    for t in out:
-        t["update"] = last_update(t["interface"])
     if rtt:
         for t in out:
             measure_rtt(t)
+    for t in out:
+        t["update"] = last_update(t["interface"])
     return {"tunnels": out}
 
 
@@ -299,167 +204,3 @@ def last_update(interface):
     from sixbroker.core import updaterecord
     from sixbroker.openwrt import hotplug
     return updaterecord.read(hotplug.run_path(interface, "update")) if interface else None
-
-
-# ---- `sixbroker status` ----------------------------------------------------------------------------
-
-USAGE = """usage: sixbroker status [--json] [--no-rtt] [INTERFACE]
-       sixbroker status --diagnose INTERFACE [--json]
-
-The router's sixbroker tunnels as netifd and the kernel see them.  --diagnose runs the checks one
-would otherwise run by hand (IPv4 path, protocol 41, IPv6 through the tunnel, path MTU) and says
-which one failed.
-"""
-
-
-def human_bytes(n):
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (value, unit))
-        value /= 1024
-    return str(n)
-
-
-def human_duration(seconds):
-    if seconds is None:
-        return "?"
-    d, rest = divmod(int(seconds), 86400)
-    h, rest = divmod(rest, 3600)
-    m, s = divmod(rest, 60)
-    if d:
-        return "%dd %02dh %02dm" % (d, h, m)
-    if h:
-        return "%dh %02dm" % (h, m)
-    if m:
-        return "%dm %02ds" % (m, s)
-    return "%ds" % s
-
-
-def _clock(epoch):
-    t = time.localtime(epoch)
-    return "%04d-%02d-%02d %02d:%02d:%02d" % (t[0], t[1], t[2], t[3], t[4], t[5])
-
-
-def format_tunnel(t):
-    """A few lines for a terminal."""
-    if t["up"]:
-        state = "up since %s (%s)" % (_clock(t["since"]), human_duration(t["uptime"])) \
-            if t["since"] is not None else "up"
-    elif t["pending"]:
-        state = "being set up"
-    else:
-        state = "down"
-    lines = [t["interface"] + ": " + state]
-    k = t["kernel"]
-    if t["device"]:
-        line = "  device   " + t["device"]
-        if k:
-            line += ", mtu %s, %s" % (k["mtu"], "up" if k["up"] else "DOWN")
-        else:
-            line += " (missing in the kernel)"
-        lines.append(line)
-    if t["local"] or t["remote"]:
-        via = ""
-        if t["tunlink"]:
-            via = " over " + t["tunlink"]
-        lines.append("  IPv4     %s -> %s%s" % (t["local"] or "?", t["remote"] or "?", via))
-    if t["addresses"]:
-        line = "  tunnel   " + ", ".join(t["addresses"])
-        if t["gateway"]:
-            line += ", broker " + t["gateway"]
-        lines.append(line)
-    if t["rtt_ms"] is not None:
-        lines.append("  rtt      %.1f ms" % t["rtt_ms"])
-    elif t["rtt_error"]:
-        lines.append("  rtt      - (" + t["rtt_error"] + ")")
-    for p in t["prefixes"]:
-        given = ", ".join(a["interface"] + " " + a["prefix"] for a in p["assigned"]) or "not assigned to any LAN"
-        lines.append("  prefix   %s -> %s" % (p["prefix"], given))
-    if k:
-        st = k["statistics"]
-        lines.append("  traffic  rx %s (%s packets), tx %s (%s packets)" % (
-            human_bytes(st["rx_bytes"]), st["rx_packets"], human_bytes(st["tx_bytes"]), st["tx_packets"]))
-    c = t.get("config")
-    if not t["up"] and c:
-        gw = (c["ip6gw"] + (" (derived)" if c["ip6gw_derived"] else "")) if c["ip6gw"] else "?"
-        lines.append("  set to   broker %s, tunnel %s, broker's end %s" % (
-            c["peeraddr"] or "(not set)", c["ip6addr"] or "(not set)", gw))
-        lines.append("           prefixes %s, link %s, mtu %s, device %s" % (
-            ", ".join(c["ip6prefix"]) or "none", c["tunlink"] or "(route to the broker)",
-            c["mtu"] or "auto", c["device"]))
-    u = t.get("update")
-    if u and u["time"] is not None:
-        lines.append("  update   %s%s at %s: %s" % (u["word"], " " + u["address"] if u["address"] else "",
-                                                      _clock(u["time"]), u["words"]))
-        if t["up"] and u["next"] is not None:
-            lines.append("           next at %s%s" % (_clock(u["next"]), ", %d failures in a row" % u["fails"]
-                                                     if u["fails"] else ""))
-    seen = []
-    for e in t["errors"]:
-        for m in e["messages"]:
-            line = "  error    %s: %s" % (m["code"], m["text"])
-            if line not in seen:    # netifd keeps a retried setup's errors until the interface is up
-                seen.append(line)
-                lines.append(line)
-    return "\n".join(lines)
-
-
-def format_diagnosis(d):
-    marks = {"ok": "ok  ", "fail": "FAIL", "warn": "warn", "skip": "skip"}
-    lines = [d["interface"] + ": " + d["summary"]]
-    for c in d["checks"]:
-        lines.append("  [%s] %s: %s" % (marks.get(c["status"], c["status"]), c["title"], c["text"]))
-    return "\n".join(lines)
-
-
-def main(argv):
-    want_json = diagnose = False
-    rtt = True
-    names = []
-    for a in argv:
-        if a in ("-h", "--help"):
-            sys.stdout.write(USAGE)
-            return 0
-        if a == "--json":
-            want_json = True
-        elif a == "--diagnose":
-            diagnose = True
-        elif a == "--no-rtt":
-            rtt = False
-        elif a.startswith("-") or names:
-            sys.stderr.write("sixbroker status: USAGE: unexpected '" + a + "'\n" + USAGE)
-            return 2
-        else:
-            names.append(a)
-    name = names[0] if names else None
-    if diagnose and name is None:
-        sys.stderr.write("sixbroker status: USAGE: --diagnose needs an interface\n" + USAGE)
-        return 2
-    from sixbroker.openwrt import ubus
-    try:
-        bus = ubus.connect()
-        try:
-            if diagnose:
-                from sixbroker.openwrt import diagnose as diag
-                result = diag.diagnose(bus, name)
-            else:
-                result = collect(bus, name, rtt)
-        finally:
-            bus.close()
-    except SixbrokerError as e:
-        sys.stderr.write("sixbroker status: " + e.code + ": " + e.text + "\n")
-        return 1
-    if want_json:
-        sys.stdout.write(json.dumps(result) + "\n")
-    elif diagnose:
-        sys.stdout.write(format_diagnosis(result) + "\n")
-    elif not result["tunnels"]:
-        sys.stdout.write("no sixbroker interface" + (" named " + name if name else "") + "\n")
-    else:
-        sys.stdout.write("\n\n".join(format_tunnel(t) for t in result["tunnels"]) + "\n")
-    if diagnose:
-        return 0 if result["ok"] else 1
-    return 0 if result["tunnels"] or name is None else 1

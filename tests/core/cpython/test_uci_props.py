@@ -1,4 +1,4 @@
-"""Properties of sixbroker.core.uci over generated files and edits (CPython only: hypothesis).
+"""Properties of sixbroker.core.uci and its editor tests/uci_edit.py over generated files and edits (CPython only: hypothesis).
 
 - any text either parses or raises UciError, never anything else;
 - a file that parses is given back byte for byte;
@@ -8,7 +8,7 @@
 """
 from hypothesis import given, settings, strategies as st
 
-from sixbroker.core import uci
+import uci_edit as uci
 
 NAMES = st.sampled_from(["a", "b", "c", "proto", "ip6prefix", "x_1"])
 SEC_NAMES = st.sampled_from(["lan", "wan", "wan6", "s1"])

@@ -2,8 +2,8 @@
 # netifd protocol handler "sixbroker": IPv6 over a 6in4 tunnel to your own broker.
 #
 # netifd runs every handler with "'' dump" at start-up, synchronously and one after another: answer from
-# here, with no interpreter start.  The declaration is src/sixbroker/core/options.py's netifd_dump(); a test
-# holds the two together.  Teardown too is answered here.  Setup is the Python handler's
+# here, with no interpreter start.  The declaration is tests/shim_dump.py's netifd_dump() (from
+# options.SCHEMA); a test holds the two together.  Teardown too is answered here.  Setup is the Python handler's
 # (src/sixbroker/openwrt/netifd.py, through run.py).
 
 if [ "$2" = dump ]; then

@@ -9,7 +9,8 @@
 /*
  * Status -> sixbroker: every tunnel as netifd and the kernel see it, refreshed every 5 seconds, and a
  * Diagnose button that runs the checks one would otherwise type by hand and says which one failed.
- * The data comes from the rpcd plugin luci.sixbroker (src/sixbroker/openwrt/rpcd.py, status.py, diagnose.py).
+ * The data comes from the rpcd plugin luci.sixbroker (src/sixbroker/openwrt/rpcd.py, status.py, devfacts.py,
+ * diagnose.py).
  */
 
 var callStatus = rpc.declare({

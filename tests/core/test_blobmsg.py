@@ -1,4 +1,5 @@
-"""ubus wire encoding against bytes written out by hand from the upstream layouts (not a round trip).
+"""ubus wire encoding (blobmsg.py) against bytes written out by hand from the upstream layouts (not a
+round trip).
 
 Layouts (openwrt/libubox blob.h, blobmsg.h, blobmsg.c blobmsg_new; openwrt/ubus ubusmsg.h,
 libubus-io.c ubus_send_msg, libubus-req.c ubus_invoke):
@@ -9,7 +10,7 @@ Runs under CPython and MicroPython.
 """
 import pytest
 
-from sixbroker.openwrt import ubus
+from sixbroker.openwrt import blobmsg, ubus
 
 
 def h(text):
@@ -61,7 +62,7 @@ CASES = [
 
 @pytest.mark.parametrize("data,wire", CASES)
 def test_encode_matches_hand_built_bytes(data, wire):
-    assert ubus.encode_table(data) == wire
+    assert blobmsg.encode_table(data) == wire
 
 
 @pytest.mark.parametrize("data,wire", CASES)
@@ -70,14 +71,14 @@ def test_decode_hand_built_bytes(data, wire):
     for k in data:
         v = data[k]
         want[k] = list(v) if isinstance(v, tuple) else v
-    assert ubus.decode_table(wire) == want
+    assert blobmsg.decode_table(wire) == want
 
 
 def test_lookup_message_bytes():
     # `ubus call network.interface.wan status` begins with LOOKUP (4), seq 1, peer 0;
     # "network.interface.wan\0" is 22 bytes: attribute length 26, padded to 28; blob 4 + 28 = 32
-    msg = ubus.message(ubus.MSG_LOOKUP, 1, 0,
-                       [ubus.blob_attr(ubus.ATTR_OBJPATH, b"network.interface.wan\0")])
+    msg = blobmsg.message(ubus.MSG_LOOKUP, 1, 0,
+                          [blobmsg.blob_attr(blobmsg.ATTR_OBJPATH, b"network.interface.wan\0")])
     assert msg == (h("00 04 00 01  00 00 00 00  00 00 00 20  02 00 00 1a")
                    + b"network.interface.wan" + h("00  00 00"))
 
@@ -85,10 +86,10 @@ def test_lookup_message_bytes():
 def test_invoke_message_bytes():
     # INVOKE (5), seq 2, peer = the object's id; OBJID (3), METHOD (4) "status\0" (11, padded to
     # 12) and an empty DATA (7), which the CLI sends when it has no message: blob 4+8+12+4 = 28
-    msg = ubus.message(ubus.MSG_INVOKE, 2, 0x0A0B0C0D, [
-        ubus.blob_attr(ubus.ATTR_OBJID, h("0a 0b 0c 0d")),
-        ubus.blob_attr(ubus.ATTR_METHOD, b"status\0"),
-        ubus.blob_attr(ubus.ATTR_DATA, ubus.encode_table({})),
+    msg = blobmsg.message(ubus.MSG_INVOKE, 2, 0x0A0B0C0D, [
+        blobmsg.blob_attr(blobmsg.ATTR_OBJID, h("0a 0b 0c 0d")),
+        blobmsg.blob_attr(blobmsg.ATTR_METHOD, b"status\0"),
+        blobmsg.blob_attr(blobmsg.ATTR_DATA, blobmsg.encode_table({})),
     ])
     assert msg == h("00 05 00 02  0a 0b 0c 0d  00 00 00 1c"
                     "  03 00 00 08 0a 0b 0c 0d"
@@ -96,7 +97,7 @@ def test_invoke_message_bytes():
 
 
 def test_header_is_big_endian_whatever_the_host():
-    msg = ubus.message(ubus.MSG_STATUS, 0x1234, 0x89ABCDEF, [])
+    msg = blobmsg.message(ubus.MSG_STATUS, 0x1234, 0x89ABCDEF, [])
     assert msg == h("00 01 12 34  89 ab cd ef  00 00 00 04")
 
 
@@ -108,24 +109,24 @@ def test_status_reply_decodes_nested_tables_and_arrays():
     entry = h("82 00 00 34  00 00 00 00") + address  # 4 + 4 + 28 + 16
     wire = (h("87 00 00 0d  00 02 75 70 00 00 00 00  01  00 00 00")
             + h("81 00 00 48  00 0c") + b"ipv4-address" + h("00 00") + entry)  # 4 + 16 + 52
-    assert ubus.decode_table(wire) == {
+    assert blobmsg.decode_table(wire) == {
         "up": True, "ipv4-address": [{"address": "192.0.2.2", "mask": 24}]}
 
 
 def test_decode_int16_and_int64_signed():
     wire = (h("86 00 00 0a  00 01 61 00  ff fe  00 00")
             + h("84 00 00 10  00 01 62 00  ff ff ff ff ff ff ff ff"))
-    assert ubus.decode_table(wire) == {"a": -2, "b": -1}
+    assert blobmsg.decode_table(wire) == {"a": -2, "b": -1}
 
 
 def test_decode_skips_unknown_type_as_the_cli_does():
     wire = h("89 00 00 0c  00 01 7a 00  00 00 00 01") + h("85 00 00 0c  00 01 61 00  00 00 00 05")
-    assert ubus.decode_table(wire) == {"a": 5}
+    assert blobmsg.decode_table(wire) == {"a": 5}
 
 
 def test_decode_keeps_first_of_a_repeated_name():
     wire = h("85 00 00 0c  00 01 61 00  00 00 00 01") + h("85 00 00 0c  00 01 61 00  00 00 00 02")
-    assert ubus.decode_table(wire) == {"a": 1}
+    assert blobmsg.decode_table(wire) == {"a": 1}
 
 
 @pytest.mark.parametrize("wire", [
@@ -137,8 +138,8 @@ def test_decode_keeps_first_of_a_repeated_name():
     h("00 00"),  # stray bytes
 ])
 def test_decode_refuses_malformed(wire):
-    with pytest.raises(ubus.UbusError) as e:
-        ubus.decode_table(wire)
+    with pytest.raises(blobmsg.UbusError) as e:
+        blobmsg.decode_table(wire)
     assert e.value.code == "UBUS_FAIL"
 
 
@@ -151,14 +152,14 @@ def test_decode_refuses_malformed(wire):
     {"a": b"bytes"},
 ])
 def test_encode_refuses_what_json_cannot_carry(data):
-    with pytest.raises(ubus.UbusError) as e:
-        ubus.encode_table(data)
+    with pytest.raises(blobmsg.UbusError) as e:
+        blobmsg.encode_table(data)
     assert e.value.code == "UBUS_FAIL" and e.value.status is None
 
 
 def test_int64_edges_encode():
-    assert ubus.encode_table({"a": 2 ** 63 - 1})[-8:] == h("7f ff ff ff ff ff ff ff")
-    assert ubus.encode_table({"a": -(2 ** 63)})[-8:] == h("80 00 00 00 00 00 00 00")
+    assert blobmsg.encode_table({"a": 2 ** 63 - 1})[-8:] == h("7f ff ff ff ff ff ff ff")
+    assert blobmsg.encode_table({"a": -(2 ** 63)})[-8:] == h("80 00 00 00 00 00 00 00")
 
 
 def test_status_words_follow_libubus():

@@ -1,0 +1,133 @@
+"""The update service's part of `sixbroker server`: keys, the join line `add` prints, `serve`, and what
+`init`, `info`, `list` and `show` add about updates (kept apart so cli.py stays the general command line).
+"""
+
+import os
+
+from sixbroker.broker import db, routerconf, serve, tls, update
+from sixbroker.core import joinline
+from sixbroker.core.errors import SixbrokerError
+
+DEFAULT_PORT = update.DEFAULT_PORT
+RATE_SOURCE = serve.RATE_SOURCE
+RATE_TUNNEL = serve.RATE_TUNNEL
+new_key = update.new_key
+
+
+def after_init(conn, path, update_url):
+    """init's part: the update URL (given, or '' for the default), and the self-signed certificate made
+    when there is none (a failure to make it is a notice: the tunnels work without the service)."""
+    if update_url is not None:
+        url = update_url or None
+        if url is not None and not (url.startswith("https://") or url.startswith("http://")) or (url and " " in url):
+            raise SixbrokerError("USAGE", "--update-url must be an http(s) URL, not %r" % update_url)
+        with db.transaction(conn):
+            conn.execute("UPDATE server SET update_url = ? WHERE id = 1 AND update_url IS NOT ?", (url, url))
+    if path == ":memory:":
+        return
+    try:
+        tls.ensure(path, db.server(conn)["public_ipv4"])
+    except SixbrokerError as e:
+        conn.notices.append(("TLS_CERT_FAIL", "%s; `serve` then needs --cert and --key" % e.detail))
+
+
+def server_extra(conn, path, view):
+    """info's part: the update URL and the certificate's fingerprint."""
+    s = db.server(conn)
+    view["update_url"] = update.update_url(s)
+    cert, _ = tls.paths(path)
+    view["tls_fingerprint_sha256"] = tls.fingerprint(cert) if os.path.exists(cert) else None
+    return view
+
+
+def server_text(view):
+    return ("update URL      %s\n" % view.get("update_url")
+            + "TLS certificate %s\n" % ("SHA-256 " + view["tls_fingerprint_sha256"] if view.get("tls_fingerprint_sha256")
+                                         else "none made (serve needs --cert and --key)"))
+
+
+def join_fields(conn, path, t, key):
+    s = db.server(conn)
+    opts = dict(routerconf.options(t))
+    fields = {"name": t["name"], "peer": opts["peeraddr"], "ip6addr": opts["ip6addr"], "ip6gw": opts["ip6gw"],
+              "ip6prefix": list(opts["ip6prefix"]), "mtu": int(opts["mtu"]), "url": update.update_url(s), "key": key}
+    cert, _ = tls.paths(path)
+    if not s.get("update_url") and os.path.exists(cert):
+        # the default URL is served with the self-signed certificate: the router must be given it
+        fields.update(tls.for_join(cert))
+    return fields
+
+
+def _key_text(t, key, line):
+    # comments, so that the whole output still pastes into the router's shell as it did
+    return ("# update key (shown this once; `sixbroker server key %s --rotate` makes a new one): %s\n"
+            "# instead of what follows, one line does it all on the router:\n"
+            "#   sixbroker join %s\n" % (t["name"], key, line))
+
+
+def add_result(conn, path, t, key, result):
+    line = joinline.encode(join_fields(conn, path, t, key))
+    result["key"] = key
+    result["join"] = "sixbroker join " + line
+    return _key_text(t, key, line)
+
+
+def rotate(conn, path, name, result):
+    from sixbroker.broker import service
+    key = update.rotate(conn, name)
+    t = service.show(conn, name)
+    line = joinline.encode(join_fields(conn, path, t, key))
+    result.update({"tunnel": t, "key": key, "join": "sixbroker join " + line})
+    return t, _key_text(t, key, line)
+
+
+def with_updates(conn, tunnels, limit=None):
+    """Each view with its last update and (limit None) its bounded history, newest first; `key`: whether
+    the tunnel has an update key (one from before schema 6 has none until `key --rotate`)."""
+    for t in tunnels:
+        h = update.history(conn, t["name"])
+        t["last_update"] = h[0] if h else None
+        if limit is None:
+            t["updates"] = h
+        t["update_key"] = update.has_key(conn, t["name"])
+        if t["remote"] is None and t.get("state") != "failed":
+            t["state"] = "waiting"      # for its first update: no device yet
+    return tunnels
+
+
+def _rate(text, option):
+    try:
+        if text == "0":
+            return (0, 1.0)
+        burst, per = text.split("/")
+        burst, per = int(burst), float(per)
+        if burst < 0 or per <= 0:
+            raise ValueError
+        return burst, per
+    except ValueError:
+        raise SixbrokerError("USAGE", "%s must be BURST/SECONDS (e.g. 20/3) or 0, not %r" % (option, text))
+
+
+def serve_(args, path):
+    if not os.path.exists(path):
+        raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
+    cert, key = args.cert, args.key
+    if (cert is None) != (key is None):
+        raise SixbrokerError("USAGE", "give --cert and --key together")
+    if not args.plain_http and cert is None:
+        cert, key = tls.paths(path)
+    serve.check_listen(args.listen)
+    return serve.run(path, args.listen, cert, key, plain=args.plain_http,
+                     rate_source=_rate(args.rate_source, "--rate-source"),
+                     rate_tunnel=_rate(args.rate_tunnel, "--rate-tunnel"))
+
+
+def serve_main(args, path):
+    try:
+        return serve_(args, path)
+    except KeyboardInterrupt:
+        return 0
+    except OSError as e:        # the port taken, a file unreadable
+        raise SixbrokerError("INVALID_LISTEN" if e.errno in (98, 99, 13) else "TLS_CERT_FAIL",
+                             "%s: %s" % (args.listen, e.strerror or e))
+
