@@ -259,3 +259,27 @@ def test_the_shells_delays_are_the_pythons(world):
                 wait_record(record, lambda r: (r["word"], r["address"], r["fails"], r["next"] - r["time"]) == want)
         finally:
             stop(p)
+
+
+def test_a_wan_address_change_sends_the_new_address_at_once(world):
+    # No wake-up is wired for a WAN address change, because none is needed: 95-sixbroker sees the tunnel's
+    # recorded local address gone, hotplug.py takes the tunnel down and up (tests/core/test_hotplug.py),
+    # netifd kills the old task (proto_shell_handler, teardown) and the new setup's task message carries
+    # the new address, whose update.sh sends it before anything else.  That chain, from the message on:
+    o = options.validate({"peeraddr": "203.0.113.10", "ip6addr": "2001:db8::b/127", "tunnelid": "home",
+                          "updatekey": "s3cret-key", "updateurl": world["srv"].url})
+    from sixbroker.core import addr
+    record = str(world["tmp"] / "run" / "wan6.update")
+    for local in ("198.51.100.20", "198.51.100.77"):
+        m = updater.task_message("wan6", o.update, addr.Address.parse(local, 4), "wan", record, SCRIPT)
+        env = dict(e.split("=", 1) for e in m["env"])
+        env.update(PATH=world["path"], HOME=str(world["tmp"]))
+        argv = m["command"][2:] + ["--ca-certificate=" + world["cert"]]        # the test broker's own
+        began = time.time()
+        p = subprocess.Popen([SH, "sh", SCRIPT] + argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            rec = wait_record(record, lambda r: r["address"] == local)
+            assert rec["word"] == "good" and time.time() - began < 5      # at once, not after the interval
+        finally:
+            stop(p)
+    assert [r[0].split("myip=")[1] for r in world["srv"].requests if r[1]] == ["198.51.100.20", "198.51.100.77"]

@@ -13,9 +13,11 @@ update.sh and netifd (proto-shell.c, main.c):
   no process group of its own (netifd_start_process), so on TERM it ends its running child itself;
 - its stdout and stderr are netifd's log, "netifd: <iface> (<pid>): ..." in logread: one line per change of
   the broker's answer and per failure (a repeated nochg says nothing);
-- files/etc/hotplug.d/iface/95-sixbroker wakes it on ifup/ifupdate of the interface it follows through
-  netifd (notify_proto action 2, signal 1: SIGHUP has the same number on every Linux architecture, SIGUSR1
-  not: 10 on x86 and ARM, 16 on MIPS);
+- a WAN IPv4 change needs no wake-up: files/etc/hotplug.d/iface/95-sixbroker sees the tunnel's local
+  address gone and hotplug.py restarts the tunnel, so netifd kills this task and the new setup starts one
+  that sends the new address at once.  A change the router cannot see (the NAT box's public address) waits
+  for the timer.  SIGHUP (one number on every Linux architecture, unlike SIGUSR1) wakes it at once, for
+  a person (kill -HUP) or a later caller (notify_proto action 2, signal 1);
 - the key travels in the task's environment (env[], readable by root only), never its command line; the
   script hands it to uclient-fetch as --password=..., which uclient-fetch overwrites with '*' at once.
 """
