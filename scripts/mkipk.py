@@ -50,7 +50,7 @@ from ipk import MODULE_DIR, MPY_ADDONS, PACKAGES, SIZE_LIMITS, PackError  # noqa
 from ipk.archive import gzip_n, tar_archive, tree_entries  # noqa: E402
 from ipk.control import (  # noqa: E402,F401
     control_members, package_version, read_release, read_version, source_date_epoch)
-from ipk.manifest import parse_manifest, read_files, strip_python  # noqa: E402,F401
+from ipk.manifest import parse_manifest, read_files, reindent_python, strip_python, strip_shell  # noqa: E402,F401
 from ipk.mpy import addon_files, compile_mpy, find_mpy_cross, mpy_modules  # noqa: E402,F401
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,11 +1,13 @@
-"""The files a package installs: packaging/<pkg>.files read, Python modules stripped of comments and
-docstrings (a third of the router package's size) and checked to be the same code."""
+"""The files a package installs: packaging/<pkg>.files read, Python modules and shell scripts stripped of
+what does not run (comments, docstrings, indentation: half the router package's size), checked the same code."""
 
 import ast
 import io
 import os
 import re
+import shutil
 import stat
+import subprocess
 import tokenize
 
 from ipk import PackError, packaging_path, read_text
@@ -179,6 +181,102 @@ def strip_python(source, where):
     return result
 
 
+def reindent_python(source, where):
+    """The module with one space per indentation level and continuation lines indented by one more.
+    Only the whitespace before a line's first token changes, never inside a string that spans lines, and
+    the syntax tree must stay the same (ast.dump leaves out columns)."""
+    try:
+        expected = ast.dump(ast.parse(source))
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (SyntaxError, tokenize.TokenError) as e:
+        raise PackError("PYTHON_SYNTAX", "%s: %s" % (where, e))
+    lines = source.split("\n")
+    inside = set()        # rows a string spans into: their leading blanks are the string's
+    first = {}            # row -> (column of its first token, indentation wanted)
+    depth, opened, logical = 0, 0, True
+    for tok in tokens:
+        name = tokenize.tok_name[tok.type]
+        if name == "INDENT":
+            depth += 1
+            continue
+        if name == "DEDENT":
+            depth -= 1
+            continue
+        if name in ("NEWLINE", "NL", "COMMENT", "ENDMARKER"):
+            if name == "NEWLINE":
+                logical = True
+            continue
+        if name == "FSTRING_START":
+            opened += 1
+            if opened == 1:
+                fstart = tok.start[0]
+        elif name == "FSTRING_END":
+            opened -= 1
+            if opened == 0:
+                inside.update(range(fstart + 1, tok.end[0] + 1))
+        elif tok.start[0] != tok.end[0]:
+            inside.update(range(tok.start[0] + 1, tok.end[0] + 1))
+        row = tok.start[0]
+        if row not in first and row not in inside:
+            first[row] = (tok.start[1], depth if logical else depth + 1)
+        logical = False
+    for row, (col, level) in first.items():
+        line = lines[row - 1]
+        if line[:col].strip(" "):
+            raise PackError("PYTHON_UNSUPPORTED", "%s:%d: indentation other than spaces" % (where, row))
+        lines[row - 1] = " " * level + line[col:]
+    result = "\n".join(lines)
+    try:
+        same = ast.dump(ast.parse(result)) == expected
+    except SyntaxError:
+        same = False
+    if not same:
+        raise PackError("PYTHON_STRIP", "%s: re-indenting it would change the code" % where)
+    return result
+
+
+def is_shell(path, data):
+    return not path.endswith(".py") and data.startswith(b"#!/bin/sh\n")
+
+
+HEREDOC_RE = re.compile(r"<<")
+
+
+def strip_shell(source, where, bash=None):
+    """A /bin/sh script without its full-line comments and blank lines (the shebang stays); nothing else
+    changes.  A here-document's text may hold such lines, so a script with `<<` anywhere is refused.  The
+    proof: bash re-prints a function's parse tree in one canonical form (`declare -f`), without comments
+    and with its own indentation, so the script wrapped as a function body must print the same before and
+    after; a line that was not a comment (inside a quoted string, after a backslash-newline) shows there.
+    `sh -n` must also accept the result.  OpenWrt's build host has bash (include/prereq-build.mk)."""
+    if "\r" in source:
+        raise PackError("SHELL_UNSUPPORTED", "%s: carriage returns in a shell script" % where)
+    if HEREDOC_RE.search(source):
+        raise PackError("SHELL_UNSUPPORTED", "%s: a here-document (or `<<`): its text is not stripped safely; "
+                                             "write it without one" % where)
+    lines = source.split("\n")
+    out = lines[:1] + [line for line in lines[1:] if line.strip() and not line.lstrip().startswith("#")]
+    result = "\n".join(out) + "\n"
+    if _shell_parse(source, where, bash) != _shell_parse(result, where, bash):
+        raise PackError("SHELL_STRIP", "%s: removing its comment lines would change the script" % where)
+    return result
+
+
+def _shell_parse(text, where, bash):
+    bash = bash or shutil.which("bash")
+    if not bash:
+        raise PackError("SHELL_STRIP", "%s: bash is needed to check the stripped script" % where)
+    name = "sixbroker_stripped_script"
+    wrapped = "%s() {\n:\n%s\n}\ndeclare -f %s\n" % (name, text, name)       # `:`: a script may be empty
+    r = subprocess.run([bash, "--norc", "--noprofile", "--posix", "-s"], input=wrapped.encode("utf-8"),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"})
+    n = subprocess.run(["sh", "-n"], input=text.encode("utf-8"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if r.returncode != 0 or r.stderr or n.returncode != 0 or not r.stdout.startswith(name.encode()):
+        raise PackError("SHELL_SYNTAX", "%s: the shell cannot parse it: %s" % (
+            where, (r.stderr or n.stderr).decode("utf-8", "replace").strip()))
+    return r.stdout
+
+
 def read_files(manifest):
     files = {}
     for path, (src, mode) in manifest.items():
@@ -190,6 +288,8 @@ def read_files(manifest):
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
                 raise PackError("PYTHON_UNSUPPORTED", "%s is not UTF-8" % where)
-            data = strip_python(text, where).encode("utf-8")
+            data = reindent_python(strip_python(text, where), where).encode("utf-8")
+        elif is_shell(path, data):
+            data = strip_shell(data.decode("utf-8"), os.path.relpath(src)).encode("utf-8")
         files[path] = (mode, data)
     return files

@@ -233,3 +233,37 @@ def test_several_errors_show_each_once():
     shown = render({"status": {"tunnels": status.tunnels({"interface": [st]})}})["before"]
     want = "%s (PEER_NOT_RESOLVED); %s (INVALID_TTL)" % (CODES["PEER_NOT_RESOLVED"], CODES["INVALID_TTL"])
     assert want in shown and shown.count("(INVALID_TTL)") == 1
+
+
+def test_status_view_knows_every_update_answer_in_words(facts):
+    from sixbroker.core import dyndns
+    table = facts["view/sixbroker/status.js"]["tables"]["UPDATE_WORDS"]
+    both = list(dyndns.ANSWERS.items()) + list(dyndns.FAILURES.items())
+    # (as a dict: JavaScript lists an integer-like key such as '911' first)
+    assert dict((w, v["_"]) for w, v in table.items()) == dict((w, words) for w, (k, words) in both)
+    marks = facts["view/sixbroker/status.js"]["tables"]["UPDATE_MARKS"]
+    assert set(marks) == set(k for _, (k, _) in both)
+
+
+def test_status_view_shows_the_last_update(tmp_path):
+    # the record as update.sh writes it, read by status.py as the rpcd plugin does
+    from sixbroker.core import updaterecord
+    from sixbroker.openwrt import status
+    st = {"interface": "wan6", "proto": "sixbroker", "up": True, "l3_device": "sb-wan6"}
+    t = status.tunnels({"interface": [st]})[0]
+    t["update"] = updaterecord.parse("time=1700000000\nword=good\naddress=198.51.100.20\nstatus=0\nfails=0\n"
+                                     "next=1700000300\ninterval=300\nfollow=wan\n")
+    shown = render({"status": {"tunnels": [t]}})["before"]
+    assert "Last update | " in shown and "Next update | " in shown
+    assert "Broker's answer | The broker took the new address (good)" in shown
+    assert "Address the broker saw | 198.51.100.20" in shown
+    # a refusal: its words, no address, the failures counted; a tunnel that is down shows no next try
+    t["update"] = updaterecord.parse("time=1700000000\nword=badauth\nfails=2\nnext=1700003600\n")
+    shown = render({"status": {"tunnels": [t]}})["before"]
+    assert "Broker's answer | The broker refused the tunnel name or the update key (badauth)" in shown
+    assert "Address the broker saw" not in shown and "2 failures in a row" in shown
+    t["up"] = False
+    assert "Next update" not in render({"status": {"tunnels": [t]}})["before"]
+    # no updater, or no request yet: no rows
+    t["update"] = None
+    assert "Last update" not in render({"status": {"tunnels": [t]}})["before"]

@@ -623,6 +623,15 @@ FIELDS = {
     "ip6addr": IPV6_WITH_LENGTH, "ip6gw": st.one_of(ADDRESS6, IPV6_WITH_LENGTH), "ip6prefix": PREFIXES,
     "tunlink": NAME, "mtu": NUMBER, "ttl": NUMBER, "tos": TOS, "sourcerouting": BOOL, "defaultroute": BOOL,
     "metric": NUMBER, "zone": NAME, "device": NAME,
+    "tunnelid": st.one_of(NAME, st.sampled_from(["123456", "home", "a" * 64, "a" * 65])),
+    "username": st.one_of(NAME, st.sampled_from(["he-user", "a:b", "x" * 65, "\u00e9t\u00e9"])),
+    "password": st.one_of(st.text("aZ09:-~ \t\u00e9", max_size=8), st.just("k" * 129)),
+    "updatekey": st.one_of(st.text("aZ09_-~ \u00e9", max_size=8), st.just("k" * 128)),
+    "updateurl": st.one_of(st.sampled_from(["https://ipv4.tunnelbroker.net/nic/update", "http://b/x", "https://",
+                                            "https:///x", "ftp://b", "https://b/a b", "https://b/#x", "https://b?x=1",
+                                            "https://:8443/x", "https://b:8443/nic/update"]), NAME),
+    "updatecert": st.one_of(st.sampled_from(["/etc/sixbroker/broker.pem", "broker.pem", "/a b", "/"]), NAME),
+    "updateinterval": NUMBER,
 }
 CONFIGS = st.fixed_dictionaries({}, optional=FIELDS)
 # mostly valid configs with a few fields replaced: the cross-field rules (gateway inside the tunnel,

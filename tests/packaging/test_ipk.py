@@ -324,6 +324,11 @@ def test_router_data_is_the_manifest(built):
         if path.endswith(".py"):
             assert same_code_without_docstrings(source.decode(), files[path].data.decode()), path
             assert not comments(files[path].data.decode()), path
+        elif source.startswith(b"#!/bin/sh\n"):
+            # the shell scripts lose their comment lines and blank lines, nothing else (test_strip_shell_*)
+            kept = [line for line in source.decode().split("\n")[1:]
+                    if line.strip() and not line.lstrip().startswith("#")]
+            assert files[path].data.decode() == "\n".join(["#!/bin/sh"] + kept) + "\n", path
         else:
             assert files[path].data == source, path
         assert files[path].mode == mode, path
@@ -610,6 +615,57 @@ def test_strip_python_keeps_what_runs():
                         scope["fmt"]))
     assert results[0] == results[1]
     assert len(stripped) < len(TRICKY)
+
+
+def test_reindent_python_keeps_what_runs():
+    stripped = mkipk.strip_python(TRICKY, "tricky.py")
+    packed = mkipk.reindent_python(stripped, "tricky.py")
+    assert ast.dump(ast.parse(packed)) == ast.dump(ast.parse(stripped))
+    assert "\n def method(self):\n  \"a second string is not a docstring\"\n  return self.value" in packed
+    assert " value = (1,\n  2)" in packed                               # continuation: one more
+    assert "a multi-line string   \n  with trailing blanks\n\nand an empty line" in packed
+    assert "!r:>10}   \n{1 + 1}" in packed
+    assert len(packed) < len(stripped)
+    scope = {"__name__": "tricky"}
+    exec(compile(packed, "tricky.py", "exec"), scope)
+    assert scope["text"]().startswith("a multi-line string   \n  with trailing blanks")
+    with pytest.raises(mkipk.PackError) as e:
+        mkipk.reindent_python("if x:\n\ty = 1\n", "tabs.py")
+    assert e.value.code == "PYTHON_UNSUPPORTED"
+
+
+SHELL = "\n".join([
+    "#!/bin/sh",
+    "# a comment line",
+    "",
+    "a=1  # a trailing comment stays: only whole lines go",
+    "f() {",
+    "\t# an indented comment",
+    "\techo \"$1\" '#not a comment'",
+    "}",
+    "f x",
+    "",
+])
+
+
+def test_strip_shell_drops_comment_lines_and_nothing_else():
+    out = mkipk.strip_shell(SHELL, "s.sh")
+    assert out == "#!/bin/sh\na=1  # a trailing comment stays: only whole lines go\nf() {\n" \
+                  "\techo \"$1\" '#not a comment'\n}\nf x\n"
+    runs = [subprocess.run(["sh", "-c", text], stdout=subprocess.PIPE).stdout for text in (SHELL, out)]
+    assert runs[0] == runs[1] == b"x #not a comment\n"
+
+
+@pytest.mark.parametrize("text, code", [
+    ("#!/bin/sh\necho 'one\n# inside a string\n'\n", "SHELL_STRIP"),            # a string's line
+    ("#!/bin/sh\necho \"one\n\ntwo\"\n", "SHELL_STRIP"),                           # a string's blank line
+    ("#!/bin/sh\ncat <<EOF\n# text\nEOF\n", "SHELL_UNSUPPORTED"),                  # a here-document
+    ("#!/bin/sh\nif then\n", "SHELL_SYNTAX"),
+])
+def test_strip_shell_refuses_what_would_change(text, code):
+    with pytest.raises(mkipk.PackError) as e:
+        mkipk.strip_shell(text, "s.sh")
+    assert e.value.code == code
 
 
 def test_strip_python_refuses_what_it_cannot_read():

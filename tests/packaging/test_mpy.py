@@ -91,12 +91,12 @@ def module_name(path):
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def traced(interp, lib, *argv):
+def traced(interp, lib, *argv, config=SEED):
     """Run DRIVER: (exit status, {module: file relative to lib}, stderr, ubus calls)."""
     driver = lib.parent / "driver.py"
     driver.write_text(DRIVER)
     with FakeUbusd(OBJECTS) as ub:
-        env = {"PATH": "/usr/bin:/bin", "SIXBROKER_CONFIG": json.dumps(SEED), "SIXBROKER_RETRY_DELAY": "0",
+        env = {"PATH": "/usr/bin:/bin", "SIXBROKER_CONFIG": json.dumps(config), "SIXBROKER_RETRY_DELAY": "0",
                "SIXBROKER_RUN_DIR": str(lib.parent)}
         env.update(ub.env())
         p = subprocess.run([interp, str(driver), str(lib)] + list(argv), env=env, capture_output=True,
@@ -142,12 +142,25 @@ def test_the_mpy_are_the_handler_path_compiled_from_the_shipped_py(installed):
         assert ("/usr/lib/sixbroker/sixbroker/%s.py" % name).encode() in data    # a traceback's file
 
 
-def test_setup_loads_every_module_from_the_mpy_on_micropython(installed):
+UPDATER = {"tunnelid": "home", "updatekey": "k" * 32}
+ONLY_WITH_UPDATER = {"sixbroker.core.dyndns", "sixbroker.openwrt.updater"}
+
+
+def test_setup_loads_its_modules_from_the_mpy_on_micropython(installed):
+    # the add-on holds every module the handler CAN import; a setup loads a subset of them, each from its
+    # .mpy: without updater options not the updater's modules (options.py imports dyndns only for a key)
+    everything = {module_name(n): "mpy/sixbroker/%s.mpy" % n for n in compiled(installed)}
     rc, files, err, calls = traced(MICROPYTHON, installed, *SETUP)
     assert rc == 0, err
     assert [m for m, _ in calls] == ["notify_proto", "notify_proto"]
     assert calls[1][1]["tunnel"]["local"] == "198.51.100.20"
-    assert files == {module_name(n): "mpy/sixbroker/%s.mpy" % n for n in compiled(installed)}
+    assert files == {m: f for m, f in everything.items() if m not in ONLY_WITH_UPDATER}
+    # with them, the proto task is sent too and the updater's modules come from the .mpy as well
+    rc, files, err, calls = traced(MICROPYTHON, installed, *SETUP, config=dict(SEED, **UPDATER))
+    assert rc == 0, err
+    assert [m for m, _ in calls] == ["notify_proto"] * 3
+    assert calls[2][1]["command"][:2] == ["/bin/sh", "/usr/lib/sixbroker/update.sh"]
+    assert files == everything
 
 
 def test_hotplug_loads_its_modules_from_the_mpy_on_micropython(installed):

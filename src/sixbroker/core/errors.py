@@ -42,6 +42,13 @@ CODES = {
     "INVALID_METRIC": "The metric must be a whole number between 0 and 2147483647",
     "INVALID_ZONE": "The firewall zone name is not valid",
     "INVALID_DEVICE": "The tunnel device name must be 1 to 15 letters, digits, '-' or '_'",
+    "INVALID_TUNNELID": "The tunnel name (tunnelid) must be 1 to 64 letters, digits, '_', '-' or '.'",
+    "INVALID_USERNAME": "The update user name (username) must be 1 to 64 visible ASCII characters without ':'",
+    "INVALID_UPDATEKEY": "The update key (updatekey, password) must be 1 to 128 visible ASCII characters",
+    "INVALID_UPDATEURL": "The update URL (updateurl) must be an http:// or https:// URL naming a host, without spaces or '#'",
+    "INVALID_UPDATECERT": "The broker's certificate (updatecert) must be an absolute file name",
+    "INVALID_UPDATEINTERVAL": "The update interval (updateinterval) must be 0 or a whole number of seconds from 60 to 86400",
+    "UPDATE_NEEDS_TUNNELID": "An update key is set but no tunnel name (tunnelid): the broker needs both",
     "UNKNOWN_OPTION": "Unknown option",
     "OPTION_NOT_LIST": "This option takes a list",
     # the same two mistakes under codes of our own: LuCI's network.js predefines the old codes and keeps

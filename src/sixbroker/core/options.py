@@ -29,6 +29,14 @@ SCHEMA = (
     ("metric", "string", None, "Metric of the default route"),
     ("zone", "string", "wan", "Firewall zone of the tunnel interface"),
     ("device", "string", None, "Name of the sit device (default: sb-<interface>; see device_name for long names)"),
+    # keeping the broker informed of this end's IPv4 address (core/dyndns.py); the stock 6in4's names
+    ("tunnelid", "string", None, "The tunnel's name at the broker (Hurricane Electric: the tunnel ID)"),
+    ("username", "string", None, "User name for the update (default: tunnelid; Hurricane Electric: the account name)"),
+    ("password", "string", None, "Password for the update (updatekey wins when both are set)"),
+    ("updatekey", "string", None, "The tunnel's update key: with tunnelid it turns the updater on"),
+    ("updateurl", "string", None, "Update URL (default: the broker's https://<peeraddr>:8443/nic/update; Hurricane Electric's for a numeric tunnelid)"),
+    ("updatecert", "string", None, "The broker's certificate file (PEM), for a broker with a self-signed certificate"),
+    ("updateinterval", "string", "300", "Seconds between updates (0: only at setup and on a WAN address change)"),
 )
 
 OPTION_NAMES = tuple(o[0] for o in SCHEMA)
@@ -120,8 +128,11 @@ TYPE_CODES = {
     "mtu": "INVALID_MTU", "ttl": "INVALID_TTL", "tos": "INVALID_TOS",
     "sourcerouting": "INVALID_SOURCEROUTING", "defaultroute": "INVALID_DEFAULTROUTE",
     "metric": "INVALID_METRIC", "zone": "INVALID_ZONE", "device": "INVALID_DEVICE",
+    "tunnelid": "INVALID_TUNNELID", "username": "INVALID_USERNAME", "password": "INVALID_UPDATEKEY",
+    "updatekey": "INVALID_UPDATEKEY", "updateurl": "INVALID_UPDATEURL", "updatecert": "INVALID_UPDATECERT",
+    "updateinterval": "INVALID_UPDATEINTERVAL",
 }
-NUMBER_OPTIONS = ("mtu", "ttl", "metric")                 # text, or a JSON integer
+NUMBER_OPTIONS = ("mtu", "ttl", "metric", "updateinterval")                 # text, or a JSON integer
 BOOL_OPTIONS = ("sourcerouting", "defaultroute")          # text, a JSON boolean or 0/1
 
 
@@ -176,6 +187,20 @@ class Options:
         self.metric = None
         self.zone = "wan"
         self.device = None
+        self.update = None        # dict: tunnelid, user, key, url, cert, interval; None: no updater
+
+
+# Update interval bounds (seconds): 0 turns the timer off; under a minute would only load the broker
+INTERVAL_MIN = 60
+INTERVAL_MAX = 86400
+
+
+def _printable(text, extra_bad=""):
+    # visible ASCII only: these travel in an HTTP request line, an Authorization header or a path
+    for ch in text:
+        if not ("!" <= ch <= "~") or ch in extra_bad:
+            return False
+    return True
 
 
 def validate(config, strict=False, extra=()):
@@ -396,11 +421,52 @@ def validate(config, strict=False, extra=()):
         else:
             o.device = device
 
+    _validate_update(o, get, err)
+
     # a mistyped option counts as unset above: drop what that alone caused (MISSING_PEER_ADDRESS...)
     errors = errors[:len(mistyped)] + [e for e in errors[len(mistyped):] if e.option not in mistyped]
     if errors:
         raise ConfigErrors(errors)
     return o
+
+
+def _validate_update(o, get, err):
+    """The updater's options (core/dyndns.py); o.update stays None unless a key and tunnelid are set."""
+    tunnelid = get("tunnelid")
+    if tunnelid and (len(tunnelid) > 64 or not _is_name(tunnelid, "_-.")):
+        err("INVALID_TUNNELID", "tunnelid", tunnelid)
+        tunnelid = None
+    user = get("username")
+    if user and (len(user) > 64 or not _printable(user, ":")):
+        err("INVALID_USERNAME", "username", user)
+    key = None
+    for name in ("password", "updatekey"):       # updatekey wins (stock 6in4.sh)
+        v = get(name)
+        if v:
+            if len(v) > 128 or not _printable(v):
+                # the key itself stays out of the message: it ends up in the system log
+                err("INVALID_UPDATEKEY", name, "%d characters" % len(v))
+            else:
+                key = v
+    url = get("updateurl")
+    if url:
+        rest = url[8:] if url.startswith("https://") else url[7:] if url.startswith("http://") else ""
+        if not rest or rest[0] in "/?:" or len(url) > 255 or not _printable(url, "#"):
+            err("INVALID_UPDATEURL", "updateurl", url)
+    cert = get("updatecert")
+    if cert and (cert[0] != "/" or len(cert) > 255 or not _printable(cert)):
+        err("INVALID_UPDATECERT", "updatecert", cert)
+    interval = _int(get("updateinterval"))
+    if interval is None or interval > INTERVAL_MAX or 0 < interval < INTERVAL_MIN:
+        err("INVALID_UPDATEINTERVAL", "updateinterval", get("updateinterval"))
+    if key and not get("tunnelid"):
+        err("UPDATE_NEEDS_TUNNELID", "tunnelid")
+    if key and tunnelid:
+        from sixbroker.core import dyndns      # only then: a tunnel without an updater never loads it
+        peer = o.peer_host or (str(o.peer) if o.peer is not None else "")
+        o.update = {"tunnelid": tunnelid, "user": user or tunnelid, "key": key,
+                    "url": url or dyndns.default_url(tunnelid, peer), "cert": cert or None,
+                    "interval": interval if interval is not None else int(DEFAULTS["updateinterval"])}
 
 
 def _unicast6(a):

@@ -78,7 +78,7 @@ def record(interface, msgs):
     written costs only the following of this tunnel, never the tunnel: said in the log."""
     import os
     follow = msgs[0].get("ifname")
-    sb = msgs[-1]["data"]["sixbroker"]
+    sb = msgs[1]["data"]["sixbroker"]     # the update (an updater's task may follow it)
     if sb["local_from"] == "option" or not follow:
         return
     path = run_path(interface, "follows")

@@ -184,7 +184,12 @@ def setup_messages(interface, config, bus):
     # /32 route to the peer, which it would leave behind after ifdown (interface_ip_add_target_route puts
     # it on the WAN's host_routes, flushed only when the WAN goes down).  tunnel.link pins the outer
     # packets to `via` instead.
-    return p, [host_dep_message(interface, None, via), update_message(interface, p, local_from)]
+    msgs = [host_dep_message(interface, None, via), update_message(interface, p, local_from)]
+    if opts.update:
+        # the updater (openwrt/updater.py): a proto task, sent last, once netifd has the tunnel
+        from sixbroker.openwrt import hotplug, updater
+        msgs.append(updater.task_message(interface, opts.update, local, via, hotplug.run_path(interface, "update")))
+    return p, msgs
 
 
 def local_facts(bus, opts, peer):

@@ -194,4 +194,13 @@ def collect(bus, interface=None, rtt=True, sys_root=SYS_NET, proc_root=PROC_NET)
     if rtt:
         for t in out:
             measure_rtt(t)
+    for t in out:
+        t["update"] = last_update(t["interface"])
     return {"tunnels": out}
+
+
+def last_update(interface):
+    """The updater's record of its last request (core/updaterecord.py), or None: no updater, or none yet."""
+    from sixbroker.core import updaterecord
+    from sixbroker.openwrt import hotplug
+    return updaterecord.read(hotplug.run_path(interface, "update")) if interface else None

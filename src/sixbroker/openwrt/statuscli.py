@@ -72,6 +72,13 @@ def format_tunnel(t):
         lines.append("           prefixes %s, link %s, mtu %s, device %s" % (
             ", ".join(c["ip6prefix"]) or "none", c["tunlink"] or "(route to the broker)",
             c["mtu"] or "auto", c["device"]))
+    u = t.get("update")
+    if u and u["time"] is not None:
+        lines.append("  update   %s%s at %s: %s" % (u["word"], " " + u["address"] if u["address"] else "",
+                                                      _clock(u["time"]), u["words"]))
+        if t["up"] and u["next"] is not None:
+            lines.append("           next at %s%s" % (_clock(u["next"]), ", %d failures in a row" % u["fails"]
+                                                     if u["fails"] else ""))
     seen = []
     for e in t["errors"]:
         for m in e["messages"]:

@@ -7,7 +7,7 @@
 # (src/sixbroker/openwrt/netifd.py, through run.py).
 
 if [ "$2" = dump ]; then
-	echo '{"name": "sixbroker", "config": [["peeraddr", 3], ["ipaddr", 3], ["ip6addr", 3], ["ip6gw", 3], ["ip6prefix", 1], ["tunlink", 3], ["mtu", 3], ["ttl", 3], ["tos", 3], ["sourcerouting", 3], ["zone", 3], ["device", 3]], "no-device": true, "available": true}'
+	echo '{"name": "sixbroker", "config": [["peeraddr", 3], ["ipaddr", 3], ["ip6addr", 3], ["ip6gw", 3], ["ip6prefix", 1], ["tunlink", 3], ["mtu", 3], ["ttl", 3], ["tos", 3], ["sourcerouting", 3], ["zone", 3], ["device", 3], ["tunnelid", 3], ["username", 3], ["password", 3], ["updatekey", 3], ["updateurl", 3], ["updatecert", 3], ["updateinterval", 3]], "no-device": true, "available": true}'
 	exit 0
 fi
 

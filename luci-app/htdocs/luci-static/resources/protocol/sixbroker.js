@@ -218,6 +218,50 @@ return network.registerProtocol('sixbroker', {
 		o.optional = true;
 		o.validate = validator('tunlink');
 
+		/*
+		 * Keeping the broker informed of this end's IPv4 address (the updater: src/sixbroker/core/dyndns.py).
+		 * The stock 6in4's option names, so a Hurricane Electric tunnel keeps working after a switch.
+		 */
+		o = s.taboption('general', form.Value, 'tunnelid', _('Tunnel name at the broker'),
+			_('With the update key, the router tells the broker its IPv4 address after every setup, on every WAN address change and every few minutes. Hurricane Electric: the tunnel ID.'));
+		o.placeholder = _('no updates');
+		o.validate = validator('tunnelid');
+		o.onchange = recheck([ 'updatekey', 'password' ]);
+
+		o = s.taboption('general', form.Value, 'updatekey', _('Update key'),
+			_('The key <code>sixbroker server add</code> printed for this tunnel (Hurricane Electric: the tunnel\'s update key)'));
+		o.password = true;
+		o.placeholder = _('no updates');
+		o.validate = validator('updatekey');
+		o.onchange = recheck([ 'tunnelid' ]);
+
+		o = s.taboption('advanced', form.Value, 'username', _('Update user name'),
+			_('Leave empty to use the tunnel name (your own broker); Hurricane Electric: your account name'));
+		o.placeholder = _('the tunnel name');
+		o.validate = validator('username');
+
+		o = s.taboption('advanced', form.Value, 'password', _('Update password'),
+			_('Used when no update key is set (the stock 6in4\'s option)'));
+		o.password = true;
+		o.placeholder = _('the update key');
+		o.validate = validator('password');
+		o.onchange = recheck([ 'tunnelid' ]);
+
+		o = s.taboption('advanced', form.Value, 'updateurl', _('Update URL'),
+			_('Leave empty for your broker\'s own (<code>https://</code><em>broker address</em><code>:8443/nic/update</code>), or Hurricane Electric\'s for a numeric tunnel ID'));
+		o.placeholder = 'https://203.0.113.10:8443/nic/update';
+		o.validate = validator('updateurl');
+
+		o = s.taboption('advanced', form.Value, 'updatecert', _('Broker certificate'),
+			_('File with the broker\'s certificate (PEM), for a broker with a self-signed certificate'));
+		o.placeholder = '/etc/sixbroker/broker.pem';
+		o.validate = validator('updatecert');
+
+		o = s.taboption('advanced', form.Value, 'updateinterval', _('Update interval'),
+			_('Seconds between updates, to catch a new public address of a NAT box in front of the router; 0: only at setup and on WAN address changes'));
+		o.placeholder = sbopts.defaults.updateinterval;
+		o.validate = validator('updateinterval');
+
 		o = s.taboption('advanced', form.Value, 'ipaddr', _('Local IPv4 address'),
 			_('Leave empty to use the address of the tunnel link, or of the route to the broker. Behind NAT this is the private address.'));
 		o.validate = validator('ipaddr');

@@ -49,6 +49,13 @@ var ERRORS = {
 	INVALID_METRIC: _('The metric must be a whole number between 0 and 2147483647'),
 	INVALID_ZONE: _('The firewall zone name is not valid'),
 	INVALID_DEVICE: _('The tunnel device name must be 1 to 15 letters, digits, \'-\' or \'_\''),
+	INVALID_TUNNELID: _('The tunnel name (tunnelid) must be 1 to 64 letters, digits, \'_\', \'-\' or \'.\''),
+	INVALID_USERNAME: _('The update user name (username) must be 1 to 64 visible ASCII characters without \':\''),
+	INVALID_UPDATEKEY: _('The update key (updatekey, password) must be 1 to 128 visible ASCII characters'),
+	INVALID_UPDATEURL: _('The update URL (updateurl) must be an http:// or https:// URL naming a host, without spaces or \'#\''),
+	INVALID_UPDATECERT: _('The broker\'s certificate (updatecert) must be an absolute file name'),
+	INVALID_UPDATEINTERVAL: _('The update interval (updateinterval) must be 0 or a whole number of seconds from 60 to 86400'),
+	UPDATE_NEEDS_TUNNELID: _('An update key is set but no tunnel name (tunnelid): the broker needs both'),
 	UNKNOWN_OPTION: _('Unknown option'),
 	OPTION_NOT_LIST: _('This option takes a list'),
 	PEER_RESOLVE_FAIL: _('The peer\'s host name (peeraddr) did not resolve to an IPv4 address'),
@@ -80,7 +87,14 @@ var SCHEMA = {
 	defaultroute: 'string',
 	metric: 'string',
 	zone: 'string',
-	device: 'string'
+	device: 'string',
+	tunnelid: 'string',
+	username: 'string',
+	password: 'string',
+	updatekey: 'string',
+	updateurl: 'string',
+	updatecert: 'string',
+	updateinterval: 'string'
 };
 
 var DEFAULTS = {
@@ -88,8 +102,13 @@ var DEFAULTS = {
 	tos: 'inherit',
 	sourcerouting: '0',
 	defaultroute: '1',
-	zone: 'wan'
+	zone: 'wan',
+	updateinterval: '300'
 };
+
+/* options.py INTERVAL_MIN, INTERVAL_MAX */
+var INTERVAL_MIN = 60;
+var INTERVAL_MAX = 86400;
 
 var TRUE_WORDS = [ '1', 'yes', 'on', 'true', 'enabled' ];
 var FALSE_WORDS = [ '0', 'no', 'off', 'false', 'disabled' ];
@@ -571,7 +590,69 @@ function validate(config) {
 	if (device && (device.length > 15 || !isName(device, '-_')))
 		err('INVALID_DEVICE', 'device');
 
+	validateUpdate(get, err);
+
 	return errors;
+}
+
+/* options.py _printable: visible ASCII only, less the characters in bad */
+function printable(text, bad) {
+	for (var i = 0; i < text.length; i++) {
+		var c = text.charAt(i);
+
+		if (c < '!' || c > '~' || (bad && bad.indexOf(c) >= 0))
+			return false;
+	}
+
+	return true;
+}
+
+/* options.py _validate_update: the updater's options */
+function validateUpdate(get, err) {
+	var tunnelid = get('tunnelid');
+
+	if (tunnelid && (tunnelid.length > 64 || !isName(tunnelid, '_-.')))
+		err('INVALID_TUNNELID', 'tunnelid');
+
+	var user = get('username');
+
+	if (user && (user.length > 64 || !printable(user, ':')))
+		err('INVALID_USERNAME', 'username');
+
+	var key = null;
+
+	[ 'password', 'updatekey' ].forEach(function(name) {
+		var v = get(name);
+
+		if (v) {
+			if (v.length > 128 || !printable(v, ''))
+				err('INVALID_UPDATEKEY', name);
+			else
+				key = v;
+		}
+	});
+
+	var url = get('updateurl');
+
+	if (url) {
+		var rest = (url.substr(0, 8) == 'https://') ? url.substr(8) : (url.substr(0, 7) == 'http://') ? url.substr(7) : '';
+
+		if (!rest || '/?:'.indexOf(rest.charAt(0)) >= 0 || url.length > 255 || !printable(url, '#'))
+			err('INVALID_UPDATEURL', 'updateurl');
+	}
+
+	var cert = get('updatecert');
+
+	if (cert && (cert.charAt(0) != '/' || cert.length > 255 || !printable(cert, '')))
+		err('INVALID_UPDATECERT', 'updatecert');
+
+	var interval = toInt(get('updateinterval'));
+
+	if (interval === null || interval > INTERVAL_MAX || (interval > 0 && interval < INTERVAL_MIN))
+		err('INVALID_UPDATEINTERVAL', 'updateinterval');
+
+	if (key && !get('tunnelid'))
+		err('UPDATE_NEEDS_TUNNELID', 'tunnelid');
 }
 
 /* options.py name_hash: 32-bit FNV-1a over the UTF-8 bytes, xor-folded to 16 bits */

@@ -56,6 +56,32 @@ var MARKS = {
 	skip: [ '\u2013', 'color:#757575', _('not run') ]
 };
 
+/* the updater's answers in words: core/dyndns.py ANSWERS, then FAILURES (a test holds them equal) */
+var UPDATE_WORDS = {
+	'good': _('The broker took the new address'),
+	'nochg': _('The broker already had this address'),
+	'badauth': _('The broker refused the tunnel name or the update key'),
+	'nohost': _('The broker has no tunnel of this name (tunnelid)'),
+	'notfqdn': _('The broker did not accept the tunnel name (tunnelid) as a name'),
+	'numhost': _('The broker says the request named several tunnels'),
+	'!yours': _('The tunnel belongs to another account'),
+	'!donator': _('The broker refused an option this account may not use'),
+	'badagent': _('The broker refused the request as malformed'),
+	'badip': _('The broker refused the address (not a public IPv4 address)'),
+	'abuse': _('The broker is refusing updates for a while: too many requests'),
+	'911': _('The broker has a problem of its own; trying again later'),
+	'dnserr': _('The broker has a problem of its own; trying again later'),
+	'unauthorized': _('The broker refused the tunnel name or the update key (HTTP 401)'),
+	'httperror': _('The broker answered with an HTTP error'),
+	'unreachable': _('The broker could not be reached over IPv4'),
+	'badcert': _('The broker\'s certificate was not accepted (updatecert, or its name or address)'),
+	'badresponse': _('The broker\'s answer is not a dyndns2 answer (check updateurl)'),
+	'nofetch': _('uclient-fetch is not installed (opkg install uclient-fetch, and a libustream TLS library for https)')
+};
+
+/* core/dyndns.py kinds: ok, config (the request is wrong), abuse, later (retried with backoff) */
+var UPDATE_MARKS = { ok: 'ok', config: 'fail', abuse: 'warn', later: 'warn' };
+
 function formatBytes(n) {
 	if (n == null)
 		return '?';
@@ -176,6 +202,8 @@ return view.extend({
 		if (errs.length)
 			rows.push(row(_('Last error'), E('span', { 'style': MARKS.fail[1] }, [ errs.join('; ') ])));
 
+		rows = rows.concat(this.renderUpdate(t));
+
 		if (!t.up && t.config)
 			rows = rows.concat(this.renderConfig(t.config));
 
@@ -190,6 +218,29 @@ return view.extend({
 			]),
 			this.renderDiagnosis(this.diagnoses[t.interface])
 		]);
+	},
+
+	/* the updater's last request (core/updaterecord.py, status.py last_update()) */
+	renderUpdate: function(t) {
+		var u = t.update, rows = [];
+
+		if (!u || u.time == null)
+			return rows;
+
+		var when = function(s) { return new Date(s * 1000).toLocaleString(); },
+		    mark = MARKS[UPDATE_MARKS[u.kind] || 'warn'],
+		    words = UPDATE_WORDS.hasOwnProperty(u.word) ? UPDATE_WORDS[u.word] : (u.words || u.word);
+
+		rows.push(row(_('Last update'), when(u.time)));
+		rows.push(row(_('Broker\'s answer'), E('span', { 'style': mark[1] }, [ words + ' (' + u.word + ')' ])));
+
+		if (u.address)
+			rows.push(row(_('Address the broker saw'), u.address));
+
+		if (t.up && u.next != null)
+			rows.push(row(_('Next update'), when(u.next) + (u.fails ? ', ' + _('%d failures in a row').format(u.fails) : '')));
+
+		return rows;
 	},
 
 	/* a tunnel that is not up: what it is set to do (status.py configured()) */
