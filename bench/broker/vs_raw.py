@@ -3,7 +3,7 @@
     .venv/bin/python tests/guest.py run --timeout 900 -- .venv/bin/python bench/broker/bench_broker.py --vs-raw
 
 Root and a kernel with sit (the QEMU guest).  For each N two fresh network namespaces are made in this one
-run: in `sb-raw` the tunnels come from plan.to_commands() of the broker's own plans, fed to one `ip -batch`
+run: in `sb-raw` the tunnels come from to_commands() (tests/plan_commands.py) of the broker's own plans, fed to one `ip -batch`
 (sysctl lines left out: forwarding is set once when the namespace is made) plus one `nft -f` loading the
 same table the broker would load; in `sb-brk` they come from `sixbroker server` itself, called in-process
 (cli.main, so the lock, the database, the reconcile with the real appliers and the JSON output are all
@@ -40,9 +40,11 @@ import tempfile
 import time
 
 from sixbroker.linux import netns, nft_table, sysctl
-
-from sixbroker.core import plan
 from sixbroker.broker import cli, db, service
+
+# the plans as the iproute2 commands a person would type: the tests' rendering (tests/plan_commands.py)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tests"))
+from plan_commands import to_commands  # noqa: E402
 
 RAW_NS = "sb-raw"
 BROKER_NS = "sb-brk"
@@ -76,11 +78,11 @@ def run_in(ns, argv, stdin=None):
 
 
 def batch_lines(plans):
-    """plan.to_commands() of the plans as `ip -batch` lines: no sysctl lines, and no `-6` (batch lines take
+    """to_commands() of the plans as `ip -batch` lines: no sysctl lines, and no `-6` (batch lines take
     no options; the IPv6 targets say the family themselves)."""
     lines = []
     for p in plans:
-        for cmd in plan.to_commands(p):
+        for cmd in to_commands(p):
             if cmd[0] == "sysctl":
                 continue
             assert cmd[0] == "ip", cmd

@@ -1,5 +1,6 @@
 """The plan for the seed's two ends (../shared/DESIGN.md) is exactly the seed's state."""
 from sixbroker.core import addr, options, plan
+from plan_commands import to_commands
 
 X = "203.0.113.10"   # the VPS
 Y = "198.51.100.20"  # the home router
@@ -102,34 +103,6 @@ def test_mtu_follows_the_underlying_link():
 def test_behind_nat_the_local_address_is_private():
     p = home(local="192.168.1.2")
     assert p["tunnel"]["local"] == "192.168.1.2" and p["tunnel"]["remote"] == X
-
-
-def to_commands(plan):
-    """The plan as the iproute2 commands a person would type (argument lists): the seed scenario is
-    written as such commands, so the plans are compared with it (no applier runs them)."""
-    t = plan["tunnel"]
-    dev = t["device"]
-    cmds = [["ip", "tunnel", "add", dev, "mode", t["mode"], "local", t["local"], "remote", t["remote"],
-             "ttl", str(t["ttl"])]]
-    if t.get("tos") and t["tos"] != "0":
-        cmds[0] += ["tos", t["tos"]]
-    cmds.append(["ip", "link", "set", dev, "mtu", str(t["mtu"]), "up"])
-    for a in plan["addresses"]:
-        cmds.append(["ip", "addr", "add", "dev", dev, a["address"] + "/" + str(a["length"])])
-    for r in plan["routes"]:
-        target = "default" if r["length"] == 0 else r["target"] + "/" + str(r["length"])
-        c = ["ip", "-6", "route", "add", target]
-        if r["source"]:
-            c += ["from", r["source"]]
-        if r["gateway"]:
-            c += ["via", r["gateway"]]
-        c += ["dev", dev]
-        if r["metric"] is not None:
-            c += ["metric", str(r["metric"])]
-        cmds.append(c)
-    for key, value in plan["sysctls"]:
-        cmds.append(["sysctl", "-qw", key + "=" + value])
-    return cmds
 
 
 def test_commands_render_the_seed():
