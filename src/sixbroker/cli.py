@@ -10,6 +10,7 @@ commands:
   router up|down|status   a plain Linux router's end of the tunnel (not OpenWrt: there netifd does it)
   server ...              the broker on the VPS: tunnels, prefixes, kernel and firewall state
   status                  the router's tunnels, for a terminal (OpenWrt)
+  join LINE               write and bring up the tunnel of `sixbroker server add`'s line (OpenWrt)
   version                 print the version
 """
 
@@ -25,7 +26,8 @@ def main(argv=None):
         print(VERSION)
         return 0
     module = {"router": "sixbroker.linuxrouter.router", "server": "sixbroker.broker.cli",
-              "status": "sixbroker.openwrt.statuscli"}.get(cmd)
+              "status": "sixbroker.openwrt.statuscli",
+              "join": "sixbroker.openwrt.join"}.get(cmd)
     if module is None:
         sys.stderr.write("sixbroker: unknown command '" + cmd + "'\n" + USAGE)
         return 2
