@@ -7,9 +7,11 @@ import sys
 USAGE = """usage: sixbroker <command> ...
 
 commands:
+  router join LINE        a plain Linux router: write `sixbroker server add`'s tunnel, bring it up
   router up|down|status   a plain Linux router's end of the tunnel (not OpenWrt: there netifd does it)
   server ...              the broker on the VPS: tunnels, prefixes, kernel and firewall state
   status                  the router's tunnels, for a terminal (OpenWrt)
+  join LINE               write and bring up the tunnel of `sixbroker server add`'s line (OpenWrt)
   version                 print the version
 """
 
@@ -24,8 +26,12 @@ def main(argv=None):
         from sixbroker import VERSION
         print(VERSION)
         return 0
-    module = {"router": "sixbroker.linuxrouter.router", "server": "sixbroker.broker.cli",
-              "status": "sixbroker.openwrt.statuscli"}.get(cmd)
+    if cmd == "router" and rest[:1] == ["join"]:
+        cmd, rest = "router join", rest[1:]
+    module = {"router": "sixbroker.linuxrouter.router", "router join": "sixbroker.linuxrouter.join",
+              "server": "sixbroker.broker.cli",
+              "status": "sixbroker.openwrt.statuscli",
+              "join": "sixbroker.openwrt.join"}.get(cmd)
     if module is None:
         sys.stderr.write("sixbroker: unknown command '" + cmd + "'\n" + USAGE)
         return 2

@@ -102,7 +102,7 @@ def test_a_sit_of_another_interface_is_refused(world, tmp_path, interp):
 
 def test_printed_config_behind_pppoe_and_the_vps_learns_the_path_mtu(world, tmp_path):
     # issue 11 item 8: the config `server add` prints (mtu '1480') on a router whose WAN has MTU 1492
-    view = {"peeraddr": X, "router_address": HOME6, "transfer_length": 127, "server_address": VPS6,
+    view = {"name": "wan6", "peeraddr": X, "router_address": HOME6, "transfer_length": 127, "server_address": VPS6,
             "routed": [], "mtu": plan.DEFAULT_MTU}
     printed = dict(routerconf.options(view))
     del printed["proto"]

@@ -222,7 +222,7 @@ def test_pppoe_link_gives_mtu_1472(router_ns, interp):
 def test_the_brokers_printed_config_on_pppoe_gives_1472(router_ns, interp):
     # issue 11 item 8: `sixbroker server add` prints mtu '1480' (the broker's MTU) into every router's
     # section; it is the most the router uses, not a must: behind PPPoE (1492) the router takes 1472
-    view = {"peeraddr": PEER, "router_address": "2001:db8:5b10::b", "transfer_length": 127,
+    view = {"name": "wan6", "peeraddr": PEER, "router_address": "2001:db8:5b10::b", "transfer_length": 127,
             "server_address": "2001:db8:5b10::a", "routed": ["2001:db8:5b11::/64"], "mtu": plan.DEFAULT_MTU}
     printed = dict(routerconf.options(view))
     assert printed["mtu"] == "1480"

@@ -9,28 +9,26 @@ prefix until it does (netifd interface-ip.c, interface_update_prefix_assignments
 LAN as a /64.
 """
 
-from sixbroker.core import addr, uci
+from sixbroker.core import addr, tunnelconf, uci
 
 PACKAGE = "network"
 SECTION_TYPE = "interface"
-PROTO = "sixbroker"
+PROTO = tunnelconf.PROTO
+
+
+def fields(tunnel):
+    """The tunnel's part of a join line's fields (core/joinline names): what options() and the join line
+    are both made from.  tunnel: the view of broker.model.view()."""
+    return {"name": tunnel["name"], "peer": tunnel["peeraddr"],
+            "ip6addr": tunnel["router_address"] + "/" + str(tunnel["transfer_length"]),
+            "ip6gw": tunnel["server_address"],
+            "ip6prefix": [p for p in tunnel["routed"] if not _longer_than_64(p)], "mtu": tunnel["mtu"]}
 
 
 def options(tunnel):
-    """[(option, value)] for the router's interface section, in the order they are printed.
-
-    tunnel: the view of broker.model.view().
-    """
-    return [
-        ("proto", PROTO),
-        ("peeraddr", tunnel["peeraddr"]),
-        ("ip6addr", tunnel["router_address"] + "/" + str(tunnel["transfer_length"])),
-        ("ip6gw", tunnel["server_address"]),
-        ("ip6prefix", [p for p in tunnel["routed"] if not _longer_than_64(p)]),
-        # the broker's MTU, which the router takes as its most (plan.tunnel_mtu): behind PPPoE it still
-        # uses 1472, and the broker's larger packets meet the ISP's "fragmentation needed" (DF is set)
-        ("mtu", str(tunnel["mtu"])),
-    ]
+    """[(option, value)] for the router's interface section, in the order they are printed (the same
+    section `sixbroker join` writes: core/tunnelconf)."""
+    return tunnelconf.options(fields(tunnel))
 
 
 def _longer_than_64(prefix):
@@ -59,8 +57,7 @@ def lan_script(tunnel):
 
 def batch_script(tunnel):
     """The `uci batch` input: replaces network.NAME and commits."""
-    section = uci.new_section(SECTION_TYPE, tunnel["name"], options(tunnel))
-    return uci.uci_batch_script(PACKAGE, [section], replace=True, commit=True)
+    return tunnelconf.batch(tunnel["name"], options(tunnel), PACKAGE, SECTION_TYPE)
 
 
 def shell(tunnel):

@@ -48,9 +48,8 @@ def server_text(view):
 
 def join_fields(conn, path, t, key):
     s = db.server(conn)
-    opts = dict(routerconf.options(t))
-    fields = {"name": t["name"], "peer": opts["peeraddr"], "ip6addr": opts["ip6addr"], "ip6gw": opts["ip6gw"],
-              "ip6prefix": list(opts["ip6prefix"]), "mtu": int(opts["mtu"]), "url": update.update_url(s), "key": key}
+    fields = routerconf.fields(t)
+    fields.update({"url": update.update_url(s), "key": key})
     cert, _ = tls.paths(path)
     if not s.get("update_url") and os.path.exists(cert):
         # the default URL is served with the self-signed certificate: the router must be given it

@@ -125,6 +125,8 @@ CODES = {
     "JOIN_TRUNCATED": "The join line is cut short: copy all of it (it is one long line)",
     "JOIN_DAMAGED": "The join line is damaged (its checksum does not match): copy it again",
     "JOIN_INVALID": "The join line's contents are not valid",
+    "JOIN_INTERFACE_TAKEN": "An interface of another protocol has that name: give another with --interface",
+    "JOIN_CERT_WRITE": "The broker's certificate file cannot be written",
     # the update service (`sixbroker server serve`, `key`)
     "TUNNEL_NO_KEY": "The tunnel has no update key yet: run `sixbroker server key NAME --rotate`",
     "SERVE_NEEDS_EXTRA": "The update service needs the optional dependencies: pip install 'sixbroker[server]'",
