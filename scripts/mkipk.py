@@ -22,7 +22,7 @@ import, compiled by mpy-cross from the same stripped text that sixbroker's .py f
 /usr/lib/sixbroker/mpy/sixbroker/ (MicroPython prefers a .py to an .mpy in one directory, so they live
 apart; run.py puts that directory first on MicroPython only, and falls back to the .py when the
 router's MicroPython rejects them).  MicroPython then loads instead of compiling the ~77 KB of source on
-every ifup.  It is a second package because both forms do not fit sixbroker's 40 KB budget (~34 KB of
+every ifup.  It is a second package because both forms do not fit sixbroker's 44 KB budget (~34 KB of
 .py, ~26 KB more of .mpy).  Building it needs mpy-cross; without one, build and stage stop with
 MPY_CROSS_MISSING unless told --no-mpy, which leaves the add-on out.
 

@@ -5,8 +5,10 @@ MicroPython add-on), archive (tar and gzip), control (version, control fields, m
 import os
 
 PACKAGES = ("sixbroker", "sixbroker-micropython", "luci-app-sixbroker")
-# The router packages' budget: they share a few MB of flash with everything else on the router.
-SIZE_LIMITS = {"sixbroker": 40 * 1024, "sixbroker-micropython": 40 * 1024}
+# The router packages' budget: they share a few MB of flash with everything else on the router.  sixbroker
+# held 40 KB up to the house (issue 13: 38.1 KB); the updater and the one-paste join (issue 14) add ~5 KB
+# of what the router runs, so its budget is 44 KB.
+SIZE_LIMITS = {"sixbroker": 44 * 1024, "sixbroker-micropython": 40 * 1024}
 
 # Add-on -> (the package whose modules it compiles, the modules whose imports it follows).  Only these
 # two run on every ifup and every interface event; run.py's MPY_COMMANDS names the same ones.

@@ -5,7 +5,9 @@ A code is part of the interface: netifd stores it as the interface's error, LuCI
 The words here are the ones LuCI shows, so a test holds the LuCI app to this table.
 """
 
-# code -> the one-line text a user sees (LuCI, the log, the CLI).
+# code -> the one-line text a user sees (LuCI, the log, the CLI).  These are the codes of the core and the
+# router end; each other room adds its own when it is imported (linux/__init__.py, linuxrouter/__init__.py,
+# broker/__init__.py: a code is raised only by code of its room), so the router carries only words it can show.
 CODES = {
     # router protocol options
     "MISSING_PEER_ADDRESS": "No peer address (peeraddr): set the IPv4 address or host name of your broker",
@@ -67,58 +69,12 @@ CODES = {
     "TUNLINK_UNKNOWN": "The underlying interface (tunlink) names no interface netifd knows",
     "UPDATE_REFUSED": "netifd refused the tunnel (it could not create or claim the sit device): see the system log",
     "INTERNAL_ERROR": "Internal error (a bug in sixbroker): see the system log",
+    "USAGE": "Usage error",
+    # a tunnel's name: the broker gives it, the join line carries it to the router
+    "INVALID_NAME": "The tunnel name must be 1 to 11 letters, digits or '_', starting with a letter (it names the router's interface and the sit device sbs-NAME)",
     # UCI files (/etc/config/*)
     "UCI_PARSE": "A UCI configuration file could not be read",
     "UCI_INVALID": "A UCI name or value is not valid",
-    # the broker (`sixbroker server`)
-    "USAGE": "Usage error",
-    "BROKER_NOT_INITIALISED": "The broker has no prefix yet: run `sixbroker server init --prefix PREFIX` first",
-    "BROKER_PREFIX_IN_USE": "The prefixes cannot change while tunnels use them: remove the tunnels first",
-    "INVALID_PREFIX": "The broker prefix must be an IPv6 prefix of length /16 to /64",
-    "INVALID_TRANSFER_PREFIX": "The transfer prefix must be an IPv6 prefix of length /64 to /126",
-    "INVALID_RESERVED_PREFIX": "A reserved prefix must be an IPv6 prefix inside the broker prefix, /64 or shorter (/112 in a /64 broker prefix)",
-    "NO_ROUTED_SPACE": "The transfer and reserved prefixes leave nothing of the broker prefix to route",
-    "INVALID_PUBLIC_IPV4": "The public IPv4 address is not a unicast IPv4 address",
-    "INVALID_LOCAL_IPV4": "The local IPv4 address is not a unicast IPv4 address",
-    "PUBLIC_IPV4_UNKNOWN": "Could not find the server's public IPv4 address: give --public-ipv4",
-    "INVALID_UPLINK": "The uplink is not a valid interface name",
-    "INVALID_NETNS": "The network namespace name is not valid",
-    "INVALID_NAME": "The tunnel name must be 1 to 11 letters, digits or '_', starting with a letter (it names the router's interface and the sit device sbs-NAME)",
-    "INVALID_REMOTE": "The remote address is not a unicast IPv4 address",
-    "REMOTE_IS_SERVER": "The remote address is the server's own IPv4 address",
-    "REMOTE_NOT_PUBLIC": "The remote address is not a public IPv4 address (it is private, shared CGNAT or special-purpose): give the address the router's packets come from, for a router behind NAT its NAT's public address (--allow-private for a router on a private network with this server)",
-    "PUBLIC_IPV4_NOT_PUBLIC": "The public IPv4 address is not public (it is private, shared CGNAT or special-purpose): behind 1:1 NAT give the NAT's public address as --public-ipv4 and this host's own as --local-ipv4",
-    "LOCAL_IPV4_GONE": "The server's IPv4 address for the tunnels is no longer on this host: every tunnel is down",
-    "LOCAL_IPV4_NOT_ON_HOST": "The tunnels' local IPv4 address is not on this host: no tunnel can come up until it is",
-    "LOCAL_IPV4_CHANGED": "The server's IPv4 address changed: the tunnels now use the new one; every router's peeraddr must change to it (better: a host name that follows this server)",
-    "REMOTE_IN_USE": "Another tunnel already has this remote address (sit tunnels are keyed by their two ends)",
-    "INVALID_PREFIX_LENGTH": "The routed prefix length must be a whole number from the broker prefix's length to 64 (65 to 112 in a /64 broker prefix)",
-    "TUNNEL_EXISTS": "A tunnel with this name already exists",
-    "TUNNEL_NOT_FOUND": "No tunnel with this name",
-    "POOL_EXHAUSTED": "No free prefix of this size is left",
-    "NDP_PROXY_NEEDS_UPLINK": "Proxy NDP answers on the uplink: give --uplink",
-    "NDP_UPLINK_MISSING": "Proxy NDP is on but the uplink device does not exist",
-    "NDPPD_MISSING": "ndppd is not installed (apt-get install ndppd): it answers neighbour solicitations for the routed prefixes",
-    "NDPPD_FAIL": "ndppd did not start: see its message",
-    "DB_ERROR": "The broker database cannot be opened or is damaged",
-    "DB_READ_ONLY": "The broker database cannot be written (a read-only file system or file)",
-    "DB_TOO_NEW": "The broker database was written by a newer sixbroker: upgrade sixbroker",
-    "TUNNELS_FAILED": "Some tunnels could not be applied (each is named with its cause); everything else is in line with the database: fix each cause, then run `sixbroker server apply`",
-    "APPLY_FAILED": "The database is saved but the kernel or firewall is not in line with it: fix the cause, then run `sixbroker server apply`",
-    # the kernel and nftables appliers, the standalone router (`sixbroker router`)
-    "DEVICE_NOT_OURS": "A device with the tunnel's name exists and sixbroker did not make it: it is left alone",
-    "DUPLICATE_DEVICE": "Two tunnels use the same device name",
-    "DUPLICATE_ROUTE": "Two tunnels want the same route (destination, source and metric)",
-    "SIT_PAIR_IN_USE": "Another sit tunnel already runs between these two IPv4 addresses",
-    "ROUTE_NOT_OURS": "A route sixbroker did not make has the same destination, source and metric: set a metric",
-    "LAN_DEVICE_MISSING": "A LAN device (lan) does not exist",
-    "NETNS_NOT_FOUND": "The network namespace does not exist",
-    "NOT_PERMITTED": "Not permitted: run as root (CAP_NET_ADMIN)",
-    "NETLINK_FAIL": "The kernel refused a network change",
-    "SYSCTL_FAIL": "Could not set a kernel setting (sysctl)",
-    "NFT_MISSING": "The nft program (nftables) is not installed",
-    "NFT_FAIL": "nftables refused the firewall table",
-    "HOST_FIREWALL_DROPS": "Another nftables table on this host drops tunnel traffic, whatever sixbroker's own table accepts",
     # the one-paste join line (core/joinline.py)
     "JOIN_FOREIGN": "This is not a sixbroker join line (it must start with sb1:)",
     "JOIN_VERSION": "This join line is of a newer format than this sixbroker reads: upgrade sixbroker",
@@ -127,15 +83,6 @@ CODES = {
     "JOIN_INVALID": "The join line's contents are not valid",
     "JOIN_INTERFACE_TAKEN": "An interface of another protocol has that name: give another with --interface",
     "JOIN_CERT_WRITE": "The broker's certificate file cannot be written",
-    # the update service (`sixbroker server serve`, `key`)
-    "TUNNEL_NO_KEY": "The tunnel has no update key yet: run `sixbroker server key NAME --rotate`",
-    "SERVE_NEEDS_EXTRA": "The update service needs the optional dependencies: pip install 'sixbroker[server]'",
-    "SERVE_PLAIN_NOT_LOOPBACK": "Plain HTTP (--plain-http) is served only on a loopback address (behind a reverse proxy that does TLS)",
-    "TLS_CERT_MISSING": "No TLS certificate: give --cert and --key, or run `sixbroker server init` to make a self-signed one",
-    "TLS_CERT_FAIL": "The TLS certificate or key cannot be read or made",
-    "INVALID_LISTEN": "The listen address must be an IP address and port, e.g. 0.0.0.0:8443 or [::]:8443",
-    "CONFIG_NOT_FOUND": "The configuration file cannot be read",
-    "NO_TUNNELS": "The configuration has no enabled `config tunnel` section",
 }
 
 
