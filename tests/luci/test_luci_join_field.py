@@ -156,3 +156,15 @@ def test_a_certificate_that_cannot_be_written_stops_the_save_with_the_way_out():
     out = session([["type", JOIN, WITHOUT_CERT[0]["line"]], ["save", None, None]],
                   fsFail="No such file or directory")
     assert out[-1]["result"]["ok"]
+
+
+def test_the_package_makes_the_directory_rpcd_writes_the_certificate_in(tmp_path):
+    # rpcd's file.write opens the file and creates no directory: luci-app-sixbroker's postinst makes it,
+    # in an image build (IPKG_INSTROOT set) as on a live router
+    p = subprocess.run(["sh", os.path.join(ROOT, "packaging", "luci-app-sixbroker.postinst")],
+                       env={"PATH": "/usr/bin:/bin", "IPKG_INSTROOT": str(tmp_path)}, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "etc" / "sixbroker").is_dir()
+    with open(os.path.join(ROOT, "luci-app", "root", "usr", "share", "rpcd", "acl.d", "luci-app-sixbroker.json")) as f:
+        acl = json.load(f)["luci-app-sixbroker"]
+    assert acl["write"]["file"] == {"/etc/sixbroker/*.pem": ["write"]}
