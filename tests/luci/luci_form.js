@@ -169,6 +169,8 @@ class Textfield extends UIElement {
 		return frame;
 	}
 	getValue() { return this.input.value; }
+	// ui.js UITextfield.setValue(): sets the <input>'s value, no event (no validation, no onchange)
+	setValue(value) { this.input.value = (value != null) ? String(value) : ''; }
 	// the user: type the text, leave the field (keyup per key, then change and blur on leaving)
 	type(text) {
 		this.input.value = text;
@@ -317,6 +319,15 @@ class DynamicList extends UIElement {
 	removeItem(index) {
 		const value = this.items.splice(index, 1)[0];
 		this.dl.dispatch('cbi-dynlist-change', { value, remove: true });
+	}
+	// ui.js UIDynamicList.setValue(): removeItem() for each entry, then addItem() for each new one
+	// (each dispatches cbi-dynlist-change, so the container's validator runs); the add field stays
+	setValue(values) {
+		values = Array.isArray(values) ? values : (values != null && values != '') ? [ values ] : [];
+		while (this.items.length)
+			this.removeItem(0);
+		for (const v of values)
+			this.addItem(v);
 	}
 	getValue() {
 		const v = this.items.slice(), t = this.input.value;
@@ -597,13 +608,17 @@ class FormMap {
 			if (o.isActive(this.sid))
 				o.triggerValidation(this.sid);
 	}
-	// GridSection.handleModalSave -> map.save(null, true): silent, the dialog stays open on an error
-	save() {
+	// GridSection.handleModalSave -> map.save(null, true): silent, the dialog stays open on an error.
+	// form.js Map.parse() is Promise.all() over the options' parse(), each Promise.resolve(write(...)):
+	// a write() may return a promise (ours writes a file), and its rejection stops the save too
+	async save() {
 		this.checkDepends();
 		this.changes = [];
 		try {
+			const tasks = [];
 			for (const o of this.section.children)
-				o.parse(this.sid);
+				tasks.push(o.parse(this.sid));
+			await Promise.all(tasks);
 		}
 		catch (e) {
 			return { ok: false, error: e.message, changes: [] };

@@ -11,6 +11,8 @@
  *   node luci_harness.js validate SECTION   then, for each JSON config on stdin (one a line), answer a
  *                                           line: sixbroker/options.js validate() and what every form
  *                                           field's own validator says, as LuCI's widgets call them
+ *   node luci_harness.js join              sixbroker/joinline.js decode() of each JSON string on stdin
+ *   node luci_harness.js sha256            its SHA-256 of each JSON array of bytes on stdin, in hex
  *   node luci_harness.js view               render view/sixbroker/status.js with the plugin's answers
  *                                           read from stdin ({"status": ..., "diagnose": ...}), click
  *                                           Diagnose, report the text shown before and after
@@ -187,6 +189,10 @@ function loadModule(rel, provided) {
 	return fn.apply(null, [L, translate, provided.E || null].concat(values));
 }
 
+function loadJoinline() {
+	return new (loadModule('sixbroker/joinline.js', { baseclass: baseclass() }))();
+}
+
 function loadOptions() {
 	const Cls = loadModule('sixbroker/options.js', { baseclass: baseclass() });
 	return new Cls();   // L.require hands out an instance of a module's class
@@ -238,15 +244,24 @@ function loadProtocol(sectionId, facts) {
 	const state = { values: facts.uci || {} };
 	const uci = { get(conf, sid, opt) { return (conf == 'network' && sid == sectionId) ? state.values[opt] : undefined; } };
 	const sbopts = loadOptions();
-	loadModule('protocol/sixbroker.js', { form: model.form, network, uci, 'tools.widgets': model.widgets,
-		'sixbroker.options': sbopts });
+	// fs.js write(path, data[, mode]) -> rpcd file.write; facts.fsFail: the message it rejects with
+	// (rpcd's "No such file or directory" when /etc/sixbroker is missing)
+	const files = [];
+	const fsStandIn = {
+		write(p, data, mode) {
+			files.push({ path: p, data, mode: (mode === undefined) ? null : mode });
+			return facts.fsFail ? Promise.reject(new Error(facts.fsFail)) : Promise.resolve(0);
+		}
+	};
+	loadModule('protocol/sixbroker.js', { form: model.form, fs: fsStandIn, network, uci, 'tools.widgets': model.widgets,
+		'sixbroker.options': sbopts, 'sixbroker.joinline': loadJoinline() });
 	const proto = Object.create(registered.protocols.sixbroker);
 	proto.sid = sectionId;
 	proto._ubus = (key) => (facts.ubus || {})[key];
 	// the networks tools/widgets.js NetworkSelect offers: what network.getNetworks() has
 	const names = ['loopback', 'lan', 'wan', sectionId].concat(Object.keys(facts.networks || {}));
 	return {
-		registered, proto, sbopts, state,
+		registered, proto, sbopts, state, files,
 		// a fresh interface dialog over `values` (interfaces.js renders the protocol's options into a
 		// NamedSection of a Map of its own, then renders the map)
 		async open(values) {
@@ -309,7 +324,7 @@ async function driveForm(p, values) {
 	for (const o of map.section.children)
 		if (o instanceof model.form.Flag)
 			flags[o.option] = o.getUIElement(map.sid).isChecked();
-	const save = map.save();
+	const save = await map.save();
 	const typed = {};
 	for (const name of Object.keys(p.sbopts.schema)) {
 		if (p.sbopts.schema[name] != 'list' || !Array.isArray(values[name]) || !values[name].length)
@@ -323,7 +338,7 @@ async function driveForm(p, values) {
 			const verdict = w.isValid() ? null : w.getValidationError();
 			return { value, verdict, added: w.enter() };
 		});
-		typed[name + ':save'] = m.save();
+		typed[name + ':save'] = await m.save();
 	}
 	return { fields, flags, save, typed, calls };
 }
@@ -368,7 +383,7 @@ async function probeWidgets(script) {
 	const out = { render: seen.splice(0) };
 	for (const [ action, name, arg ] of script.steps || []) {
 		const w = map.widget(name);
-		const result = (action == 'save') ? map.save() : (action == 'remove') ? w.removeItem(arg) : w[action](arg);
+		const result = (action == 'save') ? await map.save() : (action == 'remove') ? w.removeItem(arg) : w[action](arg);
 		out[action + ':' + name] = { calls: seen.splice(0), result: (result === undefined) ? null : result,
 			fields: map.verdicts() };
 	}
@@ -388,6 +403,24 @@ async function optionsLoop() {
 	}
 }
 
+// sixbroker/joinline.js decode() on JSON lines (each a pasted text) -> one JSON answer a line
+async function joinLoop() {
+	const joinline = loadJoinline();
+	const rl = readline.createInterface({ input: process.stdin });
+	for await (const line of rl) {
+		if (!line.trim())
+			continue;
+		let answer;
+		try {
+			answer = joinline.decode(JSON.parse(line));
+		}
+		catch (e) {
+			answer = { crash: String(e && e.stack || e) };
+		}
+		process.stdout.write(JSON.stringify(answer) + '\n');
+	}
+}
+
 // A scripted session in the dialog: {facts, steps: [[action, option, arg], ...]}, actions
 // type / enter / remove / choose / click / save; answers what each step left shown
 async function sessionRun(sectionId, script) {
@@ -397,8 +430,13 @@ async function sessionRun(sectionId, script) {
 	for (const [action, name, arg] of script.steps || []) {
 		const w = map.widget(name);
 		let result = null;
-		if (action == 'save')
-			result = map.save();
+		if (action == 'save') {
+			result = await map.save();
+			// the files fs.write() was asked to write, when any
+			const written = p.files.splice(0);
+			if (written.length)
+				result.files = written;
+		}
 		else if (action == 'remove')
 			w.removeItem(arg);
 		else if (action == 'placeholder')
@@ -538,6 +576,13 @@ async function main(argv) {
 		return validateLoop(argv[1]);
 	if (cmd == 'options')
 		return optionsLoop();
+	if (cmd == 'join')
+		return joinLoop();
+	if (cmd == 'sha256') {
+		const joinline = loadJoinline();
+		const lines = fs.readFileSync(0, 'utf8').split('\n').filter((l) => l.trim());
+		return process.stdout.write(lines.map((l) => joinline.sha256hex(JSON.parse(l))).join('\n') + '\n');
+	}
 	if (cmd == 'probe')
 		return process.stdout.write(JSON.stringify(await probeWidgets(JSON.parse(fs.readFileSync(0, 'utf8')))) + '\n');
 	if (cmd == 'session')

@@ -27,7 +27,7 @@ ACL = os.path.join(APP, "root", "usr", "share", "rpcd", "acl.d", "luci-app-sixbr
 JS = sorted(glob.glob(os.path.join(RESOURCES, "**", "*.js"), recursive=True))
 
 # modules luci-base (and luci-mod-network for tools.widgets) ship; anything else must be ours
-LUCI_MODULES = {"baseclass", "dom", "form", "network", "poll", "rpc", "uci", "ui", "view", "tools.widgets"}
+LUCI_MODULES = {"baseclass", "dom", "form", "fs", "network", "poll", "rpc", "uci", "ui", "view", "tools.widgets"}
 
 
 def parse(files):
@@ -43,7 +43,7 @@ def facts():
 
 def test_the_app_has_the_files_luci_needs():
     assert sorted(os.path.relpath(f, RESOURCES) for f in JS) == [
-        "protocol/sixbroker.js", "sixbroker/options.js", "view/sixbroker/status.js"]
+        "protocol/sixbroker.js", "sixbroker/joinline.js", "sixbroker/options.js", "view/sixbroker/status.js"]
     assert os.path.isfile(MENU) and os.path.isfile(ACL)
     assert os.access(PLUGIN, os.X_OK)
 
@@ -106,7 +106,7 @@ def test_acl_grants_exactly_what_the_views_call(facts):
     assert set(acl) <= {"description", "read", "write"}
     granted = {}
     for level in ("read", "write"):
-        assert set(acl.get(level, {})) <= {"ubus", "uci"}
+        assert set(acl.get(level, {})) <= {"ubus", "uci", "file"}
         for obj, methods in acl.get(level, {}).get("ubus", {}).items():
             granted.setdefault(obj, set()).update(methods)
     declared = {}
@@ -120,7 +120,9 @@ def test_acl_grants_exactly_what_the_views_call(facts):
     # the status changes nothing: read access; diagnose sends pings and protocol-41 probes, so only a
     # login that may change settings gets it (issue 11 item 13)
     assert acl["read"] == {"ubus": {"luci.sixbroker": ["status"]}}
-    assert acl["write"] == {"ubus": {"luci.sixbroker": ["diagnose"]}}
+    # and the join line's certificate (protocol/sixbroker.js fs.write()): rpcd's file.write on our
+    # certificate files only, nothing to read or run
+    assert acl["write"] == {"ubus": {"luci.sixbroker": ["diagnose"]}, "file": {"/etc/sixbroker/*.pem": ["write"]}}
 
 
 def test_every_declared_call_exists_in_the_plugin(facts):

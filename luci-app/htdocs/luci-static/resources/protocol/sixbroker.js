@@ -1,9 +1,11 @@
 'use strict';
 'require form';
+'require fs';
 'require network';
 'require uci';
 'require tools.widgets as widgets';
 'require sixbroker.options as sbopts';
+'require sixbroker.joinline as joinline';
 
 /*
  * The "sixbroker" protocol under Network -> Interfaces: a 6in4 tunnel to your own broker.
@@ -128,6 +130,93 @@ function recheck(names) {
 	};
 }
 
+/*
+ * The one-paste join: the line `sixbroker server add` prints, decoded in the browser
+ * (sixbroker/joinline.js, core/joinline.py's twin), fills the fields the way `sixbroker join` fills the
+ * section (core/tunnelconf.py options(): the same UCI options, the same certificate file name).
+ */
+var CERT_DIR = '/etc/sixbroker';
+
+function certPath(section_id) {
+	return CERT_DIR + '/' + section_id + '.pem';
+}
+
+/* tunnelconf.options() of a join line's fields, by form field; '' / [] clear a field the line leaves out */
+function joinValues(fields, section_id) {
+	return {
+		peeraddr: fields.peer,
+		ip6addr: fields.ip6addr,
+		ip6gw: fields.ip6gw,
+		ip6prefix: fields.ip6prefix.slice(),
+		mtu: String(fields.mtu),
+		tunnelid: fields.name,
+		updatekey: fields.key,
+		updateurl: fields.url,
+		/* a broker with a CA-signed certificate sends none: the system's CA store checks it */
+		updatecert: fields.cert ? certPath(section_id) : ''
+	};
+}
+
+/* LuCI calls it with '' for the empty field (validation.js, optional): nothing pasted is fine */
+function validateJoin(section_id, value) {
+	if (value == null || value === '')
+		return true;
+
+	var r = joinline.decode(value);
+
+	return r.code ? sbopts.errorText(r.code) : true;
+}
+
+/*
+ * A good line pasted: its values into the other fields' widgets, which the user sees and may still
+ * change before saving; Save then stages them as if typed.  setValue() fires no event (ui.js), so
+ * each field is checked again here, after all are set (their verdicts depend on each other).
+ */
+function fillFromJoin(ev, section_id, value) {
+	var r = (value != null && value !== '') ? joinline.decode(value) : {};
+
+	if (!r.fields)
+		return;
+
+	var values = joinValues(r.fields, section_id), names = Object.keys(values), i, elem;
+
+	for (i = 0; i < names.length; i++) {
+		elem = this.section.getUIElement(section_id, names[i]);
+		if (elem)
+			elem.setValue(values[names[i]]);
+	}
+
+	elem = this.section.getUIElement(section_id, 'ip6gw');
+	if (elem && elem.setPlaceholder)
+		elem.setPlaceholder(gatewayPlaceholder(values.ip6addr));
+
+	for (i = 0; i < names.length; i++) {
+		elem = this.section.getUIElement(section_id, names[i]);
+		if (elem && elem.triggerValidation)
+			elem.triggerValidation();
+	}
+}
+
+/*
+ * On Save, the broker's certificate the line carries goes where updatecert points.  LuCI has no way to
+ * write a file but rpcd's file.write (fs.js write(), 0644: a certificate is public), granted by our ACL
+ * for /etc/sixbroker/*.pem only.  rpcd does not create the directory: if the write fails the save
+ * stops with the words and the command that does the whole join on the router instead.
+ */
+function writeJoinCert(section_id, value) {
+	var r = joinline.decode(value);
+
+	if (!r.fields || !r.fields.cert)
+		return null;
+
+	var path = certPath(section_id);
+
+	return fs.write(path, joinline.pem(r.fields.cert)).catch(function(e) {
+		throw new Error(sbopts.errorText('JOIN_CERT_WRITE') + ': ' + path + ': ' + (e && e.message || e) + '. ' +
+			_('Create the directory on the router (mkdir -p %s) and save again, or run there: sixbroker join LINE').format(CERT_DIR));
+	});
+}
+
 return network.registerProtocol('sixbroker', {
 	getI18n: function() {
 		return _('IPv6 tunnel to your own broker');
@@ -176,6 +265,19 @@ return network.registerProtocol('sixbroker', {
 
 	renderFormOptions: function(s) {
 		var o;
+
+		/*
+		 * Not a UCI option: nothing is loaded into it and nothing of it is saved (write() only writes the
+		 * certificate file, remove() does nothing), so an interface dialog never stages it.
+		 */
+		o = s.taboption('general', form.Value, '_sixbroker_join', _('Join line'),
+			_('Paste the line <code>sixbroker server add</code> printed on your broker (<code>sixbroker join sb1:...</code>): it fills in the fields below, and Save writes the broker\'s certificate to <code>/etc/sixbroker/</code>'));
+		o.placeholder = 'sixbroker join sb1:...';
+		o.load = function(section_id) { return null; };
+		o.validate = validateJoin;
+		o.onchange = fillFromJoin;
+		o.write = writeJoinCert;
+		o.remove = function(section_id) {};
 
 		o = s.taboption('general', form.Value, 'peeraddr', _('Broker address'),
 			_('IPv4 address or host name of your broker, the far end of the tunnel (<code>sixbroker server show</code> prints it)'));

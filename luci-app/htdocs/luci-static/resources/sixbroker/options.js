@@ -72,6 +72,20 @@ var ERRORS = {
 	INTERNAL_ERROR: _('Internal error (a bug in sixbroker): see the system log')
 };
 
+/*
+ * The join line's refusals (core/joinline.py, openwrt/join.py), with errors.py's words: the paste field
+ * shows them.  Apart from ERRORS because netifd never reports them, so they are not registered as
+ * interface error codes.
+ */
+var JOIN_ERRORS = {
+	JOIN_FOREIGN: _('This is not a sixbroker join line (it must start with sb1:)'),
+	JOIN_VERSION: _('This join line is of a newer format than this sixbroker reads: upgrade sixbroker'),
+	JOIN_TRUNCATED: _('The join line is cut short: copy all of it (it is one long line)'),
+	JOIN_DAMAGED: _('The join line is damaged (its checksum does not match): copy it again'),
+	JOIN_INVALID: _('The join line\'s contents are not valid'),
+	JOIN_CERT_WRITE: _('The broker\'s certificate file cannot be written')
+};
+
 /* options.py SCHEMA: name -> kind ('string' or 'list'); DEFAULTS: what an empty option means. */
 var SCHEMA = {
 	peeraddr: 'string',
@@ -763,6 +777,7 @@ function tunnelMtu(linkMtu) {
 
 return baseclass.extend({
 	errors: ERRORS,
+	joinErrors: JOIN_ERRORS,
 	schema: SCHEMA,
 	defaults: DEFAULTS,
 	trueWords: TRUE_WORDS,
@@ -777,6 +792,6 @@ return baseclass.extend({
 	toBool: toBool,
 
 	errorText: function(code) {
-		return ERRORS.hasOwnProperty(code) ? ERRORS[code] : code;
+		return ERRORS.hasOwnProperty(code) ? ERRORS[code] : JOIN_ERRORS.hasOwnProperty(code) ? JOIN_ERRORS[code] : code;
 	}
 });
