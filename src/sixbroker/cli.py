@@ -7,7 +7,7 @@ import sys
 USAGE = """usage: sixbroker <command> ...
 
 commands:
-  router up|down|status   a plain Linux router's end of the tunnel (not OpenWrt: there netifd does it)
+  router up|down|status|update  a plain Linux router's end of the tunnel (not OpenWrt: there netifd does it)
   server ...              the broker on the VPS: tunnels, prefixes, kernel and firewall state
   status                  the router's tunnels, for a terminal (OpenWrt)
   version                 print the version
@@ -24,8 +24,12 @@ def main(argv=None):
         from sixbroker import VERSION
         print(VERSION)
         return 0
-    module = {"router": "sixbroker.linuxrouter.router", "server": "sixbroker.broker.cli",
-              "status": "sixbroker.openwrt.statuscli"}.get(cmd)
+    if cmd == "router" and rest[:1] == ["update"]:
+        # its own module: the update loop imports router (for `up`), so router cannot dispatch to it
+        module, rest = "sixbroker.linuxrouter.follow", rest[1:]
+    else:
+        module = {"router": "sixbroker.linuxrouter.router", "server": "sixbroker.broker.cli",
+                  "status": "sixbroker.openwrt.statuscli"}.get(cmd)
     if module is None:
         sys.stderr.write("sixbroker: unknown command '" + cmd + "'\n" + USAGE)
         return 2

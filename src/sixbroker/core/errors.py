@@ -134,6 +134,7 @@ CODES = {
     "INVALID_LISTEN": "The listen address must be an IP address and port, e.g. 0.0.0.0:8443 or [::]:8443",
     "CONFIG_NOT_FOUND": "The configuration file cannot be read",
     "NO_TUNNELS": "The configuration has no enabled `config tunnel` section",
+    "NO_UPDATER": "No tunnel in the configuration has an updater: set tunnelid and updatekey",
 }
 
 
