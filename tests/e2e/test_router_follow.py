@@ -49,6 +49,7 @@ def test_a_replaced_wan_address_and_a_nat_boxs_new_address_are_followed(home, ca
     assert "wan6: update: good %s (ok, next in 60 s)" % NEW in loop
     with capsys.disabled():
         print("\nrouter follow: WAN address replaced -> IPv6 through the tunnel again: %.2f s" % took)
+        print("".join("    " + ln + "\n" for ln in loop.splitlines()))
 
     # (b) behind a NAT box: the router's address becomes private (a change the loop sees: good, from the
     # source), then the NAT box's public address changes (one it cannot see: the timer's)

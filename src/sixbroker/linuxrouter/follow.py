@@ -47,13 +47,13 @@ def _updaters(config):
     return [(name, o) for name, o, _ in router.read_config(config) if o.update]
 
 
-def once(config, netns=None, directory=None, timeout=update.TIMEOUT):
+def once(config, netns=None, timeout=update.TIMEOUT):
     """One update of every tunnel with an updater, now: [(name, record)]."""
     out = []
     for name, o in _updaters(config):
         peer = o.peer if o.peer is not None else resolve.resolve_ipv4(o.peer_host)
-        path = update.record_path(name, netns, directory)
-        prev = update.records(netns, directory).get(name) or {}
+        path = update.record_path(name, netns)
+        prev = update.records(netns).get(name) or {}
         rec = update.send(name, o.update, local_address(o, peer, netns), path, prev.get("fails") or 0, timeout,
                           netns)
         out.append((name, rec))
@@ -63,8 +63,8 @@ def once(config, netns=None, directory=None, timeout=update.TIMEOUT):
 class Loop:
     """The state of `update --loop`: per tunnel the address it was set up with and when it next sends."""
 
-    def __init__(self, config, netns=None, directory=None, clock=time.monotonic):
-        self.config, self.netns, self.directory, self.clock = config, netns, directory, clock
+    def __init__(self, config, netns=None, clock=time.monotonic):
+        self.config, self.netns, self.clock = config, netns, clock
         self.tunnels = {}       # name -> {"o", "peer", "local", "due", "fails"}
         self.mtime = None
         self.warned = None
@@ -87,7 +87,7 @@ class Loop:
         self.warned = None
         old, self.tunnels = self.tunnels, {}
         for name, o in found:
-            t = {"o": o, "peer": None, "local": None, "due": 0.0, "fails": 0}
+            t = {"o": o, "peer": None, "local": None, "due": 0.0, "fails": 0, "said": None}
             if name in old and old[name]["o"].update == o.update:
                 t.update(local=old[name]["local"], due=old[name]["due"], fails=old[name]["fails"])
             self.tunnels[name] = t
@@ -111,24 +111,27 @@ class Loop:
             if local != t["local"]:
                 _log("%s: local address %s -> %s: setting the tunnel up again" % (name, t["local"], local))
                 try:
-                    # up sends this tunnel's update itself, at once and bounded: its record is this one's
-                    r = router.up(self.config, self.netns)
+                    # the update is sent below, with the loop's timeout rather than up's short one
+                    began = time.monotonic()
+                    router.up(self.config, self.netns, updates=False)
                 except (SixbrokerError, ConfigErrors) as e:
-                    _log(router._error_line(e).strip())
+                    # tried again at the next look; said once, not every second
+                    if t["said"] != str(e):
+                        _log(router._error_line(e).strip())
+                        t["said"] = str(e)
                     continue
+                t["said"] = None
+                _log("%s: tunnel set up on %s in %.1f s" % (name, local, time.monotonic() - began))
                 t["local"] = local
                 t["due"] = 0.0
-                rec = r["updates"].get(name)
-            elif self.clock() < t["due"]:
+            if self.clock() < t["due"]:
                 continue
-            else:
-                rec = None
-            if rec is None:
-                rec = update.send(name, o.update, local, update.record_path(name, self.netns, self.directory),
-                                  t["fails"], netns=self.netns)
+            began = time.monotonic()
+            rec = update.send(name, o.update, local, update.record_path(name, self.netns),
+                              t["fails"], netns=self.netns)
             t["fails"] = rec["fails"]
             t["due"] = self.clock() + rec["delay"]
-            _log(update.line(name, rec))
+            _log("%s [%.1f s]" % (update.line(name, rec), time.monotonic() - began))
             sent.append((name, rec))
         return sent
 

@@ -36,13 +36,13 @@ def record_dir(netns=None):
     return os.path.join(RUN_DIR, "router" + ("@" + netns if netns else ""))
 
 
-def record_path(name, netns=None, directory=None):
-    return os.path.join(directory or record_dir(netns), name + ".update")
+def record_path(name, netns=None):
+    return os.path.join(record_dir(netns), name + ".update")
 
 
-def records(netns=None, directory=None):
+def records(netns=None):
     """{tunnel name: record} of every record there (status needs no configuration to show them)."""
-    d = directory or record_dir(netns)
+    d = record_dir(netns)
     try:
         names = sorted(n for n in os.listdir(d) if n.endswith(".update"))
     except OSError:
@@ -155,7 +155,7 @@ def send(name, update, local, path, fails=0, timeout=TIMEOUT, netns=None):
     return rec
 
 
-def after_up(tunnels, built, netns=None, directory=None, timeout=UP_TIMEOUT):
+def after_up(tunnels, built, netns=None, timeout=UP_TIMEOUT):
     """The update `up` sends for each tunnel it set up, each bounded by timeout: [(name, record)].
 
     tunnels: router.read_config's list; built: router.build_plans' (same order), whose plans hold the
@@ -166,8 +166,8 @@ def after_up(tunnels, built, netns=None, directory=None, timeout=UP_TIMEOUT):
         if not o.update:
             continue
         local = addr.Address.parse(p["tunnel"]["local"], 4)
-        path = record_path(name, netns, directory)
-        prev = records(netns, directory).get(name) or {}
+        path = record_path(name, netns)
+        prev = records(netns).get(name) or {}
         out.append((name, send(name, o.update, local, path, prev.get("fails") or 0, timeout, netns)))
     return out
 
