@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 MPY     := .venv/bin/micropython
 PYTEST  := $(PY) -m pytest
 
-.PHONY: all test test-unit test-micropython test-e2e lab ipk bench bench-handler bench-broker bench-broker-guest bench-update bench-ndp bench-dataplane bootstrap clean guest
+.PHONY: all test test-unit test-micropython test-e2e lab ipk bench bench-handler bench-broker bench-broker-guest bench-update bench-follow bench-ndp bench-dataplane bootstrap clean guest
 
 all: test
 
@@ -56,6 +56,11 @@ bench-broker-guest: guest
 # requests/s `serve` sustains, as ratios to nochg; the real kernel, so in the guest.
 bench-update: guest
 	$(PY) tests/guest.py run --timeout 900 -- $(PY) bench/broker_update
+
+# Issue 14 (bench/update_follow): a plain-Linux home's WAN IPv4 replaced 10 times; the change to the LAN
+# host's first ping through the tunnel, its distribution, in the guest.
+bench-follow: guest
+	$(PY) tests/guest.py run --timeout 900 -- $(PY) bench/update_follow
 
 # TCP through the tunnel as a ratio to plain IPv4 between the same namespaces, in one guest.
 bench-dataplane: guest

@@ -8,7 +8,7 @@ USAGE = """usage: sixbroker <command> ...
 
 commands:
   router join LINE        a plain Linux router: write `sixbroker server add`'s tunnel, bring it up
-  router up|down|status   a plain Linux router's end of the tunnel (not OpenWrt: there netifd does it)
+  router up|down|status|update  a plain Linux router's end of the tunnel (not OpenWrt: there netifd does it)
   server ...              the broker on the VPS: tunnels, prefixes, kernel and firewall state
   status                  the router's tunnels, for a terminal (OpenWrt)
   join LINE               write and bring up the tunnel of `sixbroker server add`'s line (OpenWrt)
@@ -26,12 +26,13 @@ def main(argv=None):
         from sixbroker import VERSION
         print(VERSION)
         return 0
-    if cmd == "router" and rest[:1] == ["join"]:
-        cmd, rest = "router join", rest[1:]
+    # a plain Linux router's `join` and `update` are modules of their own: both import router (for `up`),
+    # so router cannot dispatch to them
+    if cmd == "router" and rest[:1] in (["join"], ["update"]):
+        cmd, rest = "router " + rest[0], rest[1:]
     module = {"router": "sixbroker.linuxrouter.router", "router join": "sixbroker.linuxrouter.join",
-              "server": "sixbroker.broker.cli",
-              "status": "sixbroker.openwrt.statuscli",
-              "join": "sixbroker.openwrt.join"}.get(cmd)
+              "router update": "sixbroker.linuxrouter.follow", "server": "sixbroker.broker.cli",
+              "status": "sixbroker.openwrt.statuscli", "join": "sixbroker.openwrt.join"}.get(cmd)
     if module is None:
         sys.stderr.write("sixbroker: unknown command '" + cmd + "'\n" + USAGE)
         return 2

@@ -6,4 +6,5 @@ from sixbroker.core.errors import CODES
 CODES.update({
     "CONFIG_NOT_FOUND": "The configuration file cannot be read",
     "NO_TUNNELS": "The configuration has no enabled `config tunnel` section",
+    "NO_UPDATER": "No tunnel in the configuration has an updater: set tunnelid and updatekey",
 })

@@ -30,7 +30,7 @@ DEFAULT_CONFIG = "/etc/sixbroker/router"
 SCOPE = "router"
 TABLE = "sixbroker_router"      # not the broker's `sixbroker`: both may run on one host
 PROG = "sixbroker router"
-USAGE = "usage: sixbroker router up|down|status [--config PATH] [--json] [--netns NAME]"
+USAGE = "usage: sixbroker router up|down|status|update [--config PATH] [--json] [--netns NAME] [--loop]"
 
 
 class UsageError(Exception):
@@ -152,15 +152,21 @@ def build_plans(tunnels, netns=None):
 
 # ---- the commands ------------------------------------------------------------------------------
 
-def up(config, netns=None):
+def up(config, netns=None, updates=True):
     from sixbroker.linux import apply_kernel, apply_nft
-    built = build_plans(read_config(config), netns)
+    tunnels = read_config(config)
+    built = build_plans(tunnels, netns)
     plans = [p for p, _ in built]
     lan = [la for _, las in built for la in las]
     k = apply_kernel.apply(plans, netns=netns, scope=SCOPE, lan_addresses=lan)
     n = apply_nft.apply(plans, netns=netns, table=TABLE, exempt=k.foreign_tunnels)
-    return {"command": "up", "tunnels": [p["tunnel"]["device"] for p in plans], "kernel_changes": k.changes,
-            "firewall_changed": n.changed}
+    r = {"command": "up", "tunnels": [p["tunnel"]["device"] for p in plans], "kernel_changes": k.changes,
+         "firewall_changed": n.changed, "updates": {}}
+    if updates:
+        # the broker learns this end's address now (bounded: update.UP_TIMEOUT), the loop keeps it current
+        from sixbroker.linuxrouter import update
+        r["updates"] = dict(update.after_up(tunnels, built, netns))
+    return r
 
 
 def down(netns=None):
@@ -173,7 +179,9 @@ def down(netns=None):
 def status(netns=None):
     from sixbroker.linux import apply_nft, kernel_status
     st = kernel_status.status(netns=netns, scope=SCOPE, lan=True)
+    from sixbroker.linuxrouter import update
     st["firewall"] = {"table": "inet " + TABLE, "counters": apply_nft.counters(TABLE, netns)}
+    st["updates"] = update.records(netns)
     return st
 
 
@@ -183,6 +191,16 @@ def _print_up(r):
         PROG, ", ".join(r["tunnels"]), n, "" if n == 1 else "s", "loaded" if r["firewall_changed"] else "unchanged"))
     for c in r["kernel_changes"]:
         print("  " + c)
+    for name, rec in sorted(r["updates"].items()):
+        print("  " + _update_line(name, rec))
+
+
+def _update_line(name, rec):
+    import time
+    return "%s: update %s: %s%s (%s)%s" % (
+        name, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec["time"])) if rec["time"] else "?",
+        rec["word"], " " + rec["address"] if rec["address"] else "", rec["words"],
+        ", %d failures in a row" % rec["fails"] if rec["fails"] else "")
 
 
 def _print_down(r):
@@ -220,6 +238,8 @@ def _print_status(st):
             print("  %s: %d packets %d bytes" % (name, cnt["packets"], cnt["bytes"]))
     for f in st.get("foreign_tunnels") or []:
         print("other sit tunnel (not ours): " + f)
+    for name, rec in sorted((st.get("updates") or {}).items()):
+        print(_update_line(name, rec))
 
 
 def _error_line(e):
