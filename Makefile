@@ -26,7 +26,7 @@ guest: bootstrap
 
 # The real-kernel suite (tests/e2e): one guest boot, the whole pytest session inside it.
 test-e2e: guest
-	$(PY) tests/guest.py run --times --timeout 1200 -- $(PYTEST) -p no:cacheprovider tests/e2e
+	$(PY) tests/guest.py run --times --timeout 2400 -- $(PYTEST) -p no:cacheprovider tests/e2e
 
 # The main job (scripts/lab): one guest, the world in namespaces (LAN hosts, a home router, one behind NAT, an
 # IPv4 internet, the VPS, an IPv6 host beyond it), both ends up by `sixbroker server` and `sixbroker router`, a
