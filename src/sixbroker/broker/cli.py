@@ -354,8 +354,7 @@ def _change(conn, args, cmd, want_json, path):
                         key_hash=key_hash)
         reconcile.crash_point("commit")
         result["tunnel"] = t
-        result["router"] = routerconf.as_json(t)
-        text = _tunnel_text(t) + updatecli.add_result(conn, path, t, key, result) + routerconf.shell(t)
+        text = _tunnel_text(t) + updatecli.with_key(conn, path, t, key, result)
     elif cmd == "key":
         if not args.rotate:
             raise _Usage("%s key: give --rotate (a key is stored only as a hash and is never shown again)" % PROG)

@@ -64,20 +64,21 @@ def _key_text(t, key, line):
             "#   sixbroker join %s\n" % (t["name"], key, line))
 
 
-def add_result(conn, path, t, key, result):
-    line = joinline.encode(join_fields(conn, path, t, key))
-    result["key"] = key
-    result["join"] = "sixbroker join " + line
-    return _key_text(t, key, line)
+def with_key(conn, path, t, key, result):
+    """What `add` and `key --rotate` print once: the key, the join line, and the router's section with its
+    updater (the printed `uci batch` and the join line set up the same router)."""
+    fields = join_fields(conn, path, t, key)
+    line = joinline.encode(fields)
+    result.update({"key": key, "join": "sixbroker join " + line, "router": routerconf.as_json(t, fields)})
+    return _key_text(t, key, line) + routerconf.shell(t, fields)
 
 
 def rotate(conn, path, name, result):
     from sixbroker.broker import service
     key = update.rotate(conn, name)
     t = service.show(conn, name)
-    line = joinline.encode(join_fields(conn, path, t, key))
-    result.update({"tunnel": t, "key": key, "join": "sixbroker join " + line})
-    return t, _key_text(t, key, line)
+    result["tunnel"] = t
+    return t, with_key(conn, path, t, key, result)
 
 
 def with_updates(conn, tunnels, limit=None):
