@@ -70,7 +70,7 @@ class Service:
             self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((X, PORT))
-        self.server = uvicorn.Server(serve.config(self.service, X, PORT, cert, key, fd=None))
+        self.server = serve.Server(serve.config(self.service, X, PORT, cert, key, fd=None))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()
         for _ in range(250):
