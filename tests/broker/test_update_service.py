@@ -225,6 +225,24 @@ def test_hostile_requests_are_answered_and_change_nothing(setup):
     assert "Traceback" not in "\n".join(srv.lines)
 
 
+def test_a_911_is_retried_by_the_same_request_not_answered_nochg(setup):
+    b, srv, key, _ = setup
+    b.applier.fail = RuntimeError("the kernel says no")
+    ask = "/nic/update?hostname=home&myip=" + Y2
+    assert srv.get(ask, "home", key) == (200, "911\n")
+    assert b.json("show", "home")["tunnel"]["remote"] == Y2           # saved, not applied
+    assert [p["tunnel"]["remote"] for p in b.applier.kernel_state["plans"]] == [Y]
+    assert srv.get(ask, "home", key) == (200, "911\n")                # not nochg: the kernel still lacks it
+    b.applier.fail = None
+    assert srv.get(ask, "home", key) == (200, "good %s\n" % Y2)       # the same request, now applied
+    assert [p["tunnel"]["remote"] for p in b.applier.kernel_state["plans"]] == [Y2]
+    calls = b.applier.calls
+    assert srv.get(ask, "home", key) == (200, "nochg %s\n" % Y2)
+    assert b.applier.calls == calls                                     # nochg touches no applier
+    hist = b.json("show", "home")["tunnel"]["updates"]
+    assert [(u["answer"], u["count"]) for u in hist] == [("nochg", 1), ("good", 1), ("911", 2)]
+
+
 def test_an_idle_or_trickling_connection_is_dropped(setup):
     b, srv, key, _ = setup
     before = state(b)
