@@ -201,6 +201,21 @@ def test_the_loop_sends_when_due_and_not_before(served):
     assert srv.answers() == ["nochg", "nochg"]
 
 
+def test_the_loop_leaves_tunnels_a_person_took_down(served, capsys):
+    b, srv, key, tmp, ns = served
+    now = [1000.0]
+    loop = follow.Loop(config(tmp, key, srv.cert), ns["home"], clock=lambda: now[0])
+    assert [r["word"] for _, r in loop.step()] == ["nochg"]
+    router.down(ns["home"])                 # the real `down`: our (empty) kernel scope and nft table
+    assert router.held_down(ns["home"]) and not router.held_down(None)
+    now[0] += 3600
+    assert loop.step() == [] and loop.step() == []      # held: nothing set up, nothing sent
+    assert srv.answers() == ["nochg"]
+    assert capsys.readouterr().out.count("held down") == 1
+    os.remove(os.path.join(update.record_dir(ns["home"]), "down"))   # what `up` does first
+    assert [r["word"] for _, r in loop.step()] == ["nochg"]         # told again at once
+
+
 def test_update_once_from_the_command_line(served, capsys):
     b, srv, key, tmp, ns = served
     from sixbroker import cli

@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import socket
+import subprocess
 import ssl
 import threading
 import time
@@ -330,6 +331,32 @@ def test_plain_http_only_on_loopback(tmp_path):
         serve.config(serve.Service(str(tmp_path / "x.db")), "0.0.0.0", 8080, cert=str(tmp_path / "none.pem"),
                      key=str(tmp_path / "none.key"))
     assert e.value.code == "TLS_CERT_MISSING"
+
+
+def test_a_renumbered_vps_gets_a_certificate_for_its_new_address(setup, tmp_path):
+    b, srv, key, _ = setup
+    cert, k = tls.paths(b.path)
+    fp = tls.fingerprint(cert)
+    b.ok("init", "--prefix", PREFIX, "--public-ipv4", X)                # the same address: kept
+    assert tls.fingerprint(cert) == fp
+    rc, out, err = b.run("init", "--prefix", PREFIX, "--public-ipv4", "203.0.113.77", "--json")
+    assert rc == 0 and "TLS_CERT_REMADE" in [n["code"] for n in json.loads(out)["notices"]]
+    assert "notice TLS_CERT_REMADE" in err
+    assert tls.addresses(cert) == ["203.0.113.77"] and tls.fingerprint(cert) != fp
+    assert os.stat(k).st_mode & 0o777 == 0o600
+    assert b.json("info")["server"]["tls_fingerprint_sha256"] == tls.fingerprint(cert)
+    # a certificate a CA signed, put there by its owner, is never replaced
+    ca_key, ca = str(tmp_path / "ca.key"), str(tmp_path / "ca.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", ca_key, "-out", ca, "-subj", "/CN=test CA", "-days", "2"], check=True, capture_output=True)
+    csr = str(tmp_path / "leaf.csr")
+    subprocess.run(["openssl", "req", "-new", "-key", k, "-out", csr, "-subj", "/CN=broker.example"], check=True,
+                   capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out",
+                    cert, "-days", "2"], check=True, capture_output=True)
+    signed = tls.fingerprint(cert)
+    assert "TLS_CERT_REMADE" not in b.run("init", "--prefix", PREFIX, "--public-ipv4", "203.0.113.78")[2]
+    assert tls.fingerprint(cert) == signed
 
 
 def test_init_makes_a_private_key_and_info_prints_the_fingerprint(setup):

@@ -25,8 +25,14 @@ def after_init(conn, path, update_url):
             conn.execute("UPDATE server SET update_url = ? WHERE id = 1 AND update_url IS NOT ?", (url, url))
     if path == ":memory:":
         return
+    cert = tls.paths(path)[0]
+    before = tls.fingerprint(cert) if os.path.exists(cert) else None
     try:
-        tls.ensure(path, db.server(conn)["public_ipv4"])
+        _, _, made = tls.ensure(path, db.server(conn)["public_ipv4"])
+        if made and before is not None:
+            # every router checks the broker by the old one: each needs its tunnel's new join line
+            conn.notices.append(("TLS_CERT_REMADE", "SHA-256 %s (was %s); `sixbroker server key NAME --rotate` "
+                                 "prints each tunnel's join line with it" % (tls.fingerprint(cert), before)))
     except SixbrokerError as e:
         conn.notices.append(("TLS_CERT_FAIL", "%s; `serve` then needs --cert and --key" % e.detail))
 
