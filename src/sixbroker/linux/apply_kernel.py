@@ -270,21 +270,23 @@ def _apply_shared_only(plans, before, netns, mark, prefix, mapping, isolate):
             r = routes.get(key)
             if key not in want_r and r is not None and r.proto == RTPROT and r.oif == idx:
                 spec_r = RouteSpec(dev, r.dst, r.dst_len, r.gateway, r.src, r.src_len, r.metric)
-                k.queue("route del " + spec_r.text(), _route_request("del", spec_r, idx), owner=old_r[key].owner)
+                k.queue("route del %s for %s" % (spec_r.text(), old_r[key].owner), _route_request("del", spec_r, idx),
+                        owner=old_r[key].owner)
         for address in sorted(old_a):
             if address not in want_a and address in addrs:
                 a = addrs[address]
-                k.queue("addr del %s/%d dev %s" % (address, a.length, dev), nl.addr6(False, idx, address, a.length),
-                        owner=old_a[address][1])
+                k.queue("addr del %s/%d dev %s for %s" % (address, a.length, dev, old_a[address][1]),
+                        nl.addr6(False, idx, address, a.length), owner=old_a[address][1])
         for address in sorted(want_a):
             length, owner = want_a[address]
             a = addrs.get(address)
             if a is not None and a.length == length:
                 continue
             if a is not None:
-                k.queue("addr del %s/%d dev %s" % (address, a.length, dev), nl.addr6(False, idx, address, a.length),
-                        owner=owner)
-            k.queue("addr add %s/%d dev %s" % (address, length, dev), nl.addr6(True, idx, address, length), owner=owner)
+                k.queue("addr del %s/%d dev %s for %s" % (address, a.length, dev, owner),
+                        nl.addr6(False, idx, address, a.length), owner=owner)
+            k.queue("addr add %s/%d dev %s for %s" % (address, length, dev, owner), nl.addr6(True, idx, address, length),
+                    owner=owner)
         for key in sorted(want_r, key=str):
             w = want_r[key]
             r = routes.get(key)
@@ -294,7 +296,7 @@ def _apply_shared_only(plans, before, netns, mark, prefix, mapping, isolate):
             if r is not None and r.gateway == w.gateway and r.mtu == w.mtu:
                 continue
             cmd = "add" if r is None else "replace"
-            k.queue("route %s %s" % (cmd, w.text()), _route_request(cmd, w, idx),
+            k.queue("route %s %s for %s" % (cmd, w.text(), w.owner), _route_request(cmd, w, idx),
                     {errno.EEXIST: SixbrokerError("ROUTE_NOT_OURS", w.text())}, owner=w.owner)
         k.flush()
         result.fingerprint = (read()[2] - fp_before) % FP_MOD
@@ -477,8 +479,8 @@ def _reconcile_routes(k, by_name, index_of, routes, ours, want_routes):
             continue
         # add is exclusive: a route of someone else's with this key (destination, source, metric) is EEXIST
         cmd = "add" if cur is None else "replace"
-        k.queue("route %s %s" % (cmd, w.text()), _route_request(cmd, w, idx),
-                {errno.EEXIST: SixbrokerError("ROUTE_NOT_OURS", w.text())}, owner=w.owner)
+        k.queue("route %s %s" % (cmd, w.text()) + ("" if w.owner == w.device else " for " + w.owner),
+                _route_request(cmd, w, idx), {errno.EEXIST: SixbrokerError("ROUTE_NOT_OURS", w.text())}, owner=w.owner)
 
 
 # ---- fingerprints ------------------------------------------------------------------------------
