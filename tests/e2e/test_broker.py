@@ -428,6 +428,7 @@ def _peers_in_table():
     return sorted(address for ns, address, gw, length in HOMES.values() if address in text)
 
 
+@MODES
 def test_one_tunnel_that_cannot_be_applied_never_breaks_the_others(server, tmp_path):
     """Issue 12, defect 1, as reported: a sit device that is not ours holds r1's (local, remote) pair when
     the VPS boots; `apply` must bring up r2 and r3 in full, load the firewall, name r1's failure, and
@@ -451,7 +452,7 @@ def test_one_tunnel_that_cannot_be_applied_never_breaks_the_others(server, tmp_p
     assert body["applied"] is False and _failed(body) == [("r1", "SIT_PAIR_IN_USE")]
     assert body["error"]["code"] == "TUNNELS_FAILED" and "r1 (sbs-r1)" in body["error"]["message"]
     # everything else is applied: r2 and r3 work both ways, and the firewall is loaded
-    assert vps_devices() == ["sbs-r2", "sbs-r3"]
+    assert vps_devices() == server.devices("r2", "r3")
     assert reachable(tunnels["r2"]) and reachable(tunnels["r3"])
     assert _peers_in_table() == sorted([topo.Y, HOMES["r2"][1], HOMES["r3"][1]])
     assert _states(server) == {"r1": ("failed", "SIT_PAIR_IN_USE"), "r2": ("applied", None),
@@ -469,7 +470,7 @@ def test_one_tunnel_that_cannot_be_applied_never_breaks_the_others(server, tmp_p
     topo.ip("vps", "link", "del", "he-vps")
     body = server.json("apply")
     assert body["applied"] is True and body.get("failed", []) == []
-    assert vps_devices() == ["sbs-r1", "sbs-r2", "sbs-r3"]
+    assert vps_devices() == server.devices("r1", "r2", "r3")
     for t in tunnels.values():
         assert reachable(t), t["name"]
     assert _states(server) == {"r1": ("applied", None), "r2": ("applied", None), "r3": ("applied", None)}
@@ -486,7 +487,7 @@ def test_one_tunnel_that_cannot_be_applied_never_breaks_the_others(server, tmp_p
         # remove always works: what is ours goes with the row, the admin's route stays
         body = server.json("remove", "r2")
         assert body["applied"] is True and body.get("failed", []) == []
-        assert vps_devices() == ["sbs-r1", "sbs-r3"] and "r2" not in _states(server)
+        assert vps_devices() == server.devices("r1", "r3") and "r2" not in _states(server)
         assert "unreachable " + r2_routed in topo.ip("vps", "-6", "route", "show", r2_routed).stdout
         assert reachable(tunnels["r1"]) and reachable(tunnels["r3"])
         # a full compare finds nothing left to do

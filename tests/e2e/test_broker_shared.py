@@ -161,7 +161,7 @@ def test_live_tunnels_move_between_the_modes_both_ways(many_server):
     _homes_up(tunnels)
     assert answered(tunnels) == names
 
-    times = {}
+    times, lines = {}, []
     for mode, devices in (("shared", [SHARED]), ("per-tunnel", sorted(service.device_of(n) for n in names))):
         t0 = time.time()
         body = server.json("apply", "--tunnel-mode", mode)
@@ -173,10 +173,11 @@ def test_live_tunnels_move_between_the_modes_both_ways(many_server):
         assert answered(tunnels) == names, mode
         _full_apply_finds_nothing(server)
         switch = sorted(body["moved"].values())
-        print("\nshared e2e: %d live tunnels to %s in %.2f s; switch per tunnel median %.1f ms, max %.1f ms"
-              % (MANY, mode, times[mode], 1000 * switch[len(switch) // 2], 1000 * switch[-1]))
+        lines.append("shared e2e: %d live tunnels to %s in %.2f s; switch per tunnel median %.1f ms, max %.1f ms"
+                     % (MANY, mode, times[mode], 1000 * switch[len(switch) // 2], 1000 * switch[-1]))
     # the text form names every tunnel's switch
     rc, out, err = server.run("apply", "--tunnel-mode", "shared")
     assert rc == 0 and out.startswith("moved %d tunnels to shared mode: " % MANY), (out, err)
     assert "  m0 " in out and answered(tunnels) == names
-    print("shared e2e: cold apply of %d per-tunnel tunnels %.2f s" % (MANY, cold))
+    lines.append("shared e2e: cold apply of %d per-tunnel tunnels %.2f s" % (MANY, cold))
+    print("\n".join(lines))

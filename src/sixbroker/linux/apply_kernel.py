@@ -200,7 +200,8 @@ def apply(plans, netns=None, scope=DEFAULT_SCOPE, prefix=None, lan_addresses=Non
     k = Kernel(netns, result)
     try:
         view = _View(k, only)
-        before = _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, prefix)
+        pairs = mapping.pairs(plans) if mapping.shared else {}
+        before = _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, prefix, pairs)
         if only is not None:
             after = _state(_View(k, only), mark, prefix)
             result.foreign_tunnels = None
@@ -232,7 +233,9 @@ def _apply_shared_only(plans, before, netns, mark, prefix, mapping, isolate):
         if not specs:
             raise FullApplyNeeded("no tunnel")
         spec = specs[0]
-        cur = k.link(spec.name)
+        # the namespace's devices: few, with every tunnel on one (and the foreign sit devices are needed)
+        links = k.links()
+        cur = _links_by_name(links).get(spec.name)
         if (cur is None or not owned(cur, mark, prefix) or cur.kind != spec.kind or not cur.up
                 or cur.mtu != spec.mtu or _params_differ(spec, cur, 0)):
             raise FullApplyNeeded("%s is not as the last apply left it" % spec.name)
@@ -243,9 +246,14 @@ def _apply_shared_only(plans, before, netns, mark, prefix, mapping, isolate):
                 old_a[a[0]] = (a[1], p["tunnel"]["device"])
             for r in mapping.tunnel_routes(p):
                 old_r[r.key()] = r
+        held = _held_pairs(links, mark)
         for p in plans:
             for a in mapping.tunnel_addresses(p):
                 want_a[a[0]] = (a[1], p["tunnel"]["device"])
+            owner, pair = p["tunnel"]["device"], (p["tunnel"]["local"], p["tunnel"]["remote"])
+            if pair in held:
+                k.failed[owner] = _pair_held(owner, held[pair], pair)
+                continue
             for r in mapping.tunnel_routes(p):
                 want_r[r.key()] = r
 
@@ -312,7 +320,7 @@ def _apply_shared_only(plans, before, netns, mark, prefix, mapping, isolate):
     return result
 
 
-def _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, prefix):
+def _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, prefix, pairs=None):
     """Queue and send the changes; the fingerprint of what the view showed before them.
 
     Each device is reconciled on its own: what cannot be done for one (a device of that name that is
@@ -374,6 +382,11 @@ def _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, pre
         links = view.links()
         by_name = _links_by_name(links)
     k.result.foreign_tunnels = foreign(links, mark)
+    # (shared device) a foreign sit with a tunnel's very pair gets that peer's packets: the tunnel fails
+    held = _held_pairs(links, mark)
+    for owner, pair in sorted((pairs or {}).items()):
+        if pair in held:
+            failed.setdefault(owner, _pair_held(owner, held[pair], pair))
 
     index_of = {}
     for s in specs:
@@ -399,9 +412,21 @@ def _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, pre
         addrs = view.addrs6(good)
         routes = view.routes6(good)
     _reconcile_addresses(k, by_name, index_of, addrs, good, want_addrs, lan_addresses)
-    _reconcile_routes(k, by_name, index_of, routes, good, [r for r in want_routes if r.device in index_of])
+    _reconcile_routes(k, by_name, index_of, routes, good, [r for r in want_routes if r.device in index_of
+                                                           and r.owner not in failed])
     k.flush()
     return before
+
+
+def _held_pairs(links, mark):
+    """{(local, remote): device name} of the up sit devices that are not ours."""
+    return dict(((li.params["local"], li.params["remote"]), li.name) for li in links
+                if li.kind == "sit" and li.up and li.alias != mark and li.params)
+
+
+def _pair_held(owner, device, pair):
+    return SixbrokerError("SIT_PAIR_IN_USE", "%s: another sit device, %s, runs from %s to %s and takes its packets"
+                          % ((owner, device) + pair))
 
 
 def _not_ours_detail(cur, mark):

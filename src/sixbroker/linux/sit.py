@@ -139,6 +139,11 @@ class SharedSit:
                                  % (t["device"], first["device"]))
         return [LinkSpec(self.device, "sit", params, SHARED_MTU)]
 
+    def pairs(self, plans):
+        """{tunnel device: (local, remote)}: a sit device of someone else's with one of these pairs takes
+        that peer's packets before the shared device can (the kernel's exact match comes first)."""
+        return dict((p["tunnel"]["device"], (p["tunnel"]["local"], p["tunnel"]["remote"])) for p in plans)
+
     def tunnel_addresses(self, plan):
         return [(canon6(a["address"]), int(a["length"])) for a in plan["addresses"]]
 
