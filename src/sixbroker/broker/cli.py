@@ -480,8 +480,9 @@ def _host_firewall(conn, into):
     if not hasattr(a, "host_firewall"):
         return []
     server, plans = service.plans(conn)
+    shared = service.SHARED_DEVICE if db.tunnel_mode(server) == "shared" else None
     try:
-        found = a.host_firewall(plans, server["uplink"], server["netns"])
+        found = a.host_firewall(plans, server["uplink"], server["netns"], shared=shared)
     except SixbrokerError as e:
         found = [{"code": e.code, "message": "the other tables could not be read: " + e.text}]
     into["host_firewall"] = found

@@ -156,8 +156,11 @@ class KernelAndNft:
         from sixbroker.linux import nft_token
         return nft_token.token(netns, known=known)
 
-    def host_firewall(self, plans, uplink, netns):
+    def host_firewall(self, plans, uplink, netns, shared=None):
         from sixbroker.broker import hostfacts, hostfw
+        if shared:
+            # every tunnel's IPv6 comes and goes through the one device: that is what other tables see
+            plans = [dict(p, tunnel=dict(p["tunnel"], device=shared)) for p in plans]
         if uplink is None and plans:
             uplink = hostfacts.default_route_device4(netns)
         return hostfw.describe(hostfw.check(plans, uplink, netns=netns), netns)

@@ -376,11 +376,12 @@ def server_view(conn):
 # ---- tunnels --------------------------------------------------------------------------------------------
 
 def view(server, layout, t):
-    """One tunnel as the CLI prints it (JSON and text) and as routerconf reads it."""
+    """One tunnel as the CLI prints it (JSON and text) and as routerconf reads it.  device: the kernel
+    device it runs over (in shared mode the one every tunnel shares)."""
     net = layout.transfer_net(t["transfer_index"])
     return {
         "name": t["name"],
-        "device": t["device"],
+        "device": SHARED_DEVICE if db.tunnel_mode(server) == "shared" else t["device"],
         "remote": t["remote"],
         "local": server["local_ipv4"],
         "peeraddr": server["public_ipv4"],
