@@ -144,6 +144,10 @@ class KernelAndNft:
         from sixbroker.linux import apply_nft
         return apply_nft.spoofed(netns=netns)
 
+    def traffic(self, netns):
+        from sixbroker.linux import traffic
+        return traffic.read(netns)
+
     def nft_token_same(self, a, b):
         from sixbroker.linux import nft_token
         return nft_token.token_same(a, b)
