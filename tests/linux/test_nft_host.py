@@ -8,7 +8,6 @@ packets, and the whole tunnel again in the QEMU guest (tests/e2e)."""
 import errno
 import os
 import socket
-import struct
 import subprocess
 import time
 import uuid
@@ -20,7 +19,7 @@ from sixbroker.core import addr, plan
 from sixbroker.linux import apply_nft, nft_table, nft_token
 from sixbroker.linux.netns import InNetns
 from sixbroker.core.errors import SixbrokerError
-from netns_world import Namespaces, X, Y, nets, run, vps  # noqa: F401  (nets is a fixture)
+from netns_world import Namespaces, X, Y, nets, run, send41, vps  # noqa: F401  (nets is a fixture)
 
 THIRD = "203.0.113.99"
 
@@ -165,22 +164,6 @@ def test_other_tables_are_never_touched(nets):
 
 
 # ---- packets -----------------------------------------------------------------------------------
-
-def _checksum(data):
-    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def send41(n, ns, src, dst, payload=b"\x60" + b"\0" * 39):
-    s = n.socket(ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0, 64, 41, 0, socket.inet_aton(src),
-                      socket.inet_aton(dst))
-    hdr = hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:]
-    s.sendto(hdr + payload, (dst, 0))
-    s.close()
-
 
 def received41(sock):
     """Sources of the protocol-41 packets the raw socket got (they passed every input chain)."""

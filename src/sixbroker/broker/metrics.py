@@ -40,7 +40,7 @@ STATES = ("applied", "pending", "failed", "waiting")
 class Metrics:
     """The registry of one update service: its own counters and a collector of the rest."""
 
-    def __init__(self, path, log=None, clock=time.time):
+    def __init__(self, path, log=None, clock=time.time, alive_seconds=health.ALIVE_SECONDS):
         try:
             from prometheus_client import CollectorRegistry, Counter, Histogram
         except ImportError:
@@ -57,7 +57,7 @@ class Metrics:
             self.requests.labels(answer=w)
         for r in REASONS:
             self.refusals.labels(reason=r)
-        self.registry.register(_Collector(path, log or (lambda line: None), clock))
+        self.registry.register(_Collector(path, log or (lambda line: None), clock, alive_seconds))
 
     def answered(self, a):
         """Count one answer (update.Answer)."""
@@ -73,17 +73,21 @@ class Metrics:
 
     def text(self):
         """(body, content type) of a scrape."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        import prometheus_client
+        # our names are all of the classic character set, so the text is the 0.0.4 format that every
+        # Prometheus reads (Debian 12's 2.42 among them); prometheus_client >= 0.22 labels it 1.0.0
+        kind = getattr(prometheus_client, "CONTENT_TYPE_PLAIN_0_0_4", prometheus_client.CONTENT_TYPE_LATEST)
+        return prometheus_client.generate_latest(self.registry), kind
 
 
 class _Collector:
     """What is read at each scrape: the database and the traffic counters."""
 
-    def __init__(self, path, log, clock):
+    def __init__(self, path, log, clock, alive_seconds):
         self.path = path
         self.log = log
         self.clock = clock
+        self.alive_seconds = alive_seconds
 
     def describe(self):
         return []       # read at scrape time only: nothing to check at registration
@@ -96,7 +100,7 @@ class _Collector:
             ("sixbroker_tunnels", "Tunnels, by where each stands since the last apply", ["state"]),
             ("sixbroker_pool_used", "Prefixes handed out, by pool (transfer: /127s; routed: /64s or the unit)", ["pool"]),
             ("sixbroker_pool_size", "Prefixes a pool holds", ["pool"]),
-            ("sixbroker_tunnel_up", "1 when the tunnel's peer sent protocol 41 within %d s" % health.ALIVE_SECONDS,
+            ("sixbroker_tunnel_up", "1 when the tunnel's peer sent protocol 41 within %d s" % self.alive_seconds,
              ["tunnel"]),
             ("sixbroker_tunnel_receive_idle_seconds", "Seconds since the peer's last protocol-41 packet (+Inf: none "
              "since the firewall table was loaded, or within 30 days)", ["tunnel"]),
@@ -150,7 +154,7 @@ class _Collector:
             u = t["last_update"]
             if u is not None:
                 g["sixbroker_tunnel_last_update_timestamp_seconds"].add_metric(name + [u["answer"]], health.unix(u["last"]))
-            counts, h = health.of(t, read, now)
+            counts, h = health.of(t, read, now, self.alive_seconds)
             if h is None or t["remote"] is None:
                 continue
             g["sixbroker_tunnel_up"].add_metric(name, 1 if h["alive"] else 0)
