@@ -2,7 +2,8 @@
 
 db.py the SQLite state, alloc.py what is handed out, service.py the operations, reconcile.py database ->
 plans -> kernel and firewall, routerconf.py the router's configuration, cli.py the command line,
-hostfacts.py what `init` reads from the host.
+hostfacts.py what `init` reads from the host, health.py and metrics.py what `list`/`show` and /metrics say of
+each tunnel's traffic.
 """
 
 import sixbroker.linux  # noqa: F401  (the appliers' codes: the broker runs them and raises some itself)
