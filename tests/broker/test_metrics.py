@@ -328,3 +328,41 @@ tests:
 def _basic(user, password):
     import base64
     return "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+
+
+def test_serve_runs_the_metrics_listener_beside_the_update_port(world):
+    """`sixbroker server serve --metrics-listen` as the unit runs it: its own process, stopped by SIGTERM."""
+    import signal
+    import sys
+    n, b, service, listener, keys, lines = world
+    traffic_sent(n)
+    public, private = free_port(), free_port()
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
+    entry = "import sys\nfrom sixbroker.cli import main\nsys.exit(main())"
+    p = subprocess.Popen([sys.executable, "-c", entry, "server", "serve", "--db", b.path, "--plain-http",
+                          "--listen", "127.0.0.1:%d" % public, "--metrics-listen", "127.0.0.1:%d" % private],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        def get(port, target):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+            try:
+                c.request("GET", target)
+                r = c.getresponse()
+                return r.status, r.read().decode()
+            except OSError:
+                return None, ""
+            finally:
+                c.close()
+        assert wait_for(lambda: get(private, "/metrics")[0] == 200 and get(public, "/nic/update")[0] == 401, 30)
+        status, body = get(private, "/metrics")
+        # the real applier of this process reads the same table: the counters of traffic_sent()
+        assert value(body, "sixbroker_tunnel_receive_bytes_total", tunnel="a") == 180
+        assert value(body, "sixbroker_tunnel_transmit_packets_total", tunnel="a") == 4
+        assert get(public, "/metrics")[0] == 404
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=20)
+    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught (systemd counts that as clean);
+    # the metrics thread holds nothing up
+    assert p.returncode in (0, -signal.SIGTERM) and "Traceback" not in err, err
+    assert "metrics on http://127.0.0.1:%d/metrics" % private in err
