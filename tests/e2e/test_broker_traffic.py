@@ -4,6 +4,7 @@ held against the sit devices' own counters, and a home that falls silent while t
 The host suites (tests/linux/test_traffic_host.py, tests/broker/test_metrics.py) prove the counters on
 raw protocol-41 packets; here the packets are a real tunnel's, from a real router."""
 
+import json
 import time
 
 import topo
@@ -16,12 +17,8 @@ SIZE = 100      # ICMPv6 payload: inner packet 40 + 8 + 100 = 148 bytes, outer 1
 
 def device_counts(device):
     """(rx_packets, rx_bytes, tx_packets, tx_bytes) of the sit device: the kernel counts inner packets."""
-    def read(name):
-        with open("/sys/class/net/%s/statistics/%s" % (device, name)) as f:
-            return int(f.read())
-    from sixbroker.linux.netns import InNetns
-    with InNetns("vps"):
-        return tuple(read(n) for n in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes"))
+    s = json.loads(topo.run(["ip", "-j", "-s", "link", "show", device], ns="vps").stdout)[0]["stats64"]
+    return (s["rx"]["packets"], s["rx"]["bytes"], s["tx"]["packets"], s["tx"]["bytes"])
 
 
 def tunnels(server):
