@@ -444,8 +444,11 @@ def test_the_token_proves_our_table_whatever_the_neighbours_do(nets):
     # a counter moving is no change
     n.nft("a", "reset", "counters", "table", "inet", "sixbroker")
     assert nft_token.token_same(t, nft_token.token(ns))
-    # every kind of change to our table is seen; apply loads the table again (new handles: a new digest)
+    # nor is a peer's packet adding its last-packet element (nft_table.SEEN)
     peer = "%s . %s" % (ps[0]["tunnel"]["local"], ps[0]["tunnel"]["remote"])
+    n.nft("a", "-f", "-", stdin="add element inet sixbroker seen6in4 { %s }\n" % peer)
+    assert nft_token.token_same(t, nft_token.token(ns)) and not apply_nft.apply(ps, netns=ns).changed
+    # every kind of change to our table is seen; apply loads the table again (new handles: a new digest)
     ours = [
         "delete element inet sixbroker peers6in4 { %s }" % peer,
         "add element inet sixbroker locals6in4 { 192.0.2.250 }",

@@ -62,7 +62,20 @@ def test_counts_each_way_per_tunnel_and_the_last_packet(link):
     assert apply_nft.change([b], [], a, netns=n["vps"]).changed
     after = traffic.read(netns=n["vps"])
     assert sorted(after) == [X + " . " + Y]
+    assert Y2 not in n.nft("vps", "list", "table", "inet", "sixbroker").stdout     # its last packet too
     assert after[X + " . " + Y]["rx_packets"] == 3 and after[X + " . " + Y]["idle_seconds"] >= 3
+
+
+def test_a_peer_never_heard_from_goes_as_cleanly(link):
+    n = link
+    a, b = vps(0, remote=Y), vps(1, remote=Y2)
+    apply_nft.apply([a, b], netns=n["vps"])
+    send41(n, "homes", Y, X, INNER)
+    assert wait_for(lambda: traffic.read(netns=n["vps"])[X + " . " + Y]["rx_packets"] == 1)
+    # b has no last-packet element: its removal is still one element change, not a reload (which would
+    # zero a's counters)
+    assert apply_nft.change([b], [], a, netns=n["vps"]).changed
+    assert traffic.read(netns=n["vps"])[X + " . " + Y]["rx_packets"] == 1
 
 
 def test_no_table_no_traffic(nets):

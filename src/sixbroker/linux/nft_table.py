@@ -428,6 +428,13 @@ def change_parts(before, after, other, table, mss_clamp):
         if gone:
             lines.append("delete element %s %s %s { %s }" % (FAMILY, table, name, ", ".join(_key(e) for e in gone)))
             moves.extend((name, types[name], _key(e), -1) for e in gone)
+        if gone and name == PEERS:
+            # a peer gone takes its last-packet element along, which exists only if it ever sent: adding
+            # it first (no error when it is there) makes the delete always valid.  Not a move: nft_token
+            # leaves SEEN out
+            pairs = ", ".join(_key(e) for e in gone)
+            lines.append("add element %s %s %s { %s }" % (FAMILY, table, SEEN, pairs))
+            lines.append("delete element %s %s %s { %s }" % (FAMILY, table, SEEN, pairs))
     for name in sorted(after_els):
         new = sorted(after_els[name] - before_els.get(name, set()))
         if new:
