@@ -3,6 +3,7 @@ tests/broker/test_hostfw.py): the namespaces, a veth between two, nft and sysctl
 broker plan those suites install."""
 
 import socket
+import struct
 import subprocess
 import uuid
 
@@ -76,3 +77,46 @@ def vps(i=0, remote=Y, device=None):
     net = addr.Network.parse("2001:db8:6000::/48")
     return plan.broker("t%d" % i, device or "sbs-t%d" % i, addr.Address.parse(X), addr.Address.parse(remote),
                        net.subnet(127, i), [addr.Network.parse("2001:db8:7%03x::/48" % (i % 4096))])
+
+
+def _checksum(data):
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def send41(n, ns, src, dst, payload=b"\x60" + b"\0" * 39):
+    s = n.socket(ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0, 64, 41, 0, socket.inet_aton(src),
+                      socket.inet_aton(dst))
+    hdr = hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:]
+    s.sendto(hdr + payload, (dst, 0))
+    s.close()
+
+
+Y2 = "198.51.100.21"   # a second home router
+
+
+@pytest.fixture
+def link(nets):
+    """vps (X) and, one veth away, a namespace that holds two home routers' addresses (Y, Y2)."""
+    n = nets("vps", "homes")
+    n.veth("vps", "eth0", "homes", "eth0")
+    n.ip("vps", "addr", "add", X + "/32", "dev", "eth0")
+    n.ip("vps", "route", "add", "default", "dev", "eth0")
+    for a in (Y, Y2):
+        n.ip("homes", "addr", "add", a + "/32", "dev", "eth0")
+    n.ip("homes", "route", "add", "default", "dev", "eth0")
+    return n
+
+
+def wait_for(check, timeout=5.0):
+    """check()'s value once it is true (packets cross a veth in a softirq, not at once); the last one else."""
+    import time
+    end = time.monotonic() + timeout
+    while True:
+        v = check()
+        if v or time.monotonic() > end:
+            return v
+        time.sleep(0.02)

@@ -8,7 +8,6 @@ packets, and the whole tunnel again in the QEMU guest (tests/e2e)."""
 import errno
 import os
 import socket
-import struct
 import subprocess
 import time
 import uuid
@@ -20,7 +19,7 @@ from sixbroker.core import addr, plan
 from sixbroker.linux import apply_nft, nft_table, nft_token
 from sixbroker.linux.netns import InNetns
 from sixbroker.core.errors import SixbrokerError
-from netns_world import Namespaces, X, Y, nets, run, vps  # noqa: F401  (nets is a fixture)
+from netns_world import Namespaces, X, Y, nets, run, send41, vps  # noqa: F401  (nets is a fixture)
 
 THIRD = "203.0.113.99"
 
@@ -76,19 +75,21 @@ def test_written_as_nft_prints_it_so_a_second_apply_loads_nothing(nets, case):
 def test_aggregation_keeps_the_rule_count_flat():
     def rules(text):
         return [ln for ln in text.splitlines() if ln.startswith("\t\t") and not ln.startswith("\t\ttype")
-                and "elements" not in ln and not ln.startswith("\t\t\t") and ln.strip() not in ("counter", "flags interval")]
+                and "elements" not in ln and not ln.startswith("\t\t\t") and ln.strip() not in ("counter", "flags interval")
+                and ln.split()[0] not in ("size", "flags", "timeout")]
     two, thousand = nft_table.ruleset(many(2)), nft_table.ruleset(many(1000))
     assert rules(two) == rules(thousand)
-    assert len(rules(thousand)) == 6       # 6in4 accept and drop, clamp, source check, forward in and out
-    # one counter per peer and one per tunnel's source check
-    assert thousand.count(" counter,") + thousand.count(" counter }") == 2000
+    # 6in4 accept and drop, clamp, source check, forward in and out; the packets sent
+    assert len(rules(thousand)) == 7
+    # two counters per peer (received, sent) and one per tunnel's source check
+    assert thousand.count(" counter,") + thousand.count(" counter }") == 3000
 
 
 def test_the_seed_home_ruleset():
     text = nft_table.ruleset([home()])
     assert "elements = { 198.51.100.20 . 203.0.113.10 counter }" in text
-    forward = text.split("chain forward {")[1]
-    lines = [ln.strip() for ln in forward.splitlines()[2:] if ln.strip() != "}"]
+    forward = text.split("chain forward {")[1].split("chain output {")[0]
+    lines = [ln.strip() for ln in forward.splitlines()[2:] if ln.strip() not in ("}", "")]
     assert lines == [
         "oifname @tunnels tcp flags syn tcp option maxseg size set rt mtu",
         'meta nfproto ipv6 ct state established,related counter accept comment "sixbroker-wan6-established"',
@@ -163,22 +164,6 @@ def test_other_tables_are_never_touched(nets):
 
 
 # ---- packets -----------------------------------------------------------------------------------
-
-def _checksum(data):
-    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def send41(n, ns, src, dst, payload=b"\x60" + b"\0" * 39):
-    s = n.socket(ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0, 64, 41, 0, socket.inet_aton(src),
-                      socket.inet_aton(dst))
-    hdr = hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:]
-    s.sendto(hdr + payload, (dst, 0))
-    s.close()
-
 
 def received41(sock):
     """Sources of the protocol-41 packets the raw socket got (they passed every input chain)."""
@@ -266,7 +251,14 @@ def test_second_apply_keeps_the_counters(wan):
     before = n.nft("vps", "list", "ruleset").stdout
     assert "packets 3 " in before and "packets 1 " in before
     assert not apply_nft.apply([vps()], netns=n["vps"]).changed
-    assert n.nft("vps", "list", "ruleset").stdout == before
+    # the peer's last-packet element stays too, its expiry only older
+    assert _no_expiry(n.nft("vps", "list", "ruleset").stdout) == _no_expiry(before)
+    assert " expires " in before
+
+
+def _no_expiry(text):
+    import re
+    return re.sub(r" expires [0-9dhms]+", "", text)
 
 
 # ---- the home end's forward policy and MSS clamping --------------------------------------------
@@ -452,8 +444,11 @@ def test_the_token_proves_our_table_whatever_the_neighbours_do(nets):
     # a counter moving is no change
     n.nft("a", "reset", "counters", "table", "inet", "sixbroker")
     assert nft_token.token_same(t, nft_token.token(ns))
-    # every kind of change to our table is seen; apply loads the table again (new handles: a new digest)
+    # nor is a peer's packet adding its last-packet element (nft_table.SEEN)
     peer = "%s . %s" % (ps[0]["tunnel"]["local"], ps[0]["tunnel"]["remote"])
+    n.nft("a", "-f", "-", stdin="add element inet sixbroker seen6in4 { %s }\n" % peer)
+    assert nft_token.token_same(t, nft_token.token(ns)) and not apply_nft.apply(ps, netns=ns).changed
+    # every kind of change to our table is seen; apply loads the table again (new handles: a new digest)
     ours = [
         "delete element inet sixbroker peers6in4 { %s }" % peer,
         "add element inet sixbroker locals6in4 { 192.0.2.250 }",
@@ -520,17 +515,17 @@ def spoofnet(nets):
     for p, ns in ((pa, "a"), (pb, "b")):
         dev = p["tunnel"]["device"]
         a = p["addresses"][0]
-        n.ip("vps", "addr", "add", "%s/%d" % (a["address"], a["length"]), "dev", dev)
+        n.ip("vps", "addr", "add", "%s/%d" % (a["address"], a["length"]), "dev", dev, "nodad")
         router = str(addr.Network.parse("%s/%d" % (a["address"], a["length"])).host(1))
-        n.ip(ns, "addr", "add", router + "/127", "dev", "eth0")
+        n.ip(ns, "addr", "add", router + "/127", "dev", "eth0", "nodad")
         n.ip(ns, "-6", "route", "add", "default", "via", a["address"])
         for r in p["routes"]:
             n.ip("vps", "-6", "route", "add", "%s/%d" % (r["target"], r["length"]), "via", router)
-            n.ip(ns, "addr", "add", r["target"] + "1/128", "dev", "eth0")
-    n.ip("a", "addr", "add", "2001:db8:7002::66/128", "dev", "eth0")      # b's prefix
-    n.ip("a", "addr", "add", "2001:db8:9999::66/128", "dev", "eth0")      # nobody's
-    n.ip("vps", "addr", "add", "2001:db8:ffff::1/64", "dev", "up0")
-    n.ip("up", "addr", "add", "2001:db8:ffff::2/64", "dev", "eth0")
+            n.ip(ns, "addr", "add", r["target"] + "1/128", "dev", "eth0", "nodad")
+    n.ip("a", "addr", "add", "2001:db8:7002::66/128", "dev", "eth0", "nodad")      # b's prefix
+    n.ip("a", "addr", "add", "2001:db8:9999::66/128", "dev", "eth0", "nodad")      # nobody's
+    n.ip("vps", "addr", "add", "2001:db8:ffff::1/64", "dev", "up0", "nodad")
+    n.ip("up", "addr", "add", "2001:db8:ffff::2/64", "dev", "eth0", "nodad")
     n.ip("up", "-6", "route", "add", "default", "via", "2001:db8:ffff::1")
     sink = n.socket("up", socket.AF_INET6, socket.SOCK_DGRAM)
     sink.bind(("::", 9999))

@@ -2,7 +2,8 @@
 
 db.py the SQLite state, alloc.py what is handed out, service.py the operations, reconcile.py database ->
 plans -> kernel and firewall, routerconf.py the router's configuration, cli.py the command line,
-hostfacts.py what `init` reads from the host.
+hostfacts.py what `init` reads from the host, health.py and metrics.py what `list`/`show` and /metrics say of
+each tunnel's traffic.
 """
 
 import sixbroker.linux  # noqa: F401  (the appliers' codes: the broker runs them and raises some itself)
@@ -49,4 +50,5 @@ CODES.update({
     "TLS_CERT_FAIL": "The TLS certificate or key cannot be read or made",
     "TLS_CERT_REMADE": "The self-signed TLS certificate named the old public address and was made anew",
     "INVALID_LISTEN": "The listen address must be an IP address and port, e.g. 0.0.0.0:8443 or [::]:8443",
+    "METRICS_LISTEN_PUBLIC": "Metrics are served on a loopback or private address only (they name every tunnel, unauthenticated): e.g. 127.0.0.1:9468, or the VPS's address on a VPN",
 })

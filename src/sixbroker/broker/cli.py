@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from sixbroker.broker import db, updatecli, reconcile, routerconf, service
+from sixbroker.broker import db, health, update, updatecli, reconcile, routerconf, service
 from sixbroker.broker.lock import Lock
 from sixbroker.core.errors import CODES, SixbrokerError
 
@@ -136,6 +136,9 @@ def _parser():
                    help="requests per source address: a burst, then one per SECONDS (0 for none)")
     s.add_argument("--rate-tunnel", metavar="BURST/SECONDS", default="%d/%g" % updatecli.RATE_TUNNEL,
                    help="authenticated requests per tunnel (0 for none)")
+    s.add_argument("--metrics-listen", metavar="ADDR:PORT",
+                   help="serve Prometheus metrics at http://ADDR:PORT/metrics, on a loopback or private address "
+                   "only (they name every tunnel; the public port never serves them)")
     s = sub.add_parser("apply", parents=[common, js], help="bring the kernel and firewall in line with the database")
     s.add_argument("--if-initialised", action="store_true",
                    help="no database yet is not an error: say so and exit 0 (the systemd unit's form)")
@@ -164,11 +167,33 @@ def _tunnel_text(t):
                                  t["server_address"], t["router_address"], ", ".join(t["routed"])))
     if "state" in t:
         text += "#   state %s\n" % _state_text(t, True)
+    if t.get("health"):
+        text += "#   %s\n" % _health_text(t)
     if t.get("updates"):
         u = t["updates"][0]
         text += "#   last update %s from %s: %s %s%s\n" % (u["last"], u["source"], u["answer"], u["address"],
                                                          " (%d times since %s)" % (u["count"], u["first"]) if u["count"] > 1 else "")
     return text
+
+
+def _health_text(t):
+    h, c = t["health"], t["traffic"]
+    if h["idle_seconds"] is None:
+        text = "not alive: no packet from the peer yet (since the firewall table was loaded)"
+    else:
+        text = "%s: last packet from the peer %s ago (%s)" % ("alive" if h["alive"] else "not alive",
+                                                             health.ago(h["idle_seconds"]), h["last_packet"])
+    if c is not None:
+        text += "; received %d packets (%d bytes), sent %d packets (%d bytes), outer IPv4" % (
+            c["rx_packets"], c["rx_bytes"], c["tx_packets"], c["tx_bytes"])
+    return text
+
+
+def _alive_text(t):
+    h = t.get("health")
+    if not h:
+        return "-", "-"
+    return ("yes" if h["alive"] else "no"), ("never" if h["idle_seconds"] is None else health.ago(h["idle_seconds"]))
 
 
 def _state_text(t, long=False):
@@ -178,11 +203,11 @@ def _state_text(t, long=False):
 
 
 def _list_text(tunnels):
-    rows = [("NAME", "DEVICE", "REMOTE", "TRANSFER", "ROUTED", "MTU", "STATE", "UPDATE")]
+    rows = [("NAME", "DEVICE", "REMOTE", "TRANSFER", "ROUTED", "MTU", "STATE", "ALIVE", "IDLE", "UPDATE")]
     for t in tunnels:
         u = t.get("last_update")
         rows.append((t["name"], t["device"], t["remote"] or "-", t["transfer"], ",".join(t["routed"]), str(t["mtu"]),
-                     _state_text(t), "%s %s" % (u["answer"], u["last"]) if u else "-"))
+                     _state_text(t)) + _alive_text(t) + ("%s %s" % (u["answer"], u["last"]) if u else "-",))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for r in rows:
@@ -266,7 +291,8 @@ def _run(args, path):
         conn = db.connect_readonly(path)
         try:
             if cmd == "list":
-                tunnels = updatecli.with_updates(conn, service.with_state(conn, service.views(conn)), 1)
+                tunnels = health.with_health(conn, update.with_updates(
+                    conn, service.with_state(conn, service.views(conn)), 1))
                 _json({"tunnels": tunnels}) if want_json else _out(_list_text(tunnels))
             elif cmd == "info":
                 s = service.server_view(conn)
@@ -275,7 +301,8 @@ def _run(args, path):
                 _json({"server": s}) if want_json else _out(_server_text(s) + updatecli.server_text(s))
                 _warn_host_firewall(found, want_json)
             elif cmd == "show":
-                t = updatecli.with_updates(conn, service.with_state(conn, [service.show(conn, args.name)]))[0]
+                t = health.with_health(conn, update.with_updates(
+                    conn, service.with_state(conn, [service.show(conn, args.name)])))[0]
                 _spoofed(conn, t)
                 extra = ""
                 if "spoofed_dropped" in t:

@@ -219,10 +219,10 @@ def connect(path, create=True):
     return _prepared(_open(path, path, False), path, prepare)
 
 
-def connect_readonly(path):
-    """The database opened for reading only (list, show, config, info): never created, migrated or
-    written, whatever its state.  Schemas older than this one are read as they are: every version has the
-    server, tunnels and blocks tables that the views read."""
+def connect_readonly(path, timeout=30):
+    """The database opened for reading only (list, show, config, info, /metrics): never created, migrated
+    or written, whatever its state.  Schemas older than this one are read as they are: every version has
+    the server, tunnels and blocks tables that the views read.  timeout: seconds to wait for a lock."""
     if not os.path.exists(path):
         raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
     def prepare(conn):
@@ -232,7 +232,7 @@ def connect_readonly(path):
                                  % (version, SCHEMA_VERSION))
         if version == 0:
             raise SixbrokerError("BROKER_NOT_INITIALISED", "the database at %s is empty" % path)
-    return _prepared(_open("file:%s?mode=ro" % quote(os.path.abspath(path)), path, True), path, prepare)
+    return _prepared(_open("file:%s?mode=ro" % quote(os.path.abspath(path)), path, True, timeout), path, prepare)
 
 
 def _prepared(conn, path, prepare):
@@ -248,10 +248,10 @@ def _prepared(conn, path, prepare):
     return conn
 
 
-def _open(target, path, uri):
+def _open(target, path, uri, timeout=30):
     try:
         # isolation_level=None: the module's implicit transactions off; transaction() says BEGIN itself
-        conn = sqlite3.connect(target, timeout=30, isolation_level=None, uri=uri, factory=Connection)
+        conn = sqlite3.connect(target, timeout=timeout, isolation_level=None, uri=uri, factory=Connection)
     except sqlite3.Error as e:
         raise _db_error(e, path)
     conn.row_factory = sqlite3.Row

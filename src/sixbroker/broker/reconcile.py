@@ -176,6 +176,10 @@ class KernelAndNft:
                                               netns=state["netns"], scope=self.SCOPE, prefix=state["device_prefix"])
         return outage, _failures(result)
 
+    def traffic(self, netns):
+        from sixbroker.linux import traffic
+        return traffic.read(netns)
+
     def nft_token_same(self, a, b):
         from sixbroker.linux import nft_token
         return nft_token.token_same(a, b)

@@ -18,9 +18,15 @@ The rules of an update are update.py's; here is what a hostile client meets firs
 - one log line per request on stderr (journald), `sixbroker-serve: update src=ADDR tunnel=NAME
   answer=WORD ...`, which files/broker/README.md gives a fail2ban filter for.
 Refused requests change nothing: no database write, no kernel or firewall change.
+
+Metrics (broker/metrics.py): /metrics is served only on a listener of its own, `--metrics-listen ADDR:PORT`,
+plain HTTP on a loopback or private address (RFC 1918, CGNAT, fc00::/7, link-local: a VPN or the
+provider's private network), never on the public update port: it names every tunnel and what each
+carries, to anyone, unauthenticated.  A public --metrics-listen is refused (METRICS_LISTEN_PUBLIC).
 """
 
 import os
+import socket
 import sys
 import threading
 import time
@@ -83,12 +89,14 @@ class Service:
 
     def __init__(self, path, rate_source=RATE_SOURCE, rate_tunnel=RATE_TUNNEL, log=None):
         from sixbroker.broker.lock import Lock
+        from sixbroker.broker.metrics import Metrics
         self.path = path
         self.sources = Buckets(*rate_source)
         self.tunnels = Buckets(*rate_tunnel)
         self.local = threading.local()
         self.lock_of = lambda: Lock(path)
         self.log = log or (lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush()))
+        self.metrics = Metrics(path, self.log)
 
     def conn(self):
         c = getattr(self.local, "conn", None)
@@ -99,20 +107,21 @@ class Service:
     def answer(self, source, auth_header, query):
         """The Answer to one request (query: [(name, value)]); never raises."""
         if not self.sources.allow(source):
-            return self._log(source, None, update.Answer("abuse", why="rate limit of the source"))
+            return self._log(source, None, update.Answer("abuse", why="rate limit of the source", reason="rate_source"))
         params = {}
         for k, v in query:
             if k in params:
-                return self._log(source, None, update.Answer("badagent", why="%r given twice" % k))
+                return self._log(source, None, update.Answer("badagent", why="%r given twice" % k,
+                                                             reason="duplicate_parameter"))
             params[k] = v
         auth = update.basic_auth(auth_header)
         try:
             a = update.handle(self.conn(), self.lock_of(), auth, params.get("hostname"), params.get("myip"),
                               source, admit=self.tunnels.allow)
         except SixbrokerError as e:
-            a = update.Answer("911", why="%s: %s" % (e.code, e.text))
+            a = update.Answer("911", why="%s: %s" % (e.code, e.text), reason=e.code.lower())
         except Exception as e:     # never a traceback to a client; the log says what
-            a = update.Answer("911", why="INTERNAL_ERROR: %s: %s" % (type(e).__name__, e))
+            a = update.Answer("911", why="INTERNAL_ERROR: %s: %s" % (type(e).__name__, e), reason="internal_error")
         return self._log(source, auth[0] if auth else None, a)
 
     def _log(self, source, user, a):
@@ -124,6 +133,7 @@ class Service:
         if a.why:
             line += ' why="%s"' % printable(a.why).replace('"', "'")
         self.log(line)
+        self.metrics.answered(a)
         return a
 
 
@@ -142,10 +152,12 @@ def app(service):
     async def limits(request, call_next):
         # no body, ever: the update is a GET; a body would only hold the connection open
         if request.headers.get("content-length", "0") not in ("0", "") or "transfer-encoding" in request.headers:
+            service.metrics.refused("body")
             return PlainTextResponse("badagent\n", status_code=413, headers={"connection": "close"})
         if len(request.url.query) > MAX_QUERY:
             host = request.client.host if request.client else "-"
-            a = service._log(host, None, update.Answer("badagent", why="query string of %d bytes" % len(request.url.query)))
+            a = service._log(host, None, update.Answer("badagent", why="query string of %d bytes" % len(request.url.query),
+                                                       reason="query_too_long"))
             return PlainTextResponse(a.body(), status_code=200)
         return await call_next(request)
 
@@ -169,6 +181,40 @@ def app(service):
         return PlainTextResponse(a.body(), status_code=200, headers=headers)
 
     return api
+
+
+def metrics_app(service):
+    """The ASGI application of the metrics listener: GET /metrics alone."""
+    from fastapi import FastAPI
+    from fastapi.responses import Response
+
+    api = FastAPI(title="sixbroker metrics", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @api.get("/metrics")
+    def scrape():
+        # sync: the database and nft are read in FastAPI's thread pool, not on the event loop
+        body, kind = service.metrics.text()
+        return Response(body, media_type=kind)
+
+    return api
+
+
+def check_metrics_listen(text):
+    """(host, port) of a --metrics-listen: loopback or a private address only (METRICS_LISTEN_PUBLIC)."""
+    from sixbroker.core import addr
+    host, port = check_listen(text)
+    a = addr.Address.parse(host)
+    if not (a.is_loopback or a.is_private or a.is_cgnat or a.is_link_local):
+        raise SixbrokerError("METRICS_LISTEN_PUBLIC", text)
+    return host, port
+
+
+def metrics_config(service, host, port, fd=None):
+    """The uvicorn.Config of the metrics listener (plain HTTP; check_metrics_listen first)."""
+    import uvicorn
+    return uvicorn.Config(metrics_app(service), host=host, port=port, fd=fd, lifespan="off", access_log=False,
+                          log_level="warning", server_header=False, timeout_keep_alive=KEEPALIVE_SECONDS,
+                          limit_concurrency=16, ws="none")
 
 
 def _guarded_protocol():
@@ -286,13 +332,27 @@ def config(service, host, port, cert=None, key=None, plain=False, fd=None):
                           proxy_headers=bool(plain), forwarded_allow_ips="127.0.0.1,::1", **kw)
 
 
-def run(path, listen, cert, key, plain=False, rate_source=RATE_SOURCE, rate_tunnel=RATE_TUNNEL):
-    """Serve until SIGTERM/SIGINT."""
+def run(path, listen, cert, key, plain=False, rate_source=RATE_SOURCE, rate_tunnel=RATE_TUNNEL,
+        metrics_listen=None):
+    """Serve until SIGTERM/SIGINT (the metrics listener, if any, in a thread: the main one takes the signals)."""
     import uvicorn
     host, port = check_listen(listen)
+    mhost, mport = check_metrics_listen(metrics_listen) if metrics_listen else (None, None)
     db.connect(path, create=False).close()      # migrated and there, before the first request
     service = Service(path, rate_source, rate_tunnel)
     server = Server(config(service, host, port, cert, key, plain))
+    if metrics_listen:
+        side = uvicorn.Server(metrics_config(service, mhost, mport))
+        # bound here, so a port taken fails the command, not a thread
+        sock = socket.socket(socket.AF_INET6 if ":" in mhost else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((mhost, mport))
+        except OSError as e:
+            sock.close()
+            raise SixbrokerError("INVALID_LISTEN", "--metrics-listen %s: %s" % (metrics_listen, e.strerror or e))
+        threading.Thread(target=side.run, kwargs={"sockets": [sock]}, daemon=True).start()
+        sys.stderr.write("%s metrics on http://%s/metrics\n" % (LOG_PREFIX, metrics_listen))
     sys.stderr.write("%s listening on %s://%s (database %s)\n" % (LOG_PREFIX, "http" if plain else "https", listen, path))
     sys.stderr.flush()
     server.run()

@@ -38,6 +38,7 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import time
 
 from sixbroker.broker import db, reconcile, service
 from sixbroker.core import addr
@@ -125,13 +126,17 @@ def choose_address(myip, source):
 
 
 class Answer:
-    """What a request got: the dyndns2 word, the address (good, nochg), the tunnel, the reason in words."""
+    """What a request got: the dyndns2 word, the address (good, nochg), the tunnel, the reason in words;
+    for a refused request `reason`, one stable word for /metrics (metrics.REASONS); `apply_seconds`, how
+    long bringing the kernel in line took, when it was tried."""
 
-    def __init__(self, word, address=None, tunnel=None, why=""):
+    def __init__(self, word, address=None, tunnel=None, why="", reason=None):
         self.word = word
         self.address = address
         self.tunnel = tunnel
         self.why = why
+        self.reason = reason
+        self.apply_seconds = None
 
     def body(self):
         return self.word + (" " + self.address if self.address else "") + "\n"
@@ -145,19 +150,20 @@ def handle(conn, lock, auth, hostname, myip, source, admit=None):
     tunnel has had its share of requests (serve.py's per-tunnel limit; only an authenticated request
     counts, so wrong keys sent under a tunnel's name cannot lock its router out)."""
     if auth is None:
-        return Answer("badauth", why="no Basic authorization")
+        return Answer("badauth", why="no Basic authorization", reason="no_auth")
     name = authenticate(conn, auth[0], auth[1])
     if name is None:
-        return Answer("badauth", why="wrong tunnel name or key for %r" % auth[0][:64])
+        return Answer("badauth", why="wrong tunnel name or key for %r" % auth[0][:64], reason="bad_key")
     if admit is not None and not admit(name):
-        return Answer("abuse", tunnel=name, why="rate limit of the tunnel")
+        return Answer("abuse", tunnel=name, why="rate limit of the tunnel", reason="rate_tunnel")
     if not hostname:
-        return Answer("notfqdn", tunnel=name, why="no hostname")
+        return Answer("notfqdn", tunnel=name, why="no hostname", reason="no_hostname")
     if hostname != name:
-        return Answer("nohost", tunnel=name, why="hostname %r is not the tunnel authenticated as" % hostname[:64])
+        return Answer("nohost", tunnel=name, why="hostname %r is not the tunnel authenticated as" % hostname[:64],
+                      reason="wrong_hostname")
     address, why = choose_address(myip, source)
     if address is None:
-        return Answer("badip", tunnel=name, why=why)
+        return Answer("badip", tunnel=name, why=why, reason="no_public_ipv4")
     if db.tunnel(conn, name)["remote"] == address and _in_kernel(conn, name):
         _record(conn, name, source, address, "nochg")
         return Answer("nochg", address, name)
@@ -169,9 +175,10 @@ def handle(conn, lock, auth, hostname, myip, source, admit=None):
                 service.update(conn, name, remote=address)
             except SixbrokerError as e:
                 if e.code in ("REMOTE_IN_USE", "REMOTE_IS_SERVER", "REMOTE_NOT_PUBLIC", "INVALID_REMOTE"):
-                    return Answer("badip", tunnel=name, why="%s: %s" % (e.code, e.text))
+                    return Answer("badip", tunnel=name, why="%s: %s" % (e.code, e.text), reason=e.code.lower())
                 raise
             reconcile.crash_point("commit")
+        started = time.monotonic()
         try:
             # the new remote as `set --remote` applies it: that one tunnel, incrementally.  The same address
             # again while the kernel lacks it (an earlier request's 911, a change not applied since) must
@@ -179,13 +186,19 @@ def handle(conn, lock, auth, hostname, myip, source, admit=None):
             report = reconcile.reconcile(conn) if change is None else reconcile.reconcile_change(conn, change)
         except Exception as e:      # saved, not applied: `apply`, the next change or the next request
             _record(conn, name, source, address, "911")
-            return Answer("911", tunnel=name, why="saved, not applied: %s" % (getattr(e, "text", None) or e))
+            a = Answer("911", tunnel=name, why="saved, not applied: %s" % (getattr(e, "text", None) or e))
+            a.apply_seconds = time.monotonic() - started
+            return a
+        took = time.monotonic() - started
     failed = [f for f in report.get("failed", []) if f["tunnel"] == name]
     if failed:
         _record(conn, name, source, address, "911")
-        return Answer("911", tunnel=name, why="saved, not applied: %s: %s" % (failed[0]["code"], failed[0]["message"]))
-    _record(conn, name, source, address, "good")
-    return Answer("good", address, name)
+        a = Answer("911", tunnel=name, why="saved, not applied: %s: %s" % (failed[0]["code"], failed[0]["message"]))
+    else:
+        _record(conn, name, source, address, "good")
+        a = Answer("good", address, name)
+    a.apply_seconds = took
+    return a
 
 
 def _in_kernel(conn, name):
@@ -214,6 +227,20 @@ def history(conn, name):
     return [{"first": r["first"], "last": r["last"], "count": r["count"], "source": r["source"],
              "address": r["address"], "answer": r["answer"]}
             for r in conn.execute("SELECT * FROM updates WHERE tunnel = ? ORDER BY id DESC", (name,))]
+
+
+def with_updates(conn, tunnels, limit=None):
+    """Each view with its last update and (limit None) its bounded history, newest first; `key`: whether
+    the tunnel has an update key (one from before schema 6 has none until `key --rotate`)."""
+    for t in tunnels:
+        h = history(conn, t["name"])
+        t["last_update"] = h[0] if h else None
+        if limit is None:
+            t["updates"] = h
+        t["update_key"] = has_key(conn, t["name"])
+        if t["remote"] is None and t.get("state") != "failed":
+            t["state"] = "waiting"      # for its first update: no device yet
+    return tunnels
 
 
 def update_url(server):

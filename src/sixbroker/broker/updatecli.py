@@ -87,20 +87,6 @@ def rotate(conn, path, name, result):
     return t, with_key(conn, path, t, key, result)
 
 
-def with_updates(conn, tunnels, limit=None):
-    """Each view with its last update and (limit None) its bounded history, newest first; `key`: whether
-    the tunnel has an update key (one from before schema 6 has none until `key --rotate`)."""
-    for t in tunnels:
-        h = update.history(conn, t["name"])
-        t["last_update"] = h[0] if h else None
-        if limit is None:
-            t["updates"] = h
-        t["update_key"] = update.has_key(conn, t["name"])
-        if t["remote"] is None and t.get("state") != "failed":
-            t["state"] = "waiting"      # for its first update: no device yet
-    return tunnels
-
-
 def _rate(text, option):
     try:
         if text == "0":
@@ -123,9 +109,11 @@ def serve_(args, path):
     if not args.plain_http and cert is None:
         cert, key = tls.paths(path)
     serve.check_listen(args.listen)
+    if args.metrics_listen:
+        serve.check_metrics_listen(args.metrics_listen)
     return serve.run(path, args.listen, cert, key, plain=args.plain_http,
                      rate_source=_rate(args.rate_source, "--rate-source"),
-                     rate_tunnel=_rate(args.rate_tunnel, "--rate-tunnel"))
+                     rate_tunnel=_rate(args.rate_tunnel, "--rate-tunnel"), metrics_listen=args.metrics_listen)
 
 
 def serve_main(args, path):

@@ -49,6 +49,17 @@ Order within a chain: the ACCEPT rules (aggregated), then the rules with other v
 That is the plans' own order as long as no plan puts an ACCEPT after a DROP or REJECT in one chain (plan.py
 never does: a policy is allow-list then default deny); ruleset() refuses such a plan.
 
+Traffic per tunnel (linux/traffic.py reads it), the same in any kernel mapping because it is keyed by
+`local . peer`, not by device: received = the `peers6in4` element counters; sent = the elements of `sent6in4`,
+counted by `meta l4proto ipv6 ip saddr . ip daddr @sent6in4 counter` in the output chain (no verdict); and
+the time of the peer's last packet from `seen6in4`, a dynamic set with a timeout that
+`... @peers6in4 update @seen6in4 { ip daddr . ip saddr } counter accept` refreshes on every packet from a peer: seconds since that packet = SEEN_TIMEOUT - the element's
+`expires`.  (nft's `last` statement would say it directly, but Debian 12's nft 1.0.6 cannot parse it.)
+The update is part of the `peers6in4` accept rule, not a rule of its own: every lookup that finds an
+element runs the element's counter, so a second lookup would count each packet twice.
+Packets put elements into `seen6in4`, so normalise() and nft_token leave its elements out: they are state,
+like counters.
+
 The text is written in the form `nft -s list table` prints, so a loaded table compares with the desired
 one after normalise() (white space, set element order).  tests/linux/test_nft_host.py holds the two forms
 together.
@@ -66,6 +77,10 @@ SOURCES = "sources6"         # device . prefix: the inner sources each guarded t
 SPOOFED = "spoofed6"         # guarded devices, one drop counter each
 SOURCES4 = "sources6in4"     # shared device: the chain binding a peer to its inner sources, and its sets' prefix
 SPOOFED4 = "spoofed6in4"     # shared device: the peers, one drop counter each
+SENT = "sent6in4"            # local . peer again, in the output chain: what we send each peer
+SEEN = "seen6in4"            # local . peer of the peers heard from within SEEN_TIMEOUT (packets add them)
+SEEN_TIMEOUT = 30 * 86400    # seconds; nft prints it as 30d
+SEEN_SIZE = 65535
 
 ANY4 = "0.0.0.0"
 PROTO_6IN4 = 41
@@ -184,7 +199,8 @@ def _check_order(plan):
 def _set_block(name, typ, elements, flags=()):
     lines = ["\tset " + name + " {", "\t\t" + (typ if typ.startswith("typeof ") else "type " + typ)]
     lines.extend("\t\t" + f for f in flags)
-    lines.append("\t\telements = { " + ",\n\t\t\t     ".join(elements) + " }")
+    if elements:        # only the dynamic set starts empty
+        lines.append("\t\telements = { " + ",\n\t\t\t     ".join(elements) + " }")
     lines.append("\t}")
     return "\n".join(lines)
 
@@ -305,8 +321,11 @@ def _build(plans, exempt, mss_clamp, shared=None):
     if peers:
         sets.append((PEERS, "ipv4_addr . ipv4_addr", [e + " counter" for e in peers], ("counter",)))
         verdict = "jump " + SOURCES4 if spoofed4 else "accept"
-        chains["input"].append("meta l4proto ipv6 ip daddr . ip saddr @" + PEERS + " counter " + verdict
-                               + ' comment "' + PEERS + '"')
+        # the update rides on this rule's lookup: a lookup of its own would count every packet twice (an
+        # element's counter counts each lookup that finds it)
+        chains["input"].append("meta l4proto ipv6 ip daddr . ip saddr @" + PEERS + " update @" + SEEN
+                               + " { ip daddr . ip saddr } counter " + verdict + ' comment "' + PEERS + '"')
+        _traffic(sets, chains, peers)
     if spoofed4:
         chains[SOURCES4] = []
         for n in sorted(classes):
@@ -367,6 +386,14 @@ def _on_device(plan, device, shared):
     return out
 
 
+def _traffic(sets, chains, peers):
+    """What counts each peer's traffic both ways and remembers its last packet (see the module's text)."""
+    sets.append((SENT, "ipv4_addr . ipv4_addr", [e + " counter" for e in peers], ("counter",)))
+    sets.append((SEEN, "ipv4_addr . ipv4_addr", [], ("size %d" % SEEN_SIZE, "flags dynamic,timeout",
+                                                     "timeout %dd" % (SEEN_TIMEOUT // 86400))))
+    chains["output"].append("meta l4proto ipv6 ip saddr . ip daddr @" + SENT + ' counter comment "' + SENT + '"')
+
+
 # ---- comparing ---------------------------------------------------------------------------------
 
 def normalise(text):
@@ -376,6 +403,7 @@ def normalise(text):
     if text is None:
         return None
     flat = " ".join(text.split())
+    flat = _without_seen(flat)
     flat = flat.replace("meta l4proto 41 ", "meta l4proto ipv6 ")
     out = []
     pos = 0
@@ -391,6 +419,20 @@ def normalise(text):
         out.append(", ".join(sorted(items)))
         pos = j
     return "".join(out)
+
+
+def _without_seen(flat):
+    """flat text with the elements of SEEN left out: packets put them there."""
+    head = "set " + SEEN + " { "
+    i = flat.find(head)
+    if i < 0:
+        return flat
+    j = flat.find("elements = { ", i)
+    end = flat.find(" }", i)
+    if j < 0 or j > end:
+        return flat
+    k = flat.find(" }", j)
+    return flat[:j].rstrip() + flat[k + 2:]
 
 
 # ---- one tunnel at a time -----------------------------------------------------------------------
@@ -450,11 +492,18 @@ def change_parts(before, after, other, table, mss_clamp, shared=None):
     lines, moves = [], []
     for name in sorted(before_els):
         gone = sorted(before_els[name] - after_els.get(name, set()) - other_els.get(name, set()))
-        if any(name != PEERS and not _owned(e, own) for e in gone):
+        if any(name not in (PEERS, SENT) and not _owned(e, own) for e in gone):
             return None
         if gone:
             lines.append("delete element %s %s %s { %s }" % (FAMILY, table, name, ", ".join(_key(e) for e in gone)))
             moves.extend((name, types[name], _key(e), -1) for e in gone)
+        if gone and name == PEERS:
+            # a peer gone takes its last-packet element along, which exists only if it ever sent: adding
+            # it first (no error when it is there) makes the delete always valid.  Not a move: nft_token
+            # leaves SEEN out
+            pairs = ", ".join(_key(e) for e in gone)
+            lines.append("add element %s %s %s { %s }" % (FAMILY, table, SEEN, pairs))
+            lines.append("delete element %s %s %s { %s }" % (FAMILY, table, SEEN, pairs))
     for name in sorted(after_els):
         new = sorted(after_els[name] - before_els.get(name, set()))
         if new:

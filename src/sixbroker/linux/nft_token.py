@@ -8,7 +8,8 @@ reload), so it only ever proves "nothing changed anywhere"; when it moved, the t
 over netlink and summed into a digest: one 128-bit hash per item (the table, each chain, rule and set
 as the kernel reports them, each set element by its key), added up, so a one-tunnel change moves the
 digest by what its elements add and remove (apply_nft.Result.delta), without reading the table again.
-Counters (rule `counter`, per-element counters, base-chain counters) are left out: packets move them.
+Counters (rule `counter`, per-element counters, base-chain counters) are left out: packets move them; so
+are the elements of nft_table.SEEN, which packets add.
 A rule is hashed with its expressions, not by its handle alone: `nft replace rule` keeps the handle
 (net/netfilter/nf_tables_api.c, nf_tables_newrule: with NLM_F_REPLACE the handle is the one given).
 """
@@ -16,7 +17,7 @@ A rule is hashed with its expressions, not by its handle alone: `nft replace rul
 import struct
 from hashlib import blake2b as _blake2b
 
-from sixbroker.linux.nft_table import TABLE, check_name
+from sixbroker.linux.nft_table import SEEN, TABLE, check_name
 from sixbroker.linux.netns import InNetns
 
 SO_NETNS_COOKIE = 71     # asm-generic/socket.h, Linux 5.14+
@@ -135,6 +136,8 @@ def _digest(sock, table):
         total += _item(b"set", a, _SET_SKIP + tuple(t for t in a if t > _SET_KNOWN))
         sets.append(a[_SET_NAME])
     for setname in sets:
+        if setname == SEEN.encode() + b"\0":
+            continue                      # its elements are put there by packets: state, like counters
         for a in nl.nft_dump(sock, NFT_GETSETELEM, NFPROTO_INET, name + nl.attr(2, setname)):
             total += _elements(setname.rstrip(b"\0"), a.get(_ELEM_LIST, b""))
     return "%032x" % (total % DIGEST_MOD)
