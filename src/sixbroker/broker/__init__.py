@@ -37,6 +37,8 @@ CODES.update({
     "NDP_PROXY_NEEDS_UPLINK": "Proxy NDP answers on the uplink: give --uplink",
     "DB_ERROR": "The broker database cannot be opened or is damaged",
     "DB_READ_ONLY": "The broker database cannot be written (a read-only file system or file)",
+    "DB_UNAVAILABLE": "The broker's PostgreSQL database cannot be reached: the tunnels keep what was last applied; try again when it is back",
+    "PG_NEEDS_EXTRA": "A postgresql:// database needs the optional dependency: pip install 'sixbroker[postgresql]'",
     "DB_TOO_NEW": "The broker database was written by a newer sixbroker: upgrade sixbroker",
     "TUNNELS_FAILED": "Some tunnels could not be applied (each is named with its cause); everything else is in line with the database: fix each cause, then run `sixbroker server apply`",
     "APPLY_FAILED": "The database is saved but the kernel or firewall is not in line with it: fix the cause, then run `sixbroker server apply`",

@@ -109,7 +109,7 @@ class Layout:
 def next_transfer_index(conn, layout):
     """The lowest /127 index of the transfer prefix that no tunnel has."""
     row = conn.execute(
-        "SELECT c FROM (SELECT :lo AS c UNION ALL SELECT transfer_index + 1 FROM tunnels)"
+        "SELECT c FROM (SELECT :lo AS c UNION ALL SELECT transfer_index + 1 FROM tunnels) AS candidates"
         " WHERE c >= :lo AND c < :hi"
         " AND NOT EXISTS (SELECT 1 FROM tunnels WHERE transfer_index = c)"
         " ORDER BY c LIMIT 1",
@@ -128,7 +128,7 @@ def next_block(conn, layout, length):
     # end; the lowest free block is always one of them.  A candidate is free when the block starting
     # last before the candidate's end ends at or before the candidate.
     row = conn.execute(
-        "SELECT c FROM (SELECT 0 AS c UNION ALL SELECT ((stop + :s - 1) / :s) * :s FROM blocks)"
+        "SELECT c FROM (SELECT 0 AS c UNION ALL SELECT ((stop + :s - 1) / :s) * :s FROM blocks) AS candidates"
         " WHERE c + :s <= :units"
         " AND COALESCE((SELECT stop FROM blocks WHERE start < c + :s ORDER BY start DESC LIMIT 1), 0) <= c"
         " ORDER BY c LIMIT 1",

@@ -278,15 +278,15 @@ def _run(args, path):
             conn.close()
         return 0
 
-    if cmd != "init" and not os.path.exists(path):
+    if cmd != "init" and not db.exists(path):
         if cmd == "apply" and args.if_initialised:
             _out("no database at %s: nothing to apply\n" % path)
             return 0
         raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
-    parent = os.path.dirname(os.path.abspath(path))
+    parent = os.path.dirname(os.path.abspath(db.local_path(path)))
     new_dir = not os.path.isdir(parent)
-    with Lock(path) as lock:
-        fresh = not os.path.exists(path)
+    with Lock(db.local_path(path)) as lock:
+        fresh = not db.exists(path)
         try:
             conn = db.connect(path, create=(cmd == "init"))
         except BaseException:
@@ -296,7 +296,9 @@ def _run(args, path):
         try:
             return _change(conn, args, cmd, want_json, path)
         except BaseException:
-            if fresh and db.server_or_none(conn) is None:
+            if getattr(conn, "created", None) and db.server_or_none(conn) is None:
+                db.forget_created(conn)
+            elif fresh and db.server_or_none(conn) is None:
                 conn.close()
                 _forget_first_init(path, lock, new_dir)
             raise

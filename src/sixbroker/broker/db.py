@@ -1,4 +1,4 @@
-"""The broker's state: one SQLite file.
+"""The broker's state: one SQLite file, or a PostgreSQL database (pg.py) that several brokers share.
 
 The database is the truth; the kernel and the firewall are made to match it afterwards (reconcile.py), so
 every change is one transaction and a crash between the commit and the kernel change is repaired by the
@@ -29,14 +29,28 @@ import sqlite3
 import time
 from urllib.parse import quote
 
+from sixbroker.broker import pg
 from sixbroker.core.errors import SixbrokerError
 
 DEFAULT_PATH = "/var/lib/sixbroker/broker.db"
 ENV_PATH = "SIXBROKER_DB"
+ENV_STATE_DIR = "SIXBROKER_STATE_DIR"
+
+
+
+class Dialects:
+    """A migration whose SQL differs between SQLite and PostgreSQL (types, triggers, table rebuilds); a
+    plain string in MIGRATIONS is run as it is on both."""
+
+    def __init__(self, sqlite, postgresql):
+        self.sqlite = sqlite
+        self.postgresql = postgresql
+
 
 # Each entry moves the schema from version i to i + 1; never edit one that has shipped, append.
+# On PostgreSQL the version is the one row of `schema_version` (no user_version there).
 MIGRATIONS = [
-    """
+    Dialects("""
     CREATE TABLE server (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         prefix TEXT NOT NULL,
@@ -76,10 +90,46 @@ MIGRATIONS = [
     BEGIN
         SELECT RAISE(ABORT, 'sixbroker: overlapping prefix');
     END;
-    """,
+    """, postgresql="""
+    CREATE TABLE server (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        prefix TEXT NOT NULL,
+        transfer_prefix TEXT NOT NULL,
+        public_ipv4 TEXT NOT NULL,
+        local_ipv4 TEXT NOT NULL,
+        uplink TEXT,
+        uplink_ra INTEGER NOT NULL DEFAULT 0,
+        netns TEXT,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL
+    );
+    CREATE TABLE tunnels (
+        name TEXT PRIMARY KEY,
+        device TEXT NOT NULL UNIQUE,
+        remote TEXT NOT NULL UNIQUE,
+        transfer_index BIGINT NOT NULL UNIQUE CHECK (transfer_index >= 0),
+        mtu INTEGER NOT NULL,
+        ttl INTEGER NOT NULL DEFAULT 64,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL
+    );
+    -- the overlap check as a constraint (ranges and their GiST index are built in): it holds under
+    -- any concurrency, not only under the writers' advisory lock
+    CREATE TABLE blocks (
+        start BIGINT PRIMARY KEY CHECK (start >= 0),
+        stop BIGINT NOT NULL UNIQUE,
+        length INTEGER NOT NULL,
+        tunnel TEXT REFERENCES tunnels(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('routed', 'transfer', 'reserved')),
+        CHECK (stop > start),
+        CHECK ((tunnel IS NULL) = (kind != 'routed')),
+        CONSTRAINT blocks_no_overlap EXCLUDE USING gist (int8range(start, stop) WITH &&)
+    );
+    CREATE INDEX blocks_tunnel ON blocks(tunnel);
+    """),
     # 2: a generation number that every change of the desired state moves on, and the record of the last
     # state the kernel and the firewall were seen in line with (see reconcile.py)
-    """
+    Dialects("""
     CREATE TABLE generation (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         n INTEGER NOT NULL
@@ -103,7 +153,34 @@ MIGRATIONS = [
         foreign_tunnels TEXT NOT NULL,
         at TEXT NOT NULL
     );
-    """,
+    """, postgresql="""
+    CREATE TABLE generation (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        n BIGINT NOT NULL
+    );
+    INSERT INTO generation (id, n) VALUES (1, 0);
+    -- per row, as SQLite's: a statement that changes nothing moves nothing on
+    CREATE FUNCTION sixbroker_generation() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE generation SET n = n + 1;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER server_change AFTER INSERT OR UPDATE OR DELETE ON server
+        FOR EACH ROW EXECUTE FUNCTION sixbroker_generation();
+    CREATE TRIGGER tunnels_change AFTER INSERT OR UPDATE OR DELETE ON tunnels
+        FOR EACH ROW EXECUTE FUNCTION sixbroker_generation();
+    CREATE TRIGGER blocks_change AFTER INSERT OR UPDATE OR DELETE ON blocks
+        FOR EACH ROW EXECUTE FUNCTION sixbroker_generation();
+    CREATE TABLE applied (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        generation BIGINT NOT NULL,
+        version TEXT NOT NULL,
+        kernel TEXT NOT NULL,
+        nft TEXT,
+        foreign_tunnels TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    """),
     # 3: answer neighbour solicitations on the uplink for the tunnels' addresses (an on-link /64, apply_ndp.py)
     """
     ALTER TABLE server ADD COLUMN ndp_proxy INTEGER NOT NULL DEFAULT 0;
@@ -130,7 +207,8 @@ MIGRATIONS = [
     # seen a key for it: making one here would make one that nobody can read).  The bounded history of
     # accepted updates (runs of nochg are one row with a count).  Keys and history are no desired state:
     # no generation trigger.  update_url: what `add` prints for the router (NULL: https://PUBLIC:8443/...).
-    """
+    # PostgreSQL drops the NOT NULL in place.
+    Dialects("""
     CREATE TABLE tunnels_v6 (
         name TEXT PRIMARY KEY,
         device TEXT NOT NULL UNIQUE,
@@ -165,7 +243,26 @@ MIGRATIONS = [
     );
     CREATE INDEX updates_tunnel ON updates(tunnel, id);
     ALTER TABLE server ADD COLUMN update_url TEXT;
-    """,
+    """, postgresql="""
+    ALTER TABLE tunnels ALTER COLUMN remote DROP NOT NULL;
+    CREATE TABLE update_keys (
+        tunnel TEXT PRIMARY KEY REFERENCES tunnels(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        hash TEXT NOT NULL,
+        created TEXT NOT NULL
+    );
+    CREATE TABLE updates (
+        id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        tunnel TEXT NOT NULL REFERENCES tunnels(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        first TEXT NOT NULL,
+        last TEXT NOT NULL,
+        count INTEGER NOT NULL DEFAULT 1,
+        source TEXT NOT NULL,
+        address TEXT NOT NULL,
+        answer TEXT NOT NULL
+    );
+    CREATE INDEX updates_tunnel ON updates(tunnel, id);
+    ALTER TABLE server ADD COLUMN update_url TEXT;
+    """),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -188,7 +285,10 @@ class Connection(sqlite3.Connection):
 
 def connect(path, create=True):
     """An open, migrated database.  create=False: a missing or empty file is BROKER_NOT_INITIALISED (and
-    stays as it was).  Created here: the file 0600 and its directory 0700 (it holds the homes' addresses)."""
+    stays as it was).  Created here: the file 0600 and its directory 0700 (it holds the homes' addresses).
+    A postgresql:// URL: that database (pg.py), its schema made or migrated here likewise."""
+    if pg.is_url(path):
+        return _connect_pg(path, create, read_only=False)
     if not create and not os.path.exists(path):
         raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
     if create and path != ":memory:":
@@ -216,6 +316,8 @@ def connect_readonly(path):
     """The database opened for reading only (list, show, config, info): never created, migrated or
     written, whatever its state.  Schemas older than this one are read as they are: every version has the
     server, tunnels and blocks tables that the views read."""
+    if pg.is_url(path):
+        return _connect_pg(path, False, read_only=True)
     if not os.path.exists(path):
         raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
     def prepare(conn):
@@ -226,6 +328,64 @@ def connect_readonly(path):
         if version == 0:
             raise SixbrokerError("BROKER_NOT_INITIALISED", "the database at %s is empty" % path)
     return _prepared(_open("file:%s?mode=ro" % quote(os.path.abspath(path)), path, True), path, prepare)
+
+
+def _connect_pg(url, create, read_only):
+    conn = pg.Connection(url, read_only=read_only)
+    try:
+        version = _version(conn)
+        if version > SCHEMA_VERSION:
+            raise SixbrokerError("DB_TOO_NEW", "schema version %d, this sixbroker knows up to %d"
+                                 % (version, SCHEMA_VERSION))
+        if not create and (version == 0 or not has_table(conn, "server") or server_or_none(conn) is None):
+            raise SixbrokerError("BROKER_NOT_INITIALISED", "the database at %s is empty" % pg.url_for_humans(url))
+        if not read_only:
+            before = _pg_objects(conn) if version == 0 else None
+            migrate(conn)
+            if before is not None:
+                # what a refused first init takes away again (forget_created)
+                conn.created = [o for o in _pg_objects(conn) if o not in before]
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _pg_objects(conn):
+    """The tables and functions in the schema we work in, as (kind, name)."""
+    return ([("TABLE", r[0]) for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1")]
+            + [("FUNCTION", r[0]) for r in conn.execute(
+                "SELECT proname FROM pg_proc WHERE pronamespace = current_schema()::regnamespace ORDER BY 1")])
+
+
+def forget_created(conn):
+    """A refused first init on PostgreSQL leaves the database as empty as it found it: what connect()
+    made in it is dropped again (a SQLite one is a file, which the caller removes)."""
+    created = getattr(conn, "created", None)
+    if not created:
+        return
+    for kind, name in created:
+        conn.execute('DROP %s IF EXISTS "%s" CASCADE' % (kind, name.replace('"', '""')))
+    conn.created = []
+
+
+def is_postgresql(conn):
+    return getattr(conn, "dialect", "sqlite") == "postgresql"
+
+
+def exists(path):
+    """Whether there is a database to open (a PostgreSQL one always is: connect() tells whether it is empty)."""
+    return pg.is_url(path) or os.path.exists(path)
+
+
+def local_path(path):
+    """Where this host keeps what belongs beside the database (the writer lock, the update service's TLS
+    certificate): the SQLite file itself, or for PostgreSQL a name in $SIXBROKER_STATE_DIR (default the
+    directory of DEFAULT_PATH): the kernel they guard is this host's, whatever database it follows."""
+    if not pg.is_url(path):
+        return path
+    return os.path.join(os.environ.get(ENV_STATE_DIR) or os.path.dirname(DEFAULT_PATH), "postgresql")
 
 
 def _prepared(conn, path, prepare):
@@ -252,6 +412,11 @@ def _open(target, path, uri):
 
 
 def _version(conn):
+    if is_postgresql(conn):
+        if not has_table(conn, "schema_version"):
+            return 0
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        return row[0] if row else 0
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
@@ -272,6 +437,8 @@ def migrate(conn):
                              % (version, SCHEMA_VERSION))
     if version == SCHEMA_VERSION:
         return
+    if is_postgresql(conn):
+        return _migrate_pg(conn, version)
     # off for the migrations (a no-op inside a transaction, hence here): a table rebuilt (6) is dropped,
     # and a drop with foreign keys on deletes every row that refers to it; foreign_key_check proves
     # before each commit that nothing was left dangling
@@ -280,7 +447,8 @@ def migrate(conn):
         while version < SCHEMA_VERSION:
             with transaction(conn):
                 # executescript would COMMIT on its own; the statements run one by one inside ours
-                for stmt in _statements(MIGRATIONS[version]):
+                step = MIGRATIONS[version]
+                for stmt in _statements(step.sqlite if isinstance(step, Dialects) else step):
                     conn.execute(stmt)
                 bad = conn.execute("PRAGMA foreign_key_check").fetchall()
                 if bad:
@@ -290,6 +458,21 @@ def migrate(conn):
             version += 1
     finally:
         conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _migrate_pg(conn, version):
+    """PostgreSQL's DDL is transactional: each step, with its version, is one transaction, which the
+    writers' advisory lock also keeps any other PoP's migration out of (it finds the version moved on)."""
+    with transaction(conn):
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        version = _version(conn)
+        while version < SCHEMA_VERSION:
+            step = MIGRATIONS[version]
+            # one multi-statement text (no parameters: the simple query protocol), $$ bodies and all
+            conn.execute(step.postgresql if isinstance(step, Dialects) else step)
+            version += 1
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
 
 def _statements(script):
@@ -315,6 +498,14 @@ class transaction:
         self.conn = conn
 
     def __enter__(self):
+        if is_postgresql(self.conn):
+            self.conn.execute("BEGIN")
+            try:
+                self.conn.execute("SELECT pg_advisory_xact_lock(?)", (pg.WRITER_KEY,))
+            except BaseException as e:
+                self.__exit__(type(e), e, None)
+                raise
+            return self.conn
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
@@ -322,6 +513,8 @@ class transaction:
         return self.conn
 
     def __exit__(self, typ, value, tb):
+        if is_postgresql(self.conn):
+            return self._exit_pg(typ, value)
         if typ is None:
             try:
                 self.conn.execute("COMMIT")
@@ -333,6 +526,29 @@ class transaction:
             # SQLite takes the write lock of a read-only file and refuses only the first write
             raise SixbrokerError("DB_READ_ONLY", str(value))
         return False
+
+
+    def _exit_pg(self, typ, value):
+        _, read_only, _ = pg.errors()
+        if typ is None:
+            try:
+                self.conn.execute("COMMIT")
+            except read_only as e:
+                raise SixbrokerError("DB_READ_ONLY", str(e).strip())
+            return False
+        if self.conn.in_transaction():
+            try:
+                self.conn.execute("ROLLBACK")
+            except SixbrokerError:
+                pass        # the connection is gone, and the transaction with it
+        if isinstance(value, read_only):
+            raise SixbrokerError("DB_READ_ONLY", str(value).strip())
+        return False
+
+
+def integrity_errors(conn):
+    """The exception classes a refused constraint raises on conn (for an `except`)."""
+    return pg.errors()[0] if is_postgresql(conn) else sqlite3.IntegrityError
 
 
 def _read_only_error(e):
@@ -413,6 +629,8 @@ def generation(conn):
 
 def has_table(conn, name):
     """Whether a table exists: a read opens an older database as it is, never migrated."""
+    if is_postgresql(conn):
+        return conn.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0]
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
@@ -433,8 +651,12 @@ def record_applied(conn, gen, version, kernel, nft, foreign_tunnels):
         return
     _write_or_notice(conn, "the kernel and the firewall are in line, but the record of it could not be saved "
                      "(%s): the next apply compares everything again",
-                     lambda: conn.execute("INSERT OR REPLACE INTO applied (id, generation, version, kernel, nft,"
-                                          " foreign_tunnels, at) VALUES (1, ?, ?, ?, ?, ?, ?)", new + (now(),)))
+                     lambda: conn.execute("INSERT INTO applied (id, generation, version, kernel, nft, foreign_tunnels, at)"
+                                          " VALUES (1, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                                          " generation = excluded.generation, version = excluded.version,"
+                                          " kernel = excluded.kernel, nft = excluded.nft,"
+                                          " foreign_tunnels = excluded.foreign_tunnels, at = excluded.at",
+                                          new + (now(),)))
 
 
 def _write_or_notice(conn, words, write):

@@ -87,7 +87,7 @@ class Service:
         self.sources = Buckets(*rate_source)
         self.tunnels = Buckets(*rate_tunnel)
         self.local = threading.local()
-        self.lock_of = lambda: Lock(path)
+        self.lock_of = lambda: Lock(db.local_path(path))
         self.log = log or (lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush()))
 
     def conn(self):

@@ -5,8 +5,6 @@ reconcile.py.  Input is checked before the transaction starts, so a refused chan
 exactly as it was.
 """
 
-import sqlite3
-
 from sixbroker.core import addr, plan
 from sixbroker.broker import alloc, db
 from sixbroker.broker.reach import is_public
@@ -429,7 +427,7 @@ def add(conn, name, remote=None, routed_length=None, mtu=None, allow_private=Fal
             alloc.take_block(conn, start, length, name, layout=layout)
             if key_hash is not None:
                 conn.execute("INSERT INTO update_keys (tunnel, hash, created) VALUES (?, ?, ?)", (name, key_hash, stamp))
-        except sqlite3.IntegrityError as e:
+        except db.integrity_errors(conn) as e:
             # every case is checked above inside this transaction; reaching here is a bug, not bad input
             raise SixbrokerError("INTERNAL_ERROR", "database refused the new tunnel: %s" % e)
     return show(conn, name)

@@ -63,7 +63,8 @@ def rotate(conn, name):
     key, h = new_key()
     with db.transaction(conn):
         db.tunnel(conn, name)
-        conn.execute("INSERT OR REPLACE INTO update_keys (tunnel, hash, created) VALUES (?, ?, ?)", (name, h, db.now()))
+        conn.execute("INSERT INTO update_keys (tunnel, hash, created) VALUES (?, ?, ?) ON CONFLICT (tunnel)"
+                     " DO UPDATE SET hash = excluded.hash, created = excluded.created", (name, h, db.now()))
     return key
 
 

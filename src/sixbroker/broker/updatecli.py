@@ -22,11 +22,11 @@ def after_init(conn, path, update_url):
         if url is not None and not (url.startswith("https://") or url.startswith("http://")) or (url and " " in url):
             raise SixbrokerError("USAGE", "--update-url must be an http(s) URL, not %r" % update_url)
         with db.transaction(conn):
-            conn.execute("UPDATE server SET update_url = ? WHERE id = 1 AND update_url IS NOT ?", (url, url))
+            conn.execute("UPDATE server SET update_url = ? WHERE id = 1 AND update_url IS DISTINCT FROM ?", (url, url))
     if path == ":memory:":
         return
     try:
-        tls.ensure(path, db.server(conn)["public_ipv4"])
+        tls.ensure(db.local_path(path), db.server(conn)["public_ipv4"])
     except SixbrokerError as e:
         conn.notices.append(("TLS_CERT_FAIL", "%s; `serve` then needs --cert and --key" % e.detail))
 
@@ -35,7 +35,7 @@ def server_extra(conn, path, view):
     """info's part: the update URL and the certificate's fingerprint."""
     s = db.server(conn)
     view["update_url"] = update.update_url(s)
-    cert, _ = tls.paths(path)
+    cert, _ = tls.paths(db.local_path(path))
     view["tls_fingerprint_sha256"] = tls.fingerprint(cert) if os.path.exists(cert) else None
     return view
 
@@ -50,7 +50,7 @@ def join_fields(conn, path, t, key):
     s = db.server(conn)
     fields = routerconf.fields(t)
     fields.update({"url": update.update_url(s), "key": key})
-    cert, _ = tls.paths(path)
+    cert, _ = tls.paths(db.local_path(path))
     if not s.get("update_url") and os.path.exists(cert):
         # the default URL is served with the self-signed certificate: the router must be given it
         fields.update(tls.for_join(cert))
@@ -108,13 +108,13 @@ def _rate(text, option):
 
 
 def serve_(args, path):
-    if not os.path.exists(path):
+    if not db.exists(path):
         raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
     cert, key = args.cert, args.key
     if (cert is None) != (key is None):
         raise SixbrokerError("USAGE", "give --cert and --key together")
     if not args.plain_http and cert is None:
-        cert, key = tls.paths(path)
+        cert, key = tls.paths(db.local_path(path))
     serve.check_listen(args.listen)
     return serve.run(path, args.listen, cert, key, plain=args.plain_http,
                      rate_source=_rate(args.rate_source, "--rate-source"),
