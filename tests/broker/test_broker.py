@@ -322,7 +322,7 @@ def test_json_shapes(broker):
     body = broker.json("add", "home", "--remote", Y)
     assert sorted(body) == ["applied", "apply", "join", "key", "router", "tunnel"]
     t = body["tunnel"]
-    assert sorted(t) == ["created", "device", "local", "mtu", "name", "peeraddr", "remote", "routed",
+    assert sorted(t) == ["created", "device", "local", "mtu", "name", "peeraddr", "pop", "remote", "routed",
                          "router_address", "server_address", "transfer", "transfer_length", "ttl", "updated"]
     assert (t["name"], t["device"], t["remote"], t["local"], t["mtu"], t["ttl"]) == \
         ("home", "sbs-home", Y, X, 1480, 64)

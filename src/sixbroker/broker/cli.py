@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from sixbroker.broker import db, updatecli, reconcile, routerconf, service
+from sixbroker.broker import db, pops, updatecli, reconcile, routerconf, service
 from sixbroker.broker.lock import Lock
 from sixbroker.core.errors import CODES, SixbrokerError
 
@@ -56,12 +56,17 @@ def _parser():
                         help="the database (default: $SIXBROKER_DB or %s)" % db.DEFAULT_PATH)
     js = _Parser(add_help=False)
     js.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    # which PoP this host is; add and move take --pop as where the tunnel goes instead
+    here = _Parser(add_help=False)
+    here.add_argument("--pop", metavar="NAME", default=argparse.SUPPRESS,
+                      help="the point of presence this broker is, of those sharing the database (default: "
+                      "$%s or %s)" % (db.ENV_POP, db.DEFAULT_POP))
 
     p = _Parser(prog=PROG, description=DESCRIPTION, parents=[common])
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    s = sub.add_parser("init", parents=[common, js], help="set the server's prefix and addresses",
+    s = sub.add_parser("init", parents=[common, here, js], help="set the server's prefix and addresses",
                        description="Set (or change) the broker's prefix and addresses, then apply: IPv6 "
                        "forwarding, accept_ra=2 on an uplink that takes its address from RAs, the firewall "
                        "table.  Options not given keep their earlier values.")
@@ -100,23 +105,32 @@ def _parser():
     s.add_argument("--routed-prefix-length", metavar="LEN", help="length of the routed prefix (default 64)")
     s.add_argument("--mtu", help="tunnel MTU (default %d)" % service.DEFAULT_MTU)
     s.add_argument("--allow-private", action="store_true", help=ALLOW_PRIVATE)
+    s.add_argument("--pop", metavar="NAME", default=argparse.SUPPRESS,
+                   help="the point of presence to place it on (default: this one, $%s or %s)"
+                   % (db.ENV_POP, db.DEFAULT_POP))
+    s = sub.add_parser("move", parents=[common, js], help="re-home a tunnel on another point of presence",
+                       description="Give the tunnel a transfer /127 and routed prefixes from another PoP's "
+                       "prefixes (the old ones are freed) and print the router's new configuration; each PoP's "
+                       "`serve` (or its next `apply`) brings its own kernel in line.")
+    s.add_argument("name")
+    s.add_argument("--pop", metavar="NAME", required=True, dest="to_pop", help="the PoP it moves to")
 
-    s = sub.add_parser("list", parents=[common, js], help="list the tunnels")
-    s = sub.add_parser("show", parents=[common, js], help="show one tunnel")
+    s = sub.add_parser("list", parents=[common, here, js], help="list the tunnels")
+    s = sub.add_parser("show", parents=[common, here, js], help="show one tunnel")
     s.add_argument("name")
-    s = sub.add_parser("remove", parents=[common, js], help="remove a tunnel and free its prefixes")
+    s = sub.add_parser("remove", parents=[common, here, js], help="remove a tunnel and free its prefixes")
     s.add_argument("name")
-    s = sub.add_parser("set", parents=[common, js], help="change a tunnel's remote address or MTU")
+    s = sub.add_parser("set", parents=[common, here, js], help="change a tunnel's remote address or MTU")
     s.add_argument("name")
     s.add_argument("--remote", metavar="IPV4")
     s.add_argument("--mtu")
     s.add_argument("--allow-private", action="store_true", help=ALLOW_PRIVATE)
-    s = sub.add_parser("key", parents=[common, js], help="make a tunnel's update key anew",
+    s = sub.add_parser("key", parents=[common, here, js], help="make a tunnel's update key anew",
                        description="With --rotate: a new update key for the tunnel (the old one stops working at "
                        "once), printed once with the join line that carries it.")
     s.add_argument("name")
     s.add_argument("--rotate", action="store_true", help="make the new key (required: the old key is never shown)")
-    s = sub.add_parser("serve", parents=[common], help="run the HTTPS update service (dyndns2, for the routers)",
+    s = sub.add_parser("serve", parents=[common, here], help="run the HTTPS update service (dyndns2, for the routers)",
                        description="Serve GET /nic/update?hostname=NAME[&myip=A] with HTTP Basic auth NAME:KEY "
                        "(dyndns2), moving each tunnel to its home's new address.  TLS with --cert/--key, else "
                        "the self-signed certificate `init` made beside the database.")
@@ -130,12 +144,12 @@ def _parser():
                    help="requests per source address: a burst, then one per SECONDS (0 for none)")
     s.add_argument("--rate-tunnel", metavar="BURST/SECONDS", default="%d/%g" % updatecli.RATE_TUNNEL,
                    help="authenticated requests per tunnel (0 for none)")
-    s = sub.add_parser("apply", parents=[common, js], help="bring the kernel and firewall in line with the database")
+    s = sub.add_parser("apply", parents=[common, here, js], help="bring the kernel and firewall in line with the database")
     s.add_argument("--if-initialised", action="store_true",
                    help="no database yet is not an error: say so and exit 0 (the systemd unit's form)")
-    s = sub.add_parser("config", parents=[common, js], help="print a tunnel's router configuration again")
+    s = sub.add_parser("config", parents=[common, here, js], help="print a tunnel's router configuration again")
     s.add_argument("name")
-    s = sub.add_parser("info", parents=[common, js], help="show the server's prefixes, addresses and usage")
+    s = sub.add_parser("info", parents=[common, here, js], help="show the server's prefixes, addresses and usage")
     return p
 
 
@@ -251,9 +265,11 @@ def _run(args, path):
     cmd = args.command
     if cmd == "serve":
         return updatecli.serve_main(args, path)
+    # the PoP this host is: --pop, except where --pop says where a tunnel goes (add, move)
+    here = getattr(args, "pop", None) if cmd not in ("add", "move") else None
     if cmd in ("list", "show", "config", "info"):
         # a read never writes: not a migration, not an empty file turned into a database
-        conn = db.connect_readonly(path)
+        conn = db.connect_readonly(path, here)
         try:
             if cmd == "list":
                 tunnels = updatecli.with_updates(conn, service.with_state(conn, service.views(conn)), 1)
@@ -288,7 +304,7 @@ def _run(args, path):
     with Lock(db.local_path(path)) as lock:
         fresh = not db.exists(path)
         try:
-            conn = db.connect(path, create=(cmd == "init"))
+            conn = db.connect(path, create=(cmd == "init"), pop=here)
         except BaseException:
             if fresh:
                 _forget_first_init(path, lock, new_dir)
@@ -353,7 +369,7 @@ def _change(conn, args, cmd, want_json, path):
         change = reconcile.Change(conn, args.name)
         key, key_hash = updatecli.new_key()
         t = service.add(conn, args.name, args.remote, args.routed_prefix_length, args.mtu, args.allow_private,
-                        key_hash=key_hash)
+                        key_hash=key_hash, pop=getattr(args, "pop", None))
         reconcile.crash_point("commit")
         result["tunnel"] = t
         result["router"] = routerconf.as_json(t)
@@ -362,6 +378,14 @@ def _change(conn, args, cmd, want_json, path):
         if not args.rotate:
             raise _Usage("%s key: give --rotate (a key is stored only as a hash and is never shown again)" % PROG)
         t, text = updatecli.rotate(conn, path, args.name, result)
+    elif cmd == "move":
+        old = db.tunnel(conn, args.name)["pop"]
+        t = service.move(conn, args.name, args.to_pop)
+        reconcile.crash_point("commit")
+        result["tunnel"] = t
+        result["router"] = routerconf.as_json(t)
+        text = _tunnel_text(t) + routerconf.shell(t)
+        touched = (old, t["pop"])
     elif cmd == "remove":
         change = reconcile.Change(conn, args.name)
         t = service.remove(conn, args.name)
@@ -381,9 +405,20 @@ def _change(conn, args, cmd, want_json, path):
         db.server(conn)
         text = ""
         lost = _follow_ipv4(conn)
-    if cmd == "key":        # no desired state changed: nothing to apply
+    if cmd in ("add", "remove", "set"):
+        touched = ((result.get("tunnel") or result.get("removed"))["pop"],)
+    elif cmd != "move":
+        touched = (conn.pop,)
+    pops.notify(conn, touched)
+    if cmd == "key" or conn.pop not in touched:
+        # no desired state changed here (key), or another PoP's: its `serve` (or its next apply) applies it
+        if cmd != "key":
+            result["applied_by"] = [p for p in touched if p != conn.pop]
+            text += "# applied by PoP %s (its serve, or its next apply)\n" % ", ".join(result["applied_by"])
         _json(result) if want_json else _out(text)
         return 0
+    if cmd == "move":
+        change = None       # this PoP lost or gained a tunnel: all of it compared
     report, err = _apply(conn, change)
     failed = report.pop("failed", []) if report is not None else []
     found = _host_firewall(conn, result) if cmd in ("apply", "init") else []

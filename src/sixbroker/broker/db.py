@@ -35,6 +35,8 @@ from sixbroker.core.errors import SixbrokerError
 DEFAULT_PATH = "/var/lib/sixbroker/broker.db"
 ENV_PATH = "SIXBROKER_DB"
 ENV_STATE_DIR = "SIXBROKER_STATE_DIR"
+ENV_POP = "SIXBROKER_POP"
+DEFAULT_POP = "main"       # the PoP of a broker that names none (every broker from before PoPs)
 
 
 
@@ -263,12 +265,149 @@ MIGRATIONS = [
     CREATE INDEX updates_tunnel ON updates(tunnel, id);
     ALTER TABLE server ADD COLUMN update_url TEXT;
     """),
+    # 7: points of presence.  Several brokers may share one (PostgreSQL) database: each is a PoP, one row
+    # of `server` named by `pop`, with its own prefix, addresses and uplink; every tunnel belongs to one
+    # PoP, and what is unique per host (device, the (local, remote) pair, the transfer /127) or per
+    # prefix (blocks) is unique per PoP.  A broker from before is the PoP 'main'.  `applied` is per PoP
+    # (each PoP's kernel is its own); the old record becomes main's (the rows are copied before the
+    # generation triggers exist again, so the generation it names is still the current one).
+    # SQLite rebuilds the three tables (foreign keys off, as for 6); PostgreSQL alters them in place.
+    Dialects("""
+    CREATE TABLE server_v7 (
+        id INTEGER PRIMARY KEY,
+        pop TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        transfer_prefix TEXT NOT NULL,
+        public_ipv4 TEXT NOT NULL,
+        local_ipv4 TEXT NOT NULL,
+        uplink TEXT,
+        uplink_ra INTEGER NOT NULL DEFAULT 0,
+        netns TEXT,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        ndp_proxy INTEGER NOT NULL DEFAULT 0,
+        ipv4_detected INTEGER NOT NULL DEFAULT 0,
+        update_url TEXT
+    );
+    INSERT INTO server_v7 (id, pop, prefix, transfer_prefix, public_ipv4, local_ipv4, uplink, uplink_ra, netns,
+                           created, updated, ndp_proxy, ipv4_detected, update_url)
+        SELECT id, 'main', prefix, transfer_prefix, public_ipv4, local_ipv4, uplink, uplink_ra, netns, created,
+               updated, ndp_proxy, ipv4_detected, update_url FROM server;
+    DROP TABLE server;
+    ALTER TABLE server_v7 RENAME TO server;
+    CREATE TABLE tunnels_v7 (
+        name TEXT PRIMARY KEY,
+        pop TEXT NOT NULL REFERENCES server(pop) ON UPDATE CASCADE,
+        device TEXT NOT NULL,
+        remote TEXT,
+        transfer_index INTEGER NOT NULL CHECK (transfer_index >= 0),
+        mtu INTEGER NOT NULL,
+        ttl INTEGER NOT NULL DEFAULT 64,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        UNIQUE (pop, device),
+        UNIQUE (pop, remote),
+        UNIQUE (pop, transfer_index)
+    );
+    INSERT INTO tunnels_v7 (name, pop, device, remote, transfer_index, mtu, ttl, created, updated)
+        SELECT name, 'main', device, remote, transfer_index, mtu, ttl, created, updated FROM tunnels;
+    DROP TABLE tunnels;
+    ALTER TABLE tunnels_v7 RENAME TO tunnels;
+    CREATE TABLE blocks_v7 (
+        pop TEXT NOT NULL REFERENCES server(pop) ON UPDATE CASCADE,
+        start INTEGER NOT NULL CHECK (start >= 0),
+        stop INTEGER NOT NULL,
+        length INTEGER NOT NULL,
+        tunnel TEXT REFERENCES tunnels(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('routed', 'transfer', 'reserved')),
+        CHECK (stop > start),
+        CHECK ((tunnel IS NULL) = (kind != 'routed')),
+        PRIMARY KEY (pop, start),
+        UNIQUE (pop, stop)
+    );
+    INSERT INTO blocks_v7 (pop, start, stop, length, tunnel, kind)
+        SELECT 'main', start, stop, length, tunnel, kind FROM blocks;
+    DROP TABLE blocks;
+    ALTER TABLE blocks_v7 RENAME TO blocks;
+    CREATE INDEX blocks_tunnel ON blocks(tunnel);
+    CREATE TRIGGER blocks_no_overlap BEFORE INSERT ON blocks
+    WHEN (SELECT stop FROM blocks WHERE pop = NEW.pop AND start < NEW.stop ORDER BY start DESC LIMIT 1) > NEW.start
+    BEGIN
+        SELECT RAISE(ABORT, 'sixbroker: overlapping prefix');
+    END;
+    CREATE TRIGGER server_insert AFTER INSERT ON server BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER server_update AFTER UPDATE ON server BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER server_delete AFTER DELETE ON server BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER tunnels_insert AFTER INSERT ON tunnels BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER tunnels_update AFTER UPDATE ON tunnels BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER tunnels_delete AFTER DELETE ON tunnels BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER blocks_insert AFTER INSERT ON blocks BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER blocks_update AFTER UPDATE ON blocks BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER blocks_delete AFTER DELETE ON blocks BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TABLE applied_v7 (
+        pop TEXT PRIMARY KEY,
+        generation INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        kernel TEXT NOT NULL,
+        nft TEXT,
+        foreign_tunnels TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    INSERT INTO applied_v7 (pop, generation, version, kernel, nft, foreign_tunnels, at)
+        SELECT 'main', generation, version, kernel, nft, foreign_tunnels, at FROM applied;
+    DROP TABLE applied;
+    ALTER TABLE applied_v7 RENAME TO applied;
+    """, postgresql="""
+    ALTER TABLE server DROP CONSTRAINT server_id_check;
+    ALTER TABLE server ADD COLUMN pop TEXT NOT NULL DEFAULT 'main';
+    ALTER TABLE server ALTER COLUMN pop DROP DEFAULT;
+    ALTER TABLE server ADD CONSTRAINT server_pop_key UNIQUE (pop);
+    ALTER TABLE tunnels ADD COLUMN pop TEXT NOT NULL DEFAULT 'main' REFERENCES server(pop) ON UPDATE CASCADE;
+    ALTER TABLE tunnels ALTER COLUMN pop DROP DEFAULT;
+    ALTER TABLE tunnels DROP CONSTRAINT tunnels_device_key;
+    ALTER TABLE tunnels DROP CONSTRAINT tunnels_remote_key;
+    ALTER TABLE tunnels DROP CONSTRAINT tunnels_transfer_index_key;
+    ALTER TABLE tunnels ADD UNIQUE (pop, device);
+    ALTER TABLE tunnels ADD UNIQUE (pop, remote);
+    ALTER TABLE tunnels ADD UNIQUE (pop, transfer_index);
+    ALTER TABLE blocks ADD COLUMN pop TEXT NOT NULL DEFAULT 'main' REFERENCES server(pop) ON UPDATE CASCADE;
+    ALTER TABLE blocks ALTER COLUMN pop DROP DEFAULT;
+    ALTER TABLE blocks DROP CONSTRAINT blocks_pkey;
+    ALTER TABLE blocks DROP CONSTRAINT blocks_stop_key;
+    ALTER TABLE blocks DROP CONSTRAINT blocks_no_overlap;
+    ALTER TABLE blocks ADD PRIMARY KEY (pop, start);
+    ALTER TABLE blocks ADD UNIQUE (pop, stop);
+    -- per PoP; a GiST exclusion on (pop, range) would need the btree_gist extension: a trigger as
+    -- SQLite's, which the writers' advisory lock keeps race-free
+    CREATE FUNCTION sixbroker_no_overlap() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF (SELECT stop FROM blocks WHERE pop = NEW.pop AND start < NEW.stop ORDER BY start DESC LIMIT 1) > NEW.start
+        THEN
+            RAISE EXCEPTION 'sixbroker: overlapping prefix' USING ERRCODE = 'exclusion_violation';
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER blocks_no_overlap BEFORE INSERT ON blocks FOR EACH ROW EXECUTE FUNCTION sixbroker_no_overlap();
+    ALTER TABLE applied ADD COLUMN pop TEXT NOT NULL DEFAULT 'main';
+    ALTER TABLE applied ALTER COLUMN pop DROP DEFAULT;
+    ALTER TABLE applied DROP COLUMN id;
+    ALTER TABLE applied ADD PRIMARY KEY (pop);
+    """),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def path_from_env(given=None):
     return given or os.environ.get(ENV_PATH) or DEFAULT_PATH
+
+
+def pop_from_env(given=None):
+    """The PoP a command acts as (--pop, else $SIXBROKER_POP, else DEFAULT_POP)."""
+    pop = given or os.environ.get(ENV_POP) or DEFAULT_POP
+    ok = 0 < len(pop) <= 32 and all(ch.isascii() and (ch.isalnum() or ch in "-_.") for ch in pop)
+    if not ok:
+        raise SixbrokerError("INVALID_POP", repr(pop))
+    return pop
 
 
 def now():
@@ -283,12 +422,13 @@ class Connection(sqlite3.Connection):
         self.notices = []
 
 
-def connect(path, create=True):
+def connect(path, create=True, pop=None):
     """An open, migrated database.  create=False: a missing or empty file is BROKER_NOT_INITIALISED (and
     stays as it was).  Created here: the file 0600 and its directory 0700 (it holds the homes' addresses).
     A postgresql:// URL: that database (pg.py), its schema made or migrated here likewise."""
+    pop = pop_from_env(pop)
     if pg.is_url(path):
-        return _connect_pg(path, create, read_only=False)
+        return _connect_pg(path, create, False, pop)
     if not create and not os.path.exists(path):
         raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
     if create and path != ":memory:":
@@ -309,15 +449,18 @@ def connect(path, create=True):
         if not create and _version(conn) == 0:
             raise SixbrokerError("BROKER_NOT_INITIALISED", "the database at %s is empty" % path)
         migrate(conn)
-    return _prepared(_open(path, path, False), path, prepare)
+    conn = _prepared(_open(path, path, False), path, prepare)
+    conn.pop = pop
+    return conn
 
 
-def connect_readonly(path):
+def connect_readonly(path, pop=None):
     """The database opened for reading only (list, show, config, info): never created, migrated or
     written, whatever its state.  Schemas older than this one are read as they are: every version has the
     server, tunnels and blocks tables that the views read."""
+    pop = pop_from_env(pop)
     if pg.is_url(path):
-        return _connect_pg(path, False, read_only=True)
+        return _connect_pg(path, False, True, pop)
     if not os.path.exists(path):
         raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
     def prepare(conn):
@@ -327,16 +470,33 @@ def connect_readonly(path):
                                  % (version, SCHEMA_VERSION))
         if version == 0:
             raise SixbrokerError("BROKER_NOT_INITIALISED", "the database at %s is empty" % path)
-    return _prepared(_open("file:%s?mode=ro" % quote(os.path.abspath(path)), path, True), path, prepare)
+    conn = _prepared(_open("file:%s?mode=ro" % quote(os.path.abspath(path)), path, True), path, prepare)
+    if _version(conn) < SCHEMA_VERSION:
+        # an older schema is read through a migrated copy in memory: one set of queries, the file untouched
+        try:
+            mem = _open(":memory:", path, False)
+            conn.backup(mem)
+            mem.execute("PRAGMA foreign_keys = ON")
+            migrate(mem)
+        except sqlite3.DatabaseError as e:
+            raise _db_error(e, path)
+        finally:
+            conn.close()
+        conn = mem
+    conn.pop = pop
+    return conn
 
 
-def _connect_pg(url, create, read_only):
+def _connect_pg(url, create, read_only, pop):
     conn = pg.Connection(url, read_only=read_only)
+    conn.pop = pop
     try:
         version = _version(conn)
         if version > SCHEMA_VERSION:
             raise SixbrokerError("DB_TOO_NEW", "schema version %d, this sixbroker knows up to %d"
                                  % (version, SCHEMA_VERSION))
+        if read_only and 0 < version < SCHEMA_VERSION:
+            raise SixbrokerError("DB_TOO_OLD", "schema version %d, this sixbroker writes %d" % (version, SCHEMA_VERSION))
         if not create and (version == 0 or not has_table(conn, "server") or server_or_none(conn) is None):
             raise SixbrokerError("BROKER_NOT_INITIALISED", "the database at %s is empty" % pg.url_for_humans(url))
         if not read_only:
@@ -557,23 +717,31 @@ def _read_only_error(e):
 
 # ---- reading ------------------------------------------------------------------------------------------
 
-def server(conn):
-    """The server row as a dict, or BROKER_NOT_INITIALISED."""
-    row = conn.execute("SELECT * FROM server WHERE id = 1").fetchone()
-    if row is None:
+def server(conn, pop=None):
+    """The server row of this PoP (conn.pop) or of `pop` as a dict, or BROKER_NOT_INITIALISED."""
+    s = server_or_none(conn, pop)
+    if s is None:
+        if pop is None and conn.execute("SELECT 1 FROM server LIMIT 1").fetchone() is not None:
+            raise SixbrokerError("BROKER_NOT_INITIALISED", "no PoP %r in this database (%s): `init --pop %s`"
+                                 % (conn.pop, ", ".join(pops(conn)), conn.pop))
         raise SixbrokerError("BROKER_NOT_INITIALISED")
-    return dict(row)
+    return s
 
 
 def set_server_ipv4(conn, public, local):
     with transaction(conn):
-        conn.execute("UPDATE server SET public_ipv4 = ?, local_ipv4 = ?, updated = ? WHERE id = 1",
-                     (public, local, now()))
+        conn.execute("UPDATE server SET public_ipv4 = ?, local_ipv4 = ?, updated = ? WHERE pop = ?",
+                     (public, local, now(), conn.pop))
 
 
-def server_or_none(conn):
-    row = conn.execute("SELECT * FROM server WHERE id = 1").fetchone()
+def server_or_none(conn, pop=None):
+    row = conn.execute("SELECT * FROM server WHERE pop = ?", (pop or conn.pop,)).fetchone()
     return dict(row) if row is not None else None
+
+
+def pops(conn):
+    """The names of every PoP in the database."""
+    return [r[0] for r in conn.execute("SELECT pop FROM server ORDER BY pop")]
 
 
 def _tunnel_rows(conn, where="", args=()):
@@ -592,11 +760,13 @@ def _tunnel_rows(conn, where="", args=()):
     return out
 
 
-def tunnels(conn):
-    return _tunnel_rows(conn)
+def tunnels(conn, pop=None):
+    """This PoP's tunnels (or `pop`'s)."""
+    return _tunnel_rows(conn, "WHERE pop = ?", (pop or conn.pop,))
 
 
 def tunnel(conn, name):
+    """A tunnel of any PoP (names are the database's, the update service's user names)."""
     rows = _tunnel_rows(conn, "WHERE name = ?", (name,))
     if not rows:
         raise SixbrokerError("TUNNEL_NOT_FOUND", name)
@@ -604,12 +774,14 @@ def tunnel(conn, name):
 
 
 def tunnel_count(conn, active=False):
-    """All tunnels, or (active) those with a remote: a pending one has no device and no plan."""
-    return conn.execute("SELECT COUNT(*) FROM tunnels" + (" WHERE remote IS NOT NULL" if active else "")).fetchone()[0]
+    """This PoP's tunnels, or (active) those with a remote: a pending one has no device and no plan."""
+    return conn.execute("SELECT COUNT(*) FROM tunnels WHERE pop = ?" + (" AND remote IS NOT NULL" if active else ""),
+                        (conn.pop,)).fetchone()[0]
 
 
-def tunnel_with_remote(conn, remote):
-    row = conn.execute("SELECT name FROM tunnels WHERE remote = ?", (remote,)).fetchone()
+def tunnel_with_remote(conn, remote, pop=None):
+    """The tunnel of this PoP (or `pop`) with that remote: sit keys a tunnel by its two ends, per host."""
+    row = conn.execute("SELECT name FROM tunnels WHERE remote = ? AND pop = ?", (remote, pop or conn.pop)).fetchone()
     return row[0] if row else None
 
 
@@ -618,7 +790,7 @@ def has_tunnel(conn, name):
 
 
 def blocks(conn):
-    return [dict(r) for r in conn.execute("SELECT * FROM blocks ORDER BY start")]
+    return [dict(r) for r in conn.execute("SELECT * FROM blocks WHERE pop = ? ORDER BY start", (conn.pop,))]
 
 
 # ---- what was applied ---------------------------------------------------------------------------------
@@ -637,7 +809,7 @@ def has_table(conn, name):
 def applied(conn):
     if not has_table(conn, "applied"):
         return None
-    row = conn.execute("SELECT * FROM applied WHERE id = 1").fetchone()
+    row = conn.execute("SELECT * FROM applied WHERE pop = ?", (conn.pop,)).fetchone()
     return dict(row) if row is not None else None
 
 
@@ -651,12 +823,12 @@ def record_applied(conn, gen, version, kernel, nft, foreign_tunnels):
         return
     _write_or_notice(conn, "the kernel and the firewall are in line, but the record of it could not be saved "
                      "(%s): the next apply compares everything again",
-                     lambda: conn.execute("INSERT INTO applied (id, generation, version, kernel, nft, foreign_tunnels, at)"
-                                          " VALUES (1, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                     lambda: conn.execute("INSERT INTO applied (pop, generation, version, kernel, nft, foreign_tunnels, at)"
+                                          " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pop) DO UPDATE SET"
                                           " generation = excluded.generation, version = excluded.version,"
                                           " kernel = excluded.kernel, nft = excluded.nft,"
                                           " foreign_tunnels = excluded.foreign_tunnels, at = excluded.at",
-                                          new + (now(),)))
+                                          (conn.pop,) + new + (now(),)))
 
 
 def _write_or_notice(conn, words, write):
@@ -673,7 +845,7 @@ def _write_or_notice(conn, words, write):
 
 def forget_applied(conn):
     with transaction(conn):
-        conn.execute("DELETE FROM applied")
+        conn.execute("DELETE FROM applied WHERE pop = ?", (conn.pop,))
 
 
 def faults(conn):
@@ -682,7 +854,8 @@ def faults(conn):
     if not has_table(conn, "faults"):
         return {}
     return dict((r["tunnel"], {"code": r["code"], "message": r["message"], "at": r["at"]})
-                for r in conn.execute("SELECT * FROM faults ORDER BY tunnel"))
+                for r in conn.execute("SELECT faults.* FROM faults JOIN tunnels ON tunnels.name = faults.tunnel"
+                                      " WHERE tunnels.pop = ? ORDER BY faults.tunnel", (conn.pop,)))
 
 
 def record_faults(conn, failed, names=None):
@@ -693,14 +866,14 @@ def record_faults(conn, failed, names=None):
     keep = {} if names is None else dict((t, f) for t, f in old.items() if t not in names)
     want = dict(keep)
     want.update((n, tuple(f)) for n, f in failed.items())
-    tunnels = set(r[0] for r in conn.execute("SELECT name FROM tunnels"))
+    tunnels = set(r[0] for r in conn.execute("SELECT name FROM tunnels WHERE pop = ?", (conn.pop,)))
     if old == dict((n, f) for n, f in want.items() if n in tunnels):
         return
     stamp = now()
 
     def write():
         if names is None:
-            conn.execute("DELETE FROM faults")
+            conn.execute("DELETE FROM faults WHERE tunnel IN (SELECT name FROM tunnels WHERE pop = ?)", (conn.pop,))
         else:
             conn.executemany("DELETE FROM faults WHERE tunnel = ?", [(n,) for n in names])
         conn.executemany("INSERT INTO faults (tunnel, code, message, at) SELECT ?, ?, ?, ?"

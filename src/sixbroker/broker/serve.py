@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 
-from sixbroker.broker import db, update
+from sixbroker.broker import db, pg, pops, reconcile, update
 from sixbroker.core.errors import SixbrokerError
 
 REQUEST_SECONDS = 5.0
@@ -81,9 +81,10 @@ def printable(text):
 class Service:
     """The update service's state: the database path, the rate limits, a connection per thread."""
 
-    def __init__(self, path, rate_source=RATE_SOURCE, rate_tunnel=RATE_TUNNEL, log=None):
+    def __init__(self, path, rate_source=RATE_SOURCE, rate_tunnel=RATE_TUNNEL, log=None, pop=None):
         from sixbroker.broker.lock import Lock
         self.path = path
+        self.pop = db.pop_from_env(pop)
         self.sources = Buckets(*rate_source)
         self.tunnels = Buckets(*rate_tunnel)
         self.local = threading.local()
@@ -93,7 +94,7 @@ class Service:
     def conn(self):
         c = getattr(self.local, "conn", None)
         if c is None:
-            c = self.local.conn = db.connect(self.path, create=False)
+            c = self.local.conn = db.connect(self.path, create=False, pop=self.pop)
         return c
 
     def answer(self, source, auth_header, query):
@@ -258,14 +259,39 @@ def config(service, host, port, cert=None, key=None, plain=False, fd=None):
                           proxy_headers=bool(plain), forwarded_allow_ips="127.0.0.1,::1", **kw)
 
 
-def run(path, listen, cert, key, plain=False, rate_source=RATE_SOURCE, rate_tunnel=RATE_TUNNEL):
+def follower(service):
+    """On PostgreSQL, the thread that applies what other PoPs commit for this one (pops.py), else None."""
+    if not pg.is_url(service.path):
+        return None
+
+    def reconcile_here():
+        with service.lock_of():
+            conn = db.connect(service.path, create=False, pop=service.pop)
+            try:
+                report = reconcile.reconcile(conn)
+            finally:
+                conn.close()
+        if report.get("failed"):
+            service.log("%s PoP %s: %s" % (LOG_PREFIX, service.pop, "; ".join(
+                "%s: %s" % (f["tunnel"], f["code"]) for f in report["failed"])))
+    return pops.Follower(service.path, service.pop, reconcile_here,
+                         lambda line: service.log("%s %s" % (LOG_PREFIX, line))).start()
+
+
+def run(path, listen, cert, key, plain=False, rate_source=RATE_SOURCE, rate_tunnel=RATE_TUNNEL, pop=None):
     """Serve until SIGTERM/SIGINT."""
     import uvicorn
     host, port = check_listen(listen)
-    db.connect(path, create=False).close()      # migrated and there, before the first request
-    service = Service(path, rate_source, rate_tunnel)
+    db.connect(path, create=False, pop=pop).close()      # migrated and there, before the first request
+    service = Service(path, rate_source, rate_tunnel, pop=pop)
     server = uvicorn.Server(config(service, host, port, cert, key, plain))
-    sys.stderr.write("%s listening on %s://%s (database %s)\n" % (LOG_PREFIX, "http" if plain else "https", listen, path))
+    sys.stderr.write("%s listening on %s://%s (database %s, PoP %s)\n" % (
+        LOG_PREFIX, "http" if plain else "https", listen, pg.url_for_humans(path), service.pop))
     sys.stderr.flush()
-    server.run()
+    follow = follower(service)
+    try:
+        server.run()
+    finally:
+        if follow is not None:
+            follow.stop()
     return 0

@@ -39,7 +39,7 @@ import hashlib
 import hmac
 import secrets
 
-from sixbroker.broker import db, reconcile, service
+from sixbroker.broker import db, pops, reconcile, service
 from sixbroker.core import addr
 from sixbroker.core.errors import SixbrokerError
 
@@ -172,6 +172,11 @@ def handle(conn, lock, auth, hostname, myip, source, admit=None):
                 return Answer("badip", tunnel=name, why="%s: %s" % (e.code, e.text))
             raise
         reconcile.crash_point("commit")
+        if t["pop"] != getattr(conn, "pop", t["pop"]):
+            # another PoP's tunnel: saved; its own PoP's serve re-keys it on the news (pops.py)
+            pops.notify(conn, [t["pop"]])
+            _record(conn, name, source, address, "good")
+            return Answer("good", address, name)
         try:
             report = reconcile.reconcile_change(conn, change)
         except Exception as e:      # saved, not applied: `apply` (or the next change) brings it in

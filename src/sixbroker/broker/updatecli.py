@@ -22,7 +22,8 @@ def after_init(conn, path, update_url):
         if url is not None and not (url.startswith("https://") or url.startswith("http://")) or (url and " " in url):
             raise SixbrokerError("USAGE", "--update-url must be an http(s) URL, not %r" % update_url)
         with db.transaction(conn):
-            conn.execute("UPDATE server SET update_url = ? WHERE id = 1 AND update_url IS DISTINCT FROM ?", (url, url))
+            conn.execute("UPDATE server SET update_url = ? WHERE pop = ? AND update_url IS DISTINCT FROM ?",
+                         (url, conn.pop, url))
     if path == ":memory:":
         return
     try:
@@ -118,7 +119,7 @@ def serve_(args, path):
     serve.check_listen(args.listen)
     return serve.run(path, args.listen, cert, key, plain=args.plain_http,
                      rate_source=_rate(args.rate_source, "--rate-source"),
-                     rate_tunnel=_rate(args.rate_tunnel, "--rate-tunnel"))
+                     rate_tunnel=_rate(args.rate_tunnel, "--rate-tunnel"), pop=db.pop_from_env(getattr(args, "pop", None)))
 
 
 def serve_main(args, path):
