@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sixbroker.broker import alloc, db, pops, reconcile, service, update
+from sixbroker.broker import alloc, db, pops, reconcile, serve, service, update
 from sixbroker.broker.lock import Lock
 from sixbroker.core import addr
 from test_broker import Broker, FakeApplier, Y, Y2, Y3, _broker
@@ -175,9 +175,16 @@ def test_an_update_to_the_wrong_pop_is_applied_by_the_right_one_within_seconds(t
         follower.stop()
 
 
+def _basic(user, key):
+    import base64
+    return "Basic " + base64.b64encode(("%s:%s" % (user, key)).encode()).decode()
+
+
 def test_a_pop_without_its_database_keeps_what_it_applied_and_catches_up(two, pg_url, pg_server):
     a, b = two
-    a.ok("add", "home", "--remote", Y, "--pop", "pb")
+    key = a.json("add", "home", "--remote", Y, "--pop", "pb")["key"]
+    lines = []
+    served = serve.Service(pg_url, log=lines.append, pop="pb")
     b_kernel, log = FakeApplier(), []
     follower = _follow(pg_url, "pb", b_kernel, log)
     try:
@@ -190,6 +197,9 @@ def test_a_pop_without_its_database_keeps_what_it_applied_and_catches_up(two, pg
         assert b_kernel.calls == calls and b_kernel.kernel_state == applied
         rc, out, err = b.run("apply")
         assert rc == 1 and "DB_UNAVAILABLE" in err and b_kernel.calls == calls
+        # the update service answers 911 meanwhile, and works again once the database is back
+        assert served.answer(Y3, _basic("home", key), [("hostname", "home"), ("myip", Y3)]).word == "911"
+        assert "DB_UNAVAILABLE" in lines[-1]
         pg_server.start()
         assert _wait(lambda: follower.reconciled >= 2, 30)
         assert any("database back" in line for line in log)
@@ -197,5 +207,7 @@ def test_a_pop_without_its_database_keeps_what_it_applied_and_catches_up(two, pg
         a.ok("add", "later", "--remote", Y2, "--pop", "pb")
         assert _wait(lambda: sorted(p["tunnel"]["device"] for p in b_kernel.kernel_state["plans"])
                      == ["sbs-home", "sbs-later"])
+        b.monkeypatch.setattr(reconcile, "APPLIER", b.applier)      # pb's kernel, for pb's own serve
+        assert served.answer(Y3, _basic("home", key), [("hostname", "home"), ("myip", Y3)]).word == "good"
     finally:
         follower.stop()

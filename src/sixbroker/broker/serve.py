@@ -97,6 +97,12 @@ class Service:
             c = self.local.conn = db.connect(self.path, create=False, pop=self.pop)
         return c
 
+    def forget_conn(self):
+        c = getattr(self.local, "conn", None)
+        self.local.conn = None
+        if c is not None:
+            c.close()
+
     def answer(self, source, auth_header, query):
         """The Answer to one request (query: [(name, value)]); never raises."""
         if not self.sources.allow(source):
@@ -111,6 +117,8 @@ class Service:
             a = update.handle(self.conn(), self.lock_of(), auth, params.get("hostname"), params.get("myip"),
                               source, admit=self.tunnels.allow)
         except SixbrokerError as e:
+            if e.code == "DB_UNAVAILABLE":
+                self.forget_conn()     # the next request connects anew: the database may be back by then
             a = update.Answer("911", why="%s: %s" % (e.code, e.text))
         except Exception as e:     # never a traceback to a client; the log says what
             a = update.Answer("911", why="INTERNAL_ERROR: %s: %s" % (type(e).__name__, e))
