@@ -211,3 +211,34 @@ def test_a_pop_without_its_database_keeps_what_it_applied_and_catches_up(two, pg
         assert served.answer(Y3, _basic("home", key), [("hostname", "home"), ("myip", Y3)]).word == "good"
     finally:
         follower.stop()
+
+
+def test_a_postgresql_database_from_before_pops_migrates_to_the_pop_main(pg_url, monkeypatch):
+    """Schema 6 on PostgreSQL with the rows a broker wrote, then today's connect: every row is main's, the
+    applied record and the generation kept, and main allocates on from where it was."""
+    monkeypatch.setattr(db, "SCHEMA_VERSION", 6)
+    conn = db.connect(pg_url)
+    stamp = db.now()
+    with db.transaction(conn):
+        conn.execute("INSERT INTO server (id, prefix, transfer_prefix, public_ipv4, local_ipv4, created, updated)"
+                     " VALUES (1, '2001:db8:5b00::/56', '2001:db8:5b00::/64', ?, ?, ?, ?)", (A[2], A[2], stamp, stamp))
+        conn.execute("INSERT INTO blocks (start, stop, length, tunnel, kind) VALUES (0, 1, 64, NULL, 'transfer')")
+        conn.execute("INSERT INTO tunnels (name, device, remote, transfer_index, mtu, ttl, created, updated)"
+                     " VALUES ('home', 'sbs-home', ?, 1, 1480, 64, ?, ?)", (Y, stamp, stamp))
+        conn.execute("INSERT INTO blocks (start, stop, length, tunnel, kind) VALUES (1, 2, 64, 'home', 'routed')")
+    generation = db.generation(conn)
+    with db.transaction(conn):
+        conn.execute("INSERT INTO applied (id, generation, version, kernel, nft, foreign_tunnels, at)"
+                     " VALUES (1, ?, 'v', 'k', 'n', '', ?)", (generation, stamp))
+    conn.close()
+    monkeypatch.undo()
+    conn = db.connect(pg_url, create=False)
+    try:
+        assert db._version(conn) == db.SCHEMA_VERSION and conn.pop == "main"
+        assert db.generation(conn) == generation and db.applied(conn)["kernel"] == "k"
+        assert [t["routed"] for t in service.views(conn)] == [["2001:db8:5b00:1::/64"]]
+        assert service.add(conn, "next", Y2)["routed"] == ["2001:db8:5b00:2::/64"]
+        for t in ("server", "tunnels", "blocks", "applied"):
+            assert set(r[0] for r in conn.execute("SELECT pop FROM %s" % t)) == {"main"}, t
+    finally:
+        conn.close()

@@ -497,7 +497,8 @@ def _connect_pg(url, create, read_only, pop):
                                  % (version, SCHEMA_VERSION))
         if read_only and 0 < version < SCHEMA_VERSION:
             raise SixbrokerError("DB_TOO_OLD", "schema version %d, this sixbroker writes %d" % (version, SCHEMA_VERSION))
-        if not create and (version == 0 or not has_table(conn, "server") or server_or_none(conn) is None):
+        if not create and (version == 0 or not has_table(conn, "server")
+                           or conn.execute("SELECT 1 FROM server LIMIT 1").fetchone() is None):
             raise SixbrokerError("BROKER_NOT_INITIALISED", "the database at %s is empty" % pg.url_for_humans(url))
         if not read_only:
             before = _pg_objects(conn) if version == 0 else None
