@@ -41,7 +41,10 @@ def _free_port():
 class Server:
     """One server; dsn(dbname) for a client; create_db() for a fresh, empty database."""
 
-    def __init__(self, base=None):
+    def __init__(self, base=None, durable=False):
+        """durable: fsync and synchronous commits on, as a real deployment runs (the benchmarks); the
+        tests' data dies with them, so they go without."""
+        self.durable = durable
         self.dir = tempfile.mkdtemp(prefix="sixbroker-pg-", dir=base)
         self.data = os.path.join(self.dir, "data")
         self.log = os.path.join(self.dir, "log")
@@ -70,9 +73,10 @@ class Server:
                 os.chown(self.log, pwd.getpwnam("postgres").pw_uid, -1)
             self.proc = subprocess.Popen(
                 self.as_user + [os.path.join(BIN, "postgres"), "-D", self.data, "-p", str(self.port),
-                                "-k", self.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-                                "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                                "-c", "max_connections=200", "-c", "shared_buffers=16MB"],
+                                "-k", self.dir, "-c", "listen_addresses=127.0.0.1",
+                                "-c", "max_connections=200", "-c", "shared_buffers=16MB"]
+                + ([] if self.durable else ["-c", "fsync=off", "-c", "synchronous_commit=off",
+                                            "-c", "full_page_writes=off"]),
                 stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=self.dir)
         deadline = time.monotonic() + timeout
         while True:

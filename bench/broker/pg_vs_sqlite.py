@@ -4,8 +4,9 @@
     .venv/bin/python bench/broker/pg_vs_sqlite.py [--sizes 1,1000] [--window 20]     (make bench-broker-pg)
 
 Both in the same run: a SQLite file in a temporary directory, and a database of a throw-away PostgreSQL
-(tests/pgserver.py: Debian's postgresql-15, initdb'd into a temporary directory, fsync off as in the
-tests; a real deployment's fsync and network round trips to a remote database cost more).  The applier is
+(tests/pgserver.py: Debian's postgresql-15, initdb'd into a temporary directory, with fsync and
+synchronous commits on, as SQLite's synchronous=FULL; over loopback: a database on another host adds its
+round trips).  The applier is
 a no-op that still receives every plan (bench_broker.py's NoOp), so the figures are the database's part:
 "add" and "remove" are the transaction plus the reconcile the CLI runs after it, "apply" a full reconcile
 at N tunnels.  Means over --window operations at each size.
@@ -50,7 +51,7 @@ def main():
     why = pgserver.available()
     if why:
         sys.exit("bench: " + why)
-    server = pgserver.Server().start()
+    server = pgserver.Server(durable=True).start()
     try:
         with tempfile.TemporaryDirectory() as d:
             lite = measure(os.path.join(d, "broker.db"), sizes, args.window)
