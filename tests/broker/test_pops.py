@@ -242,3 +242,13 @@ def test_a_postgresql_database_from_before_pops_migrates_to_the_pop_main(pg_url,
             assert set(r[0] for r in conn.execute("SELECT pop FROM %s" % t)) == {"main"}, t
     finally:
         conn.close()
+
+
+def test_apply_if_initialised_on_an_empty_postgresql_database(pg_url, capsys, monkeypatch, tmp_path):
+    """The boot-time apply of a PoP whose database is still empty is no error, as with no SQLite file."""
+    monkeypatch.setenv(db.ENV_STATE_DIR, str(tmp_path))
+    b = _broker(pg_url, capsys, monkeypatch)
+    assert "nothing to apply" in b.ok("apply", "--if-initialised")
+    b.fails("BROKER_NOT_INITIALISED", "apply")
+    b.init()
+    b.fails("BROKER_NOT_INITIALISED", "apply", "--pop", "elsewhere")

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from sixbroker.broker import db, pops, updatecli, reconcile, routerconf, service
+from sixbroker.broker import db, pg, pops, updatecli, reconcile, routerconf, service
 from sixbroker.broker.lock import Lock
 from sixbroker.core.errors import CODES, SixbrokerError
 
@@ -305,6 +305,13 @@ def _run(args, path):
         fresh = not db.exists(path)
         try:
             conn = db.connect(path, create=(cmd == "init"), pop=here)
+        except SixbrokerError as e:
+            if cmd == "apply" and args.if_initialised and e.code == "BROKER_NOT_INITIALISED" and pg.is_url(path):
+                _out("an empty database at %s: nothing to apply\n" % pg.url_for_humans(path))
+                return 0
+            if fresh:
+                _forget_first_init(path, lock, new_dir)
+            raise
         except BaseException:
             if fresh:
                 _forget_first_init(path, lock, new_dir)
@@ -409,7 +416,8 @@ def _change(conn, args, cmd, want_json, path):
         touched = ((result.get("tunnel") or result.get("removed"))["pop"],)
     elif cmd != "move":
         touched = (conn.pop,)
-    pops.notify(conn, touched)
+    if cmd != "key":
+        pops.notify(conn, touched)
     if cmd == "key" or conn.pop not in touched:
         # no desired state changed here (key), or another PoP's: its `serve` (or its next apply) applies it
         if cmd != "key":

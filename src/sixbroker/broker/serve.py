@@ -290,7 +290,13 @@ def run(path, listen, cert, key, plain=False, rate_source=RATE_SOURCE, rate_tunn
     """Serve until SIGTERM/SIGINT."""
     import uvicorn
     host, port = check_listen(listen)
-    db.connect(path, create=False, pop=pop).close()      # migrated and there, before the first request
+    try:
+        db.connect(path, create=False, pop=pop).close()      # migrated and there, before the first request
+    except SixbrokerError as e:
+        # a PoP's serve starts without its database all the same: its follower catches up when it is back
+        if e.code != "DB_UNAVAILABLE":
+            raise
+        sys.stderr.write("%s %s: serving, and following the database when it is back\n" % (LOG_PREFIX, e.text))
     service = Service(path, rate_source, rate_tunnel, pop=pop)
     server = uvicorn.Server(config(service, host, port, cert, key, plain))
     sys.stderr.write("%s listening on %s://%s (database %s, PoP %s)\n" % (
