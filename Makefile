@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 MPY     := .venv/bin/micropython
 PYTEST  := $(PY) -m pytest
 
-.PHONY: all test test-unit test-micropython test-e2e lab ipk bench bench-handler bench-broker bench-broker-guest bench-update bench-follow bench-ndp bench-dataplane bootstrap clean guest
+.PHONY: all test test-unit test-micropython test-e2e lab ipk bench bench-handler bench-broker bench-broker-pg bench-broker-guest bench-update bench-follow bench-ndp bench-dataplane bootstrap clean guest
 
 all: test
 
@@ -43,6 +43,10 @@ bench-handler: bootstrap
 # The broker's scaling numbers (bench/broker): add, allocator and desired-state cost at 1000-10000 tunnels.
 bench-broker: bootstrap
 	$(PY) bench/broker/bench_broker.py
+
+# Issue 16: add, remove and apply on PostgreSQL (a throw-away postgresql-15) as ratios to SQLite at 1 and 1000 tunnels.
+bench-broker-pg: bootstrap
+	$(PY) bench/broker/pg_vs_sqlite.py
 
 # Issue 5: add, remove and apply at 1, 100 and 1000 tunnels as ratios to the raw ip -batch/nft commands for
 # the same plans, both in one guest run (~3 min under TCG).

@@ -12,3 +12,27 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI") == "true":
     settings.load_profile("ci")
+
+
+# ---- a throw-away PostgreSQL (tests/pgserver.py): one server for the session, a new database per test ----
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    import pgserver
+    why = pgserver.available()
+    if why:
+        pytest.skip(why)
+    server = pgserver.Server().start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """postgresql://... of a new, empty database on the session's server."""
+    return pg_server.create_db()

@@ -73,7 +73,13 @@ class Broker(ServerCLI):
         assert self.dump() == before
         return err
 
+    @property
+    def postgresql(self):
+        return self.path.startswith("postgresql://")
+
     def dump(self):
+        if self.postgresql:
+            return pg_dump(self.path)
         if not os.path.exists(self.path):
             return None
         c = sqlite3.connect(self.path)
@@ -89,8 +95,21 @@ class Broker(ServerCLI):
         return self.ok("init", "--prefix", PREFIX, "--public-ipv4", X, *extra)
 
 
-@pytest.fixture
-def broker(tmp_path, capsys, monkeypatch):
+def pg_dump(url):
+    """Every table's columns and rows, sorted, and the schema version: what a refused command must leave as it was."""
+    import psycopg
+    out = []
+    with psycopg.connect(url) as c:
+        tables = [r[0] for r in c.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+        for t in tables:
+            cols = [r[0] for r in c.execute("SELECT column_name || ' ' || data_type FROM information_schema.columns"
+                                            " WHERE table_name = %s ORDER BY ordinal_position", (t,))]
+            rows = sorted(repr(r) for r in c.execute('SELECT * FROM "%s"' % t))
+            out.append("%s(%s)\n%s" % (t, ", ".join(cols), "\n".join(rows)))
+    return "\n".join(out)
+
+
+def _broker(db_target, capsys, monkeypatch):
     fake = FakeApplier()
     monkeypatch.setattr(reconcile, "APPLIER", fake)
     monkeypatch.delenv("SIXBROKER_DB", raising=False)
@@ -98,7 +117,19 @@ def broker(tmp_path, capsys, monkeypatch):
     # init and apply must never read the test machine's own interfaces
     monkeypatch.setattr(hostfacts, "detect", lambda uplink, netns: {})
     monkeypatch.setattr(hostfacts, "ipv4_on_host", lambda address, netns: True)
-    return Broker(str(tmp_path / "state" / "broker.db"), capsys, fake)
+    return Broker(db_target, capsys, fake)
+
+
+@pytest.fixture
+def broker(db_target, capsys, monkeypatch):
+    """The CLI on a fake applier, on SQLite and on PostgreSQL (db_target)."""
+    return _broker(db_target, capsys, monkeypatch)
+
+
+@pytest.fixture
+def file_broker(tmp_path, capsys, monkeypatch):
+    """broker on SQLite only: for what is about the database file itself (its mode, its bytes, its journal)."""
+    return _broker(str(tmp_path / "state" / "broker.db"), capsys, monkeypatch)
 
 
 def batch_to_network(script):
@@ -322,7 +353,7 @@ def test_json_shapes(broker):
     body = broker.json("add", "home", "--remote", Y)
     assert sorted(body) == ["applied", "apply", "join", "key", "router", "tunnel"]
     t = body["tunnel"]
-    assert sorted(t) == ["created", "device", "local", "mtu", "name", "peeraddr", "remote", "routed",
+    assert sorted(t) == ["created", "device", "local", "mtu", "name", "peeraddr", "pop", "remote", "routed",
                          "router_address", "server_address", "transfer", "transfer_length", "ttl", "updated"]
     assert (t["name"], t["device"], t["remote"], t["local"], t["mtu"], t["ttl"]) == \
         ("home", "sbs-home", Y, X, 1480, 64)
@@ -500,17 +531,43 @@ def test_env_names_the_database(broker, monkeypatch):
     assert json.loads(broker.capsys.readouterr().out) == {"tunnels": []}
 
 
-def test_a_damaged_or_newer_database_is_an_error_not_a_traceback(broker):
-    broker.init()
-    c = sqlite3.connect(broker.path)
+def test_a_damaged_or_newer_database_is_an_error_not_a_traceback(file_broker):
+    file_broker.init()
+    c = sqlite3.connect(file_broker.path)
     c.execute("PRAGMA user_version = 99")
     c.commit()
     c.close()
-    broker.fails("DB_TOO_NEW", "list")
-    with open(broker.path, "wb") as f:
+    file_broker.fails("DB_TOO_NEW", "list")
+    with open(file_broker.path, "wb") as f:
         f.write(b"this is not a database" * 100)
-    broker.fails("DB_ERROR", "list")
-    broker.fails("DB_ERROR", "add", "home", "--remote", Y)
+    file_broker.fails("DB_ERROR", "list")
+    file_broker.fails("DB_ERROR", "add", "home", "--remote", Y)
+
+
+def test_a_newer_or_unreachable_postgresql_database_is_an_error_not_a_traceback(pg_server, capsys, monkeypatch,
+                                                                                tmp_path):
+    monkeypatch.setenv("SIXBROKER_STATE_DIR", str(tmp_path))
+    broker = _broker(pg_server.create_db(), capsys, monkeypatch)
+    broker.init()
+    broker.ok("add", "home", "--remote", Y)
+    import psycopg
+    with psycopg.connect(broker.path, autocommit=True) as c:
+        c.execute("UPDATE schema_version SET version = 99")
+    broker.fails("DB_TOO_NEW", "list")
+    broker.fails("DB_TOO_NEW", "add", "other", "--remote", Y2)
+    with psycopg.connect(broker.path, autocommit=True) as c:
+        c.execute("UPDATE schema_version SET version = %s", (db.SCHEMA_VERSION,))
+    # the server gone: every command says so by its code, and the applier is never called
+    calls = broker.applier.calls
+    pg_server.stop()
+    try:
+        for args in (["list"], ["add", "other", "--remote", Y2], ["apply"], ["remove", "home"]):
+            rc, out, err = broker.run(*args)
+            assert rc == 1 and "error DB_UNAVAILABLE:" in err, (args, err)
+        assert broker.applier.calls == calls
+    finally:
+        pg_server.start()
+    assert [t["name"] for t in broker.json("list")["tunnels"]] == ["home"]
 
 
 # ---- applying ---------------------------------------------------------------------------------------------
@@ -659,13 +716,13 @@ def test_concurrent_adds_never_share_a_prefix(proc):
 
 # ---- the database guards itself ---------------------------------------------------------------------------
 
-def test_the_database_refuses_overlapping_blocks_whatever_the_caller(tmp_path):
-    conn = db.connect(str(tmp_path / "b.db"))
+def test_the_database_refuses_overlapping_blocks_whatever_the_caller(db_target):
+    conn = db.connect(db_target)
     service.init(conn, prefix=PREFIX, public_ipv4=X)
     with db.transaction(conn):
         alloc.take_block(conn, 16, 60, None, "reserved")
     for start, length in ((16, 64), (31, 64), (0, 56), (15, 62)):
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(db.integrity_errors(conn)):
             with db.transaction(conn):
                 alloc.take_block(conn, start, length, None, "reserved")
     with db.transaction(conn):
@@ -674,7 +731,7 @@ def test_the_database_refuses_overlapping_blocks_whatever_the_caller(tmp_path):
 
 def test_codes_used_here_are_documented():
     src = ""
-    for name in ("cli", "service", "alloc", "db", "reconcile", "hostfacts"):
+    for name in ("cli", "service", "alloc", "db", "pg", "reconcile", "hostfacts"):
         with open(os.path.join(REPO, "src", "sixbroker", "broker", name + ".py")) as f:
             src += f.read()
     import re
@@ -845,21 +902,21 @@ def _file_state(path):
 READS = (["list"], ["show", "home"], ["config", "home"], ["info"])
 
 
-def test_reads_of_an_empty_file_never_write(broker):
-    os.makedirs(os.path.dirname(broker.path))
-    open(broker.path, "wb").close()
-    before = _file_state(broker.path)
+def test_reads_of_an_empty_file_never_write(file_broker):
+    os.makedirs(os.path.dirname(file_broker.path))
+    open(file_broker.path, "wb").close()
+    before = _file_state(file_broker.path)
     for args in READS + (["apply"], ["add", "home", "--remote", Y], ["remove", "home"]):
-        broker.fails("BROKER_NOT_INITIALISED", *args)
-    assert os.path.getsize(broker.path) == 0
+        file_broker.fails("BROKER_NOT_INITIALISED", *args)
+    assert os.path.getsize(file_broker.path) == 0
     # the lock file is the writers' (add, apply); the empty database itself was not turned into one
-    assert {k: v for k, v in _file_state(broker.path).items() if not k.endswith(".lock")} == before
+    assert {k: v for k, v in _file_state(file_broker.path).items() if not k.endswith(".lock")} == before
 
 
 def _downgrade(path, version):
     """The database as an older sixbroker wrote it (schema `version`), its rows kept."""
     c = sqlite3.connect(path, isolation_level=None)
-    if version < 7 and "tunnel_mode" in [r[1] for r in c.execute("PRAGMA table_info(server)")]:
+    if version < 8 and "tunnel_mode" in [r[1] for r in c.execute("PRAGMA table_info(server)")]:
         c.execute("ALTER TABLE server DROP COLUMN tunnel_mode")
     if version < 6:
         c.execute("DROP TABLE IF EXISTS updates")
@@ -884,42 +941,42 @@ def _downgrade(path, version):
     c.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
-def test_reads_of_an_older_database_never_migrate_it(broker, version):
-    broker.init()
-    broker.ok("add", "home", "--remote", Y)
-    want = {args[0]: broker.ok(*args) for args in READS}
-    _downgrade(broker.path, version)
-    before = _file_state(broker.path)
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6, 7])
+def test_reads_of_an_older_database_never_migrate_it(file_broker, version):
+    file_broker.init()
+    file_broker.ok("add", "home", "--remote", Y)
+    want = {args[0]: file_broker.ok(*args) for args in READS}
+    _downgrade(file_broker.path, version)
+    before = _file_state(file_broker.path)
     if version < 2:
         # schema 1 kept no record of what was applied: each tunnel's state reads "pending"
         want = {k: re.sub(r"  applied(  -  +-  +-)\n", r"  pending\1\n", v).replace("state applied\n", "state pending\n")
                 for k, v in want.items()}
     for args in READS:
-        assert broker.ok(*args) == want[args[0]], args
-    assert _file_state(broker.path) == before
-    c = sqlite3.connect(broker.path)
+        assert file_broker.ok(*args) == want[args[0]], args
+    assert _file_state(file_broker.path) == before
+    c = sqlite3.connect(file_broker.path)
     assert c.execute("PRAGMA user_version").fetchone()[0] == version
     c.close()
     # a writer migrates, keeping the rows; an IPv4 address from before counts as given (pinned)
-    broker.ok("apply")
-    assert broker.json("info")["server"]["ipv4_followed"] is False
-    assert [t["name"] for t in broker.json("list")["tunnels"]] == ["home"]
+    file_broker.ok("apply")
+    assert file_broker.json("info")["server"]["ipv4_followed"] is False
+    assert [t["name"] for t in file_broker.json("list")["tunnels"]] == ["home"]
 
 
-def test_the_database_is_private_and_so_is_a_directory_made_for_it(broker, tmp_path):
+def test_the_database_is_private_and_so_is_a_directory_made_for_it(file_broker, tmp_path):
     old = os.umask(0o022)
     try:
-        broker.init()
-        d = os.path.dirname(broker.path)
+        file_broker.init()
+        d = os.path.dirname(file_broker.path)
         assert os.stat(d).st_mode & 0o777 == 0o700
-        assert os.stat(broker.path).st_mode & 0o777 == 0o600
-        assert os.stat(broker.path + ".lock").st_mode & 0o777 == 0o600
+        assert os.stat(file_broker.path).st_mode & 0o777 == 0o600
+        assert os.stat(file_broker.path + ".lock").st_mode & 0o777 == 0o600
         # a directory that was there (the package's, the admin's) keeps its mode
         other = tmp_path / "shared"
         other.mkdir(mode=0o755)
         os.chmod(str(other), 0o755)
-        Broker(str(other / "b.db"), broker.capsys, broker.applier).init()
+        Broker(str(other / "b.db"), file_broker.capsys, file_broker.applier).init()
         assert os.stat(str(other)).st_mode & 0o777 == 0o755
         assert os.stat(str(other / "b.db")).st_mode & 0o777 == 0o600
     finally:

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from sixbroker.broker import cli, reconcile, serve, tls
+from sixbroker.broker import cli, db, reconcile, serve, tls
 from test_broker import Broker, FakeApplier, PREFIX, X
 
 uvicorn = pytest.importorskip("uvicorn")
@@ -36,7 +36,7 @@ class Server:
         self.lines = []
         self.service = serve.Service(path, rate_source, rate_tunnel, log=self.lines.append)
         if cert is None:
-            cert, key = tls.paths(path)
+            cert, key = tls.paths(db.local_path(path))
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
@@ -92,10 +92,11 @@ class Server:
 
 
 @pytest.fixture
-def setup(tmp_path, capsys):
+def setup(db_target, capsys):
+    """A broker with one tunnel and one pending, on SQLite and on PostgreSQL (db_target), served."""
     applier = FakeApplier()
     reconcile.APPLIER = applier
-    b = Broker(str(tmp_path / "state" / "broker.db"), capsys, applier)
+    b = Broker(db_target, capsys, applier)
     b.ok("init", "--prefix", PREFIX, "--public-ipv4", X)
     body = b.json("add", "home", "--remote", Y)
     other = b.json("add", "away")           # pending: no remote yet
@@ -335,7 +336,7 @@ def test_plain_http_only_on_loopback(tmp_path):
 
 def test_a_renumbered_vps_gets_a_certificate_for_its_new_address(setup, tmp_path):
     b, srv, key, _ = setup
-    cert, k = tls.paths(b.path)
+    cert, k = tls.paths(db.local_path(b.path))
     fp = tls.fingerprint(cert)
     b.ok("init", "--prefix", PREFIX, "--public-ipv4", X)                # the same address: kept
     assert tls.fingerprint(cert) == fp
@@ -361,9 +362,10 @@ def test_a_renumbered_vps_gets_a_certificate_for_its_new_address(setup, tmp_path
 
 def test_init_makes_a_private_key_and_info_prints_the_fingerprint(setup):
     b, srv, key, _ = setup
-    cert, k = tls.paths(b.path)
+    cert, k = tls.paths(db.local_path(b.path))
     assert os.stat(k).st_mode & 0o777 == 0o600
-    assert os.stat(b.path).st_mode & 0o777 == 0o600
+    if not b.postgresql:
+        assert os.stat(b.path).st_mode & 0o777 == 0o600
     fp = b.json("info")["server"]["tls_fingerprint_sha256"]
     assert fp == tls.fingerprint(cert) and len(fp) == 64
     assert "SHA-256 " + fp in b.ok("info")

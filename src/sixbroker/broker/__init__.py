@@ -1,6 +1,6 @@
 """`sixbroker server`: the broker end (the VPS).
 
-db.py the SQLite state, alloc.py what is handed out, service.py the operations, reconcile.py database ->
+db.py the state (SQLite, or PostgreSQL through pg.py, shared by several PoPs: pops.py), alloc.py what is handed out, service.py the operations, reconcile.py database ->
 plans -> kernel and firewall, routerconf.py the router's configuration, cli.py the command line,
 hostfacts.py what `init` reads from the host, health.py and metrics.py what `list`/`show` and /metrics say of
 each tunnel's traffic.
@@ -38,6 +38,12 @@ CODES.update({
     "NDP_PROXY_NEEDS_UPLINK": "Proxy NDP answers on the uplink: give --uplink",
     "DB_ERROR": "The broker database cannot be opened or is damaged",
     "DB_READ_ONLY": "The broker database cannot be written (a read-only file system or file)",
+    "INVALID_POP": "A PoP name is 1 to 32 letters, digits, '-', '_' or '.'",
+    "POP_NOT_FOUND": "No point of presence of this name in the database: `sixbroker server init --pop NAME` on its VPS makes it",
+    "TUNNEL_ALREADY_ON_POP": "The tunnel is on that point of presence already",
+    "DB_TOO_OLD": "The PostgreSQL database has an older schema: run `sixbroker server apply` (a writer migrates it) first",
+    "DB_UNAVAILABLE": "The broker's PostgreSQL database cannot be reached: the tunnels keep what was last applied; try again when it is back",
+    "PG_NEEDS_EXTRA": "A postgresql:// database needs the optional dependency: pip install 'sixbroker[postgresql]'",
     "DB_TOO_NEW": "The broker database was written by a newer sixbroker: upgrade sixbroker",
     "TUNNELS_FAILED": "Some tunnels could not be applied (each is named with its cause); everything else is in line with the database: fix each cause, then run `sixbroker server apply`",
     "APPLY_FAILED": "The database is saved but the kernel or firewall is not in line with it: fix the cause, then run `sixbroker server apply`",

@@ -23,7 +23,7 @@ the last 64 (the top 128 interface identifiers of a /64 are reserved anycast, RF
 
 "Lowest free first" is a function of what is allocated now, not of history: the same set of tunnels
 always gets the same next prefix, whatever order they were added and removed in.  A routed prefix of
-length L is the lowest L-aligned block that overlaps nothing taken.  The searches run in SQLite over its
+length L is the lowest L-aligned block that overlaps nothing taken.  The searches run in the database over its
 indexes: each candidate is checked with one index lookup, so an add costs O(N log N) in C at worst, and
 nothing is scanned in Python.
 """
@@ -106,49 +106,52 @@ class Layout:
         return self.prefix.subnet(POOL_UNIT, 0), []
 
 
-def next_transfer_index(conn, layout):
-    """The lowest /127 index of the transfer prefix that no tunnel has."""
+def next_transfer_index(conn, layout, pop=None):
+    """The lowest /127 index of the PoP's transfer prefix that none of its tunnels has (pop: conn.pop)."""
     row = conn.execute(
-        "SELECT c FROM (SELECT :lo AS c UNION ALL SELECT transfer_index + 1 FROM tunnels)"
+        "SELECT c FROM (SELECT :lo AS c UNION ALL SELECT transfer_index + 1 FROM tunnels WHERE pop = :pop) AS candidates"
         " WHERE c >= :lo AND c < :hi"
-        " AND NOT EXISTS (SELECT 1 FROM tunnels WHERE transfer_index = c)"
+        " AND NOT EXISTS (SELECT 1 FROM tunnels WHERE pop = :pop AND transfer_index = c)"
         " ORDER BY c LIMIT 1",
-        {"lo": layout.transfer_lo, "hi": layout.transfer_hi}).fetchone()
+        {"lo": layout.transfer_lo, "hi": layout.transfer_hi, "pop": pop or conn.pop}).fetchone()
     if row is None:
         raise SixbrokerError("POOL_EXHAUSTED", "all %d transfer /127s of %s are in use"
                              % (layout.transfer_capacity, layout.transfer))
     return row[0]
 
 
-def next_block(conn, layout, length):
-    """The start (in units) of the lowest free `length`-aligned block of the pool."""
+def next_block(conn, layout, length, pop=None):
+    """The start (in units) of the lowest free `length`-aligned block of the PoP's pool (pop: conn.pop)."""
     layout.check_length(length)
     size = layout.block_size(length)
     # Candidates: the pool's start and, after every taken block, the first aligned start at or after its
     # end; the lowest free block is always one of them.  A candidate is free when the block starting
     # last before the candidate's end ends at or before the candidate.
     row = conn.execute(
-        "SELECT c FROM (SELECT 0 AS c UNION ALL SELECT ((stop + :s - 1) / :s) * :s FROM blocks)"
-        " WHERE c + :s <= :units"
-        " AND COALESCE((SELECT stop FROM blocks WHERE start < c + :s ORDER BY start DESC LIMIT 1), 0) <= c"
+        "SELECT c FROM (SELECT 0 AS c UNION ALL SELECT ((stop + :s - 1) / :s) * :s FROM blocks WHERE pop = :pop)"
+        " AS candidates WHERE c + :s <= :units"
+        " AND COALESCE((SELECT stop FROM blocks WHERE pop = :pop AND start < c + :s ORDER BY start DESC LIMIT 1), 0) <= c"
         " ORDER BY c LIMIT 1",
-        {"s": size, "units": layout.units}).fetchone()
+        {"s": size, "units": layout.units, "pop": pop or conn.pop}).fetchone()
     if row is None:
         raise SixbrokerError("POOL_EXHAUSTED", "no free /%d left in %s" % (length, layout.prefix))
     return row[0]
 
 
-def take_block(conn, start, length, tunnel=None, kind="routed", layout=None):
+def take_block(conn, start, length, tunnel=None, kind="routed", layout=None, pop=None):
     size = layout.block_size(length) if layout is not None else 1 << (POOL_UNIT - length)
-    conn.execute("INSERT INTO blocks (start, stop, length, tunnel, kind) VALUES (?, ?, ?, ?, ?)",
-                 (start, start + size, length, tunnel, kind))
+    conn.execute("INSERT INTO blocks (pop, start, stop, length, tunnel, kind) VALUES (?, ?, ?, ?, ?, ?)",
+                 (pop or conn.pop, start, start + size, length, tunnel, kind))
 
 
 def usage(conn, layout):
     """How much of the pools is taken: for `list`, and for the benchmarks."""
-    taken = conn.execute("SELECT COALESCE(SUM(stop - start), 0) FROM blocks WHERE kind = 'routed'").fetchone()[0]
-    fixed = conn.execute("SELECT COALESCE(SUM(stop - start), 0) FROM blocks WHERE kind != 'routed'").fetchone()[0]
-    used = conn.execute("SELECT COUNT(*) FROM tunnels").fetchone()[0]
+    pop = (conn.pop,)
+    taken = conn.execute("SELECT COALESCE(SUM(stop - start), 0) FROM blocks WHERE pop = ? AND kind = 'routed'",
+                         pop).fetchone()[0]
+    fixed = conn.execute("SELECT COALESCE(SUM(stop - start), 0) FROM blocks WHERE pop = ? AND kind != 'routed'",
+                         pop).fetchone()[0]
+    used = conn.execute("SELECT COUNT(*) FROM tunnels WHERE pop = ?", pop).fetchone()[0]
     # the keys say /64s, as before /64 broker prefixes; "unit" says what is counted
     return {"routed_64s_total": layout.units - fixed, "routed_64s_used": taken, "unit": layout.unit,
             "transfer_total": layout.transfer_capacity, "transfer_used": used}

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from sixbroker.broker import db, health, update, updatecli, reconcile, routerconf, service
+from sixbroker.broker import db, health, pg, pops, update, updatecli, reconcile, routerconf, service
 from sixbroker.broker.lock import Lock
 from sixbroker.core.errors import CODES, SixbrokerError
 
@@ -61,12 +61,17 @@ def _parser():
                         help="the database (default: $SIXBROKER_DB or %s)" % db.DEFAULT_PATH)
     js = _Parser(add_help=False)
     js.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    # which PoP this host is; add and move take --pop as where the tunnel goes instead
+    here = _Parser(add_help=False)
+    here.add_argument("--pop", metavar="NAME", default=argparse.SUPPRESS,
+                      help="the point of presence this broker is, of those sharing the database (default: "
+                      "$%s or %s)" % (db.ENV_POP, db.DEFAULT_POP))
 
     p = _Parser(prog=PROG, description=DESCRIPTION, parents=[common])
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    s = sub.add_parser("init", parents=[common, js], help="set the server's prefix and addresses",
+    s = sub.add_parser("init", parents=[common, here, js], help="set the server's prefix and addresses",
                        description="Set (or change) the broker's prefix and addresses, then apply: IPv6 "
                        "forwarding, accept_ra=2 on an uplink that takes its address from RAs, the firewall "
                        "table.  Options not given keep their earlier values.")
@@ -106,23 +111,32 @@ def _parser():
     s.add_argument("--routed-prefix-length", metavar="LEN", help="length of the routed prefix (default 64)")
     s.add_argument("--mtu", help="tunnel MTU (default %d)" % service.DEFAULT_MTU)
     s.add_argument("--allow-private", action="store_true", help=ALLOW_PRIVATE)
+    s.add_argument("--pop", metavar="NAME", default=argparse.SUPPRESS,
+                   help="the point of presence to place it on (default: this one, $%s or %s)"
+                   % (db.ENV_POP, db.DEFAULT_POP))
+    s = sub.add_parser("move", parents=[common, js], help="re-home a tunnel on another point of presence",
+                       description="Give the tunnel a transfer /127 and routed prefixes from another PoP's "
+                       "prefixes (the old ones are freed) and print the router's new configuration; each PoP's "
+                       "`serve` (or its next `apply`) brings its own kernel in line.")
+    s.add_argument("name")
+    s.add_argument("--pop", metavar="NAME", required=True, dest="to_pop", help="the PoP it moves to")
 
-    s = sub.add_parser("list", parents=[common, js], help="list the tunnels")
-    s = sub.add_parser("show", parents=[common, js], help="show one tunnel")
+    s = sub.add_parser("list", parents=[common, here, js], help="list the tunnels")
+    s = sub.add_parser("show", parents=[common, here, js], help="show one tunnel")
     s.add_argument("name")
-    s = sub.add_parser("remove", parents=[common, js], help="remove a tunnel and free its prefixes")
+    s = sub.add_parser("remove", parents=[common, here, js], help="remove a tunnel and free its prefixes")
     s.add_argument("name")
-    s = sub.add_parser("set", parents=[common, js], help="change a tunnel's remote address or MTU")
+    s = sub.add_parser("set", parents=[common, here, js], help="change a tunnel's remote address or MTU")
     s.add_argument("name")
     s.add_argument("--remote", metavar="IPV4")
     s.add_argument("--mtu")
     s.add_argument("--allow-private", action="store_true", help=ALLOW_PRIVATE)
-    s = sub.add_parser("key", parents=[common, js], help="make a tunnel's update key anew",
+    s = sub.add_parser("key", parents=[common, here, js], help="make a tunnel's update key anew",
                        description="With --rotate: a new update key for the tunnel (the old one stops working at "
                        "once), printed once with the join line that carries it.")
     s.add_argument("name")
     s.add_argument("--rotate", action="store_true", help="make the new key (required: the old key is never shown)")
-    s = sub.add_parser("serve", parents=[common], help="run the HTTPS update service (dyndns2, for the routers)",
+    s = sub.add_parser("serve", parents=[common, here], help="run the HTTPS update service (dyndns2, for the routers)",
                        description="Serve GET /nic/update?hostname=NAME[&myip=A] with HTTP Basic auth NAME:KEY "
                        "(dyndns2), moving each tunnel to its home's new address.  TLS with --cert/--key, else "
                        "the self-signed certificate `init` made beside the database.")
@@ -139,14 +153,14 @@ def _parser():
     s.add_argument("--metrics-listen", metavar="ADDR:PORT",
                    help="serve Prometheus metrics at http://ADDR:PORT/metrics, on a loopback or private address "
                    "only (they name every tunnel; the public port never serves them)")
-    s = sub.add_parser("apply", parents=[common, js], help="bring the kernel and firewall in line with the database")
+    s = sub.add_parser("apply", parents=[common, here, js], help="bring the kernel and firewall in line with the database")
     s.add_argument("--if-initialised", action="store_true",
                    help="no database yet is not an error: say so and exit 0 (the systemd unit's form)")
     s.add_argument("--tunnel-mode", choices=service.TUNNEL_MODES, default=None,
                    help="move every tunnel to this mode, one at a time, printing each one's switch time; " + TUNNEL_MODE)
-    s = sub.add_parser("config", parents=[common, js], help="print a tunnel's router configuration again")
+    s = sub.add_parser("config", parents=[common, here, js], help="print a tunnel's router configuration again")
     s.add_argument("name")
-    s = sub.add_parser("info", parents=[common, js], help="show the server's prefixes, addresses and usage")
+    s = sub.add_parser("info", parents=[common, here, js], help="show the server's prefixes, addresses and usage")
     return p
 
 
@@ -286,9 +300,11 @@ def _run(args, path):
     cmd = args.command
     if cmd == "serve":
         return updatecli.serve_main(args, path)
+    # the PoP this host is: --pop, except where --pop says where a tunnel goes (add, move)
+    here = getattr(args, "pop", None) if cmd not in ("add", "move") else None
     if cmd in ("list", "show", "config", "info"):
         # a read never writes: not a migration, not an empty file turned into a database
-        conn = db.connect_readonly(path)
+        conn = db.connect_readonly(path, here)
         try:
             if cmd == "list":
                 tunnels = health.with_health(conn, update.with_updates(
@@ -315,17 +331,24 @@ def _run(args, path):
             conn.close()
         return 0
 
-    if cmd != "init" and not os.path.exists(path):
+    if cmd != "init" and not db.exists(path):
         if cmd == "apply" and args.if_initialised:
             _out("no database at %s: nothing to apply\n" % path)
             return 0
         raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
-    parent = os.path.dirname(os.path.abspath(path))
+    parent = os.path.dirname(os.path.abspath(db.local_path(path)))
     new_dir = not os.path.isdir(parent)
-    with Lock(path) as lock:
-        fresh = not os.path.exists(path)
+    with Lock(db.local_path(path)) as lock:
+        fresh = not db.exists(path)
         try:
-            conn = db.connect(path, create=(cmd == "init"))
+            conn = db.connect(path, create=(cmd == "init"), pop=here)
+        except SixbrokerError as e:
+            if cmd == "apply" and args.if_initialised and e.code == "BROKER_NOT_INITIALISED" and pg.is_url(path):
+                _out("an empty database at %s: nothing to apply\n" % pg.url_for_humans(path))
+                return 0
+            if fresh:
+                _forget_first_init(path, lock, new_dir)
+            raise
         except BaseException:
             if fresh:
                 _forget_first_init(path, lock, new_dir)
@@ -333,7 +356,9 @@ def _run(args, path):
         try:
             return _change(conn, args, cmd, want_json, path)
         except BaseException:
-            if fresh and db.server_or_none(conn) is None:
+            if getattr(conn, "created", None) and db.server_or_none(conn) is None:
+                db.forget_created(conn)
+            elif fresh and db.server_or_none(conn) is None:
                 conn.close()
                 _forget_first_init(path, lock, new_dir)
             raise
@@ -390,7 +415,7 @@ def _change(conn, args, cmd, want_json, path):
         change = reconcile.Change(conn, args.name)
         key, key_hash = updatecli.new_key()
         t = service.add(conn, args.name, args.remote, args.routed_prefix_length, args.mtu, args.allow_private,
-                        key_hash=key_hash)
+                        key_hash=key_hash, pop=getattr(args, "pop", None))
         reconcile.crash_point("commit")
         result["tunnel"] = t
         text = _tunnel_text(t) + updatecli.with_key(conn, path, t, key, result)
@@ -398,6 +423,14 @@ def _change(conn, args, cmd, want_json, path):
         if not args.rotate:
             raise _Usage("%s key: give --rotate (a key is stored only as a hash and is never shown again)" % PROG)
         t, text = updatecli.rotate(conn, path, args.name, result)
+    elif cmd == "move":
+        old = db.tunnel(conn, args.name)["pop"]
+        t = service.move(conn, args.name, args.to_pop)
+        reconcile.crash_point("commit")
+        result["tunnel"] = t
+        result["router"] = routerconf.as_json(t)
+        text = _tunnel_text(t) + routerconf.shell(t)
+        touched = (old, t["pop"])
     elif cmd == "remove":
         change = reconcile.Change(conn, args.name)
         t = service.remove(conn, args.name)
@@ -419,9 +452,21 @@ def _change(conn, args, cmd, want_json, path):
         lost = _follow_ipv4(conn)
         if args.tunnel_mode:
             moved = _switch_mode(conn, args.tunnel_mode, result)
-    if cmd == "key":        # no desired state changed: nothing to apply
+    if cmd in ("add", "remove", "set"):
+        touched = ((result.get("tunnel") or result.get("removed"))["pop"],)
+    elif cmd != "move":
+        touched = (conn.pop,)
+    if cmd != "key":
+        pops.notify(conn, touched)
+    if cmd == "key" or conn.pop not in touched:
+        # no desired state changed here (key), or another PoP's: its `serve` (or its next apply) applies it
+        if cmd != "key":
+            result["applied_by"] = [p for p in touched if p != conn.pop]
+            text += "# applied by PoP %s (its serve, or its next apply)\n" % ", ".join(result["applied_by"])
         _json(result) if want_json else _out(text)
         return 0
+    if cmd == "move":
+        change = None       # this PoP lost or gained a tunnel: all of it compared
     report, err = _apply(conn, change)
     failed = report.pop("failed", []) if report is not None else []
     found = _host_firewall(conn, result) if cmd in ("apply", "init") else []

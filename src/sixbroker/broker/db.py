@@ -1,4 +1,4 @@
-"""The broker's state: one SQLite file.
+"""The broker's state: one SQLite file, or a PostgreSQL database (pg.py) that several brokers share.
 
 The database is the truth; the kernel and the firewall are made to match it afterwards (reconcile.py), so
 every change is one transaction and a crash between the commit and the kernel change is repaired by the
@@ -29,14 +29,30 @@ import sqlite3
 import time
 from urllib.parse import quote
 
+from sixbroker.broker import pg
 from sixbroker.core.errors import SixbrokerError
 
 DEFAULT_PATH = "/var/lib/sixbroker/broker.db"
 ENV_PATH = "SIXBROKER_DB"
+ENV_STATE_DIR = "SIXBROKER_STATE_DIR"
+ENV_POP = "SIXBROKER_POP"
+DEFAULT_POP = "main"       # the PoP of a broker that names none (every broker from before PoPs)
+
+
+
+class Dialects:
+    """A migration whose SQL differs between SQLite and PostgreSQL (types, triggers, table rebuilds); a
+    plain string in MIGRATIONS is run as it is on both."""
+
+    def __init__(self, sqlite, postgresql):
+        self.sqlite = sqlite
+        self.postgresql = postgresql
+
 
 # Each entry moves the schema from version i to i + 1; never edit one that has shipped, append.
+# On PostgreSQL the version is the one row of `schema_version` (no user_version there).
 MIGRATIONS = [
-    """
+    Dialects("""
     CREATE TABLE server (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         prefix TEXT NOT NULL,
@@ -76,10 +92,46 @@ MIGRATIONS = [
     BEGIN
         SELECT RAISE(ABORT, 'sixbroker: overlapping prefix');
     END;
-    """,
+    """, postgresql="""
+    CREATE TABLE server (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        prefix TEXT NOT NULL,
+        transfer_prefix TEXT NOT NULL,
+        public_ipv4 TEXT NOT NULL,
+        local_ipv4 TEXT NOT NULL,
+        uplink TEXT,
+        uplink_ra INTEGER NOT NULL DEFAULT 0,
+        netns TEXT,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL
+    );
+    CREATE TABLE tunnels (
+        name TEXT PRIMARY KEY,
+        device TEXT NOT NULL UNIQUE,
+        remote TEXT NOT NULL UNIQUE,
+        transfer_index BIGINT NOT NULL UNIQUE CHECK (transfer_index >= 0),
+        mtu INTEGER NOT NULL,
+        ttl INTEGER NOT NULL DEFAULT 64,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL
+    );
+    -- the overlap check as a constraint (ranges and their GiST index are built in): it holds under
+    -- any concurrency, not only under the writers' advisory lock
+    CREATE TABLE blocks (
+        start BIGINT PRIMARY KEY CHECK (start >= 0),
+        stop BIGINT NOT NULL UNIQUE,
+        length INTEGER NOT NULL,
+        tunnel TEXT REFERENCES tunnels(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('routed', 'transfer', 'reserved')),
+        CHECK (stop > start),
+        CHECK ((tunnel IS NULL) = (kind != 'routed')),
+        CONSTRAINT blocks_no_overlap EXCLUDE USING gist (int8range(start, stop) WITH &&)
+    );
+    CREATE INDEX blocks_tunnel ON blocks(tunnel);
+    """),
     # 2: a generation number that every change of the desired state moves on, and the record of the last
     # state the kernel and the firewall were seen in line with (see reconcile.py)
-    """
+    Dialects("""
     CREATE TABLE generation (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         n INTEGER NOT NULL
@@ -103,7 +155,34 @@ MIGRATIONS = [
         foreign_tunnels TEXT NOT NULL,
         at TEXT NOT NULL
     );
-    """,
+    """, postgresql="""
+    CREATE TABLE generation (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        n BIGINT NOT NULL
+    );
+    INSERT INTO generation (id, n) VALUES (1, 0);
+    -- per row, as SQLite's: a statement that changes nothing moves nothing on
+    CREATE FUNCTION sixbroker_generation() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE generation SET n = n + 1;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER server_change AFTER INSERT OR UPDATE OR DELETE ON server
+        FOR EACH ROW EXECUTE FUNCTION sixbroker_generation();
+    CREATE TRIGGER tunnels_change AFTER INSERT OR UPDATE OR DELETE ON tunnels
+        FOR EACH ROW EXECUTE FUNCTION sixbroker_generation();
+    CREATE TRIGGER blocks_change AFTER INSERT OR UPDATE OR DELETE ON blocks
+        FOR EACH ROW EXECUTE FUNCTION sixbroker_generation();
+    CREATE TABLE applied (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        generation BIGINT NOT NULL,
+        version TEXT NOT NULL,
+        kernel TEXT NOT NULL,
+        nft TEXT,
+        foreign_tunnels TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    """),
     # 3: answer neighbour solicitations on the uplink for the tunnels' addresses (an on-link /64, apply_ndp.py)
     """
     ALTER TABLE server ADD COLUMN ndp_proxy INTEGER NOT NULL DEFAULT 0;
@@ -130,7 +209,8 @@ MIGRATIONS = [
     # seen a key for it: making one here would make one that nobody can read).  The bounded history of
     # accepted updates (runs of nochg are one row with a count).  Keys and history are no desired state:
     # no generation trigger.  update_url: what `add` prints for the router (NULL: https://PUBLIC:8443/...).
-    """
+    # PostgreSQL drops the NOT NULL in place.
+    Dialects("""
     CREATE TABLE tunnels_v6 (
         name TEXT PRIMARY KEY,
         device TEXT NOT NULL UNIQUE,
@@ -165,10 +245,158 @@ MIGRATIONS = [
     );
     CREATE INDEX updates_tunnel ON updates(tunnel, id);
     ALTER TABLE server ADD COLUMN update_url TEXT;
-    """,
-    # 7: how the tunnels map onto the kernel (linux/sit.py): 'per-tunnel', a sit device each (every broker
-    # from before keeps it), or 'shared', one NBMA sit device for all; set by `init --tunnel-mode`, changed
-    # by `apply --tunnel-mode` (which moves every tunnel).  Desired state: the server trigger moves the generation.
+    """, postgresql="""
+    ALTER TABLE tunnels ALTER COLUMN remote DROP NOT NULL;
+    CREATE TABLE update_keys (
+        tunnel TEXT PRIMARY KEY REFERENCES tunnels(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        hash TEXT NOT NULL,
+        created TEXT NOT NULL
+    );
+    CREATE TABLE updates (
+        id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        tunnel TEXT NOT NULL REFERENCES tunnels(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        first TEXT NOT NULL,
+        last TEXT NOT NULL,
+        count INTEGER NOT NULL DEFAULT 1,
+        source TEXT NOT NULL,
+        address TEXT NOT NULL,
+        answer TEXT NOT NULL
+    );
+    CREATE INDEX updates_tunnel ON updates(tunnel, id);
+    ALTER TABLE server ADD COLUMN update_url TEXT;
+    """),
+    # 7: points of presence.  Several brokers may share one (PostgreSQL) database: each is a PoP, one row
+    # of `server` named by `pop`, with its own prefix, addresses and uplink; every tunnel belongs to one
+    # PoP, and what is unique per host (device, the (local, remote) pair, the transfer /127) or per
+    # prefix (blocks) is unique per PoP.  A broker from before is the PoP 'main'.  `applied` is per PoP
+    # (each PoP's kernel is its own); the old record becomes main's (the rows are copied before the
+    # generation triggers exist again, so the generation it names is still the current one).
+    # SQLite rebuilds the three tables (foreign keys off, as for 6); PostgreSQL alters them in place.
+    Dialects("""
+    CREATE TABLE server_v7 (
+        id INTEGER PRIMARY KEY,
+        pop TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        transfer_prefix TEXT NOT NULL,
+        public_ipv4 TEXT NOT NULL,
+        local_ipv4 TEXT NOT NULL,
+        uplink TEXT,
+        uplink_ra INTEGER NOT NULL DEFAULT 0,
+        netns TEXT,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        ndp_proxy INTEGER NOT NULL DEFAULT 0,
+        ipv4_detected INTEGER NOT NULL DEFAULT 0,
+        update_url TEXT
+    );
+    INSERT INTO server_v7 (id, pop, prefix, transfer_prefix, public_ipv4, local_ipv4, uplink, uplink_ra, netns,
+                           created, updated, ndp_proxy, ipv4_detected, update_url)
+        SELECT id, 'main', prefix, transfer_prefix, public_ipv4, local_ipv4, uplink, uplink_ra, netns, created,
+               updated, ndp_proxy, ipv4_detected, update_url FROM server;
+    DROP TABLE server;
+    ALTER TABLE server_v7 RENAME TO server;
+    CREATE TABLE tunnels_v7 (
+        name TEXT PRIMARY KEY,
+        pop TEXT NOT NULL REFERENCES server(pop) ON UPDATE CASCADE,
+        device TEXT NOT NULL,
+        remote TEXT,
+        transfer_index INTEGER NOT NULL CHECK (transfer_index >= 0),
+        mtu INTEGER NOT NULL,
+        ttl INTEGER NOT NULL DEFAULT 64,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        UNIQUE (pop, device),
+        UNIQUE (pop, remote),
+        UNIQUE (pop, transfer_index)
+    );
+    INSERT INTO tunnels_v7 (name, pop, device, remote, transfer_index, mtu, ttl, created, updated)
+        SELECT name, 'main', device, remote, transfer_index, mtu, ttl, created, updated FROM tunnels;
+    DROP TABLE tunnels;
+    ALTER TABLE tunnels_v7 RENAME TO tunnels;
+    CREATE TABLE blocks_v7 (
+        pop TEXT NOT NULL REFERENCES server(pop) ON UPDATE CASCADE,
+        start INTEGER NOT NULL CHECK (start >= 0),
+        stop INTEGER NOT NULL,
+        length INTEGER NOT NULL,
+        tunnel TEXT REFERENCES tunnels(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('routed', 'transfer', 'reserved')),
+        CHECK (stop > start),
+        CHECK ((tunnel IS NULL) = (kind != 'routed')),
+        PRIMARY KEY (pop, start),
+        UNIQUE (pop, stop)
+    );
+    INSERT INTO blocks_v7 (pop, start, stop, length, tunnel, kind)
+        SELECT 'main', start, stop, length, tunnel, kind FROM blocks;
+    DROP TABLE blocks;
+    ALTER TABLE blocks_v7 RENAME TO blocks;
+    CREATE INDEX blocks_tunnel ON blocks(tunnel);
+    CREATE TRIGGER blocks_no_overlap BEFORE INSERT ON blocks
+    WHEN (SELECT stop FROM blocks WHERE pop = NEW.pop AND start < NEW.stop ORDER BY start DESC LIMIT 1) > NEW.start
+    BEGIN
+        SELECT RAISE(ABORT, 'sixbroker: overlapping prefix');
+    END;
+    CREATE TRIGGER server_insert AFTER INSERT ON server BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER server_update AFTER UPDATE ON server BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER server_delete AFTER DELETE ON server BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER tunnels_insert AFTER INSERT ON tunnels BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER tunnels_update AFTER UPDATE ON tunnels BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER tunnels_delete AFTER DELETE ON tunnels BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER blocks_insert AFTER INSERT ON blocks BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER blocks_update AFTER UPDATE ON blocks BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TRIGGER blocks_delete AFTER DELETE ON blocks BEGIN UPDATE generation SET n = n + 1; END;
+    CREATE TABLE applied_v7 (
+        pop TEXT PRIMARY KEY,
+        generation INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        kernel TEXT NOT NULL,
+        nft TEXT,
+        foreign_tunnels TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    INSERT INTO applied_v7 (pop, generation, version, kernel, nft, foreign_tunnels, at)
+        SELECT 'main', generation, version, kernel, nft, foreign_tunnels, at FROM applied;
+    DROP TABLE applied;
+    ALTER TABLE applied_v7 RENAME TO applied;
+    """, postgresql="""
+    ALTER TABLE server DROP CONSTRAINT server_id_check;
+    ALTER TABLE server ADD COLUMN pop TEXT NOT NULL DEFAULT 'main';
+    ALTER TABLE server ALTER COLUMN pop DROP DEFAULT;
+    ALTER TABLE server ADD CONSTRAINT server_pop_key UNIQUE (pop);
+    ALTER TABLE tunnels ADD COLUMN pop TEXT NOT NULL DEFAULT 'main' REFERENCES server(pop) ON UPDATE CASCADE;
+    ALTER TABLE tunnels ALTER COLUMN pop DROP DEFAULT;
+    ALTER TABLE tunnels DROP CONSTRAINT tunnels_device_key;
+    ALTER TABLE tunnels DROP CONSTRAINT tunnels_remote_key;
+    ALTER TABLE tunnels DROP CONSTRAINT tunnels_transfer_index_key;
+    ALTER TABLE tunnels ADD UNIQUE (pop, device);
+    ALTER TABLE tunnels ADD UNIQUE (pop, remote);
+    ALTER TABLE tunnels ADD UNIQUE (pop, transfer_index);
+    ALTER TABLE blocks ADD COLUMN pop TEXT NOT NULL DEFAULT 'main' REFERENCES server(pop) ON UPDATE CASCADE;
+    ALTER TABLE blocks ALTER COLUMN pop DROP DEFAULT;
+    ALTER TABLE blocks DROP CONSTRAINT blocks_pkey;
+    ALTER TABLE blocks DROP CONSTRAINT blocks_stop_key;
+    ALTER TABLE blocks DROP CONSTRAINT blocks_no_overlap;
+    ALTER TABLE blocks ADD PRIMARY KEY (pop, start);
+    ALTER TABLE blocks ADD UNIQUE (pop, stop);
+    -- per PoP; a GiST exclusion on (pop, range) would need the btree_gist extension: a trigger as
+    -- SQLite's, which the writers' advisory lock keeps race-free
+    CREATE FUNCTION sixbroker_no_overlap() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF (SELECT stop FROM blocks WHERE pop = NEW.pop AND start < NEW.stop ORDER BY start DESC LIMIT 1) > NEW.start
+        THEN
+            RAISE EXCEPTION 'sixbroker: overlapping prefix' USING ERRCODE = 'exclusion_violation';
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER blocks_no_overlap BEFORE INSERT ON blocks FOR EACH ROW EXECUTE FUNCTION sixbroker_no_overlap();
+    ALTER TABLE applied ADD COLUMN pop TEXT NOT NULL DEFAULT 'main';
+    ALTER TABLE applied ALTER COLUMN pop DROP DEFAULT;
+    ALTER TABLE applied DROP COLUMN id;
+    ALTER TABLE applied ADD PRIMARY KEY (pop);
+    """),
+    # 8: how the tunnels map onto the kernel (linux/sit.py): 'per-tunnel', a sit device each (every broker
+    # from before keeps it), or 'shared', one NBMA sit device for all; per PoP (each PoP's kernel is its
+    # own); set by `init --tunnel-mode`, changed by `apply --tunnel-mode` (which moves every tunnel of the
+    # PoP).  Desired state: the server trigger moves the generation.  The same text in both dialects.
     """
     ALTER TABLE server ADD COLUMN tunnel_mode TEXT NOT NULL DEFAULT 'per-tunnel'
         CHECK (tunnel_mode IN ('per-tunnel', 'shared'));
@@ -179,6 +407,15 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def path_from_env(given=None):
     return given or os.environ.get(ENV_PATH) or DEFAULT_PATH
+
+
+def pop_from_env(given=None):
+    """The PoP a command acts as (--pop, else $SIXBROKER_POP, else DEFAULT_POP)."""
+    pop = given or os.environ.get(ENV_POP) or DEFAULT_POP
+    ok = 0 < len(pop) <= 32 and all(ch.isascii() and (ch.isalnum() or ch in "-_.") for ch in pop)
+    if not ok:
+        raise SixbrokerError("INVALID_POP", repr(pop))
+    return pop
 
 
 def now():
@@ -193,9 +430,13 @@ class Connection(sqlite3.Connection):
         self.notices = []
 
 
-def connect(path, create=True):
+def connect(path, create=True, pop=None):
     """An open, migrated database.  create=False: a missing or empty file is BROKER_NOT_INITIALISED (and
-    stays as it was).  Created here: the file 0600 and its directory 0700 (it holds the homes' addresses)."""
+    stays as it was).  Created here: the file 0600 and its directory 0700 (it holds the homes' addresses).
+    A postgresql:// URL: that database (pg.py), its schema made or migrated here likewise."""
+    pop = pop_from_env(pop)
+    if pg.is_url(path):
+        return _connect_pg(path, create, False, pop)
     if not create and not os.path.exists(path):
         raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
     if create and path != ":memory:":
@@ -216,13 +457,19 @@ def connect(path, create=True):
         if not create and _version(conn) == 0:
             raise SixbrokerError("BROKER_NOT_INITIALISED", "the database at %s is empty" % path)
         migrate(conn)
-    return _prepared(_open(path, path, False), path, prepare)
+    conn = _prepared(_open(path, path, False), path, prepare)
+    conn.pop = pop
+    return conn
 
 
-def connect_readonly(path, timeout=30):
+def connect_readonly(path, pop=None, timeout=30):
     """The database opened for reading only (list, show, config, info, /metrics): never created, migrated
     or written, whatever its state.  Schemas older than this one are read as they are: every version has
-    the server, tunnels and blocks tables that the views read.  timeout: seconds to wait for a lock."""
+    the server, tunnels and blocks tables that the views read.  timeout: seconds to wait for a lock
+    (SQLite)."""
+    pop = pop_from_env(pop)
+    if pg.is_url(path):
+        return _connect_pg(path, False, True, pop)
     if not os.path.exists(path):
         raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
     def prepare(conn):
@@ -232,7 +479,83 @@ def connect_readonly(path, timeout=30):
                                  % (version, SCHEMA_VERSION))
         if version == 0:
             raise SixbrokerError("BROKER_NOT_INITIALISED", "the database at %s is empty" % path)
-    return _prepared(_open("file:%s?mode=ro" % quote(os.path.abspath(path)), path, True, timeout), path, prepare)
+    conn = _prepared(_open("file:%s?mode=ro" % quote(os.path.abspath(path)), path, True, timeout), path, prepare)
+    if _version(conn) < SCHEMA_VERSION:
+        # an older schema is read through a migrated copy in memory: one set of queries, the file untouched
+        try:
+            mem = _open(":memory:", path, False)
+            conn.backup(mem)
+            mem.execute("PRAGMA foreign_keys = ON")
+            migrate(mem)
+        except sqlite3.DatabaseError as e:
+            raise _db_error(e, path)
+        finally:
+            conn.close()
+        conn = mem
+    conn.pop = pop
+    return conn
+
+
+def _connect_pg(url, create, read_only, pop):
+    conn = pg.Connection(url, read_only=read_only)
+    conn.pop = pop
+    try:
+        version = _version(conn)
+        if version > SCHEMA_VERSION:
+            raise SixbrokerError("DB_TOO_NEW", "schema version %d, this sixbroker knows up to %d"
+                                 % (version, SCHEMA_VERSION))
+        if read_only and 0 < version < SCHEMA_VERSION:
+            raise SixbrokerError("DB_TOO_OLD", "schema version %d, this sixbroker writes %d" % (version, SCHEMA_VERSION))
+        if not create and (version == 0 or not has_table(conn, "server")
+                           or conn.execute("SELECT 1 FROM server LIMIT 1").fetchone() is None):
+            raise SixbrokerError("BROKER_NOT_INITIALISED", "the database at %s is empty" % pg.url_for_humans(url))
+        if not read_only:
+            before = _pg_objects(conn) if version == 0 else None
+            migrate(conn)
+            if before is not None:
+                # what a refused first init takes away again (forget_created)
+                conn.created = [o for o in _pg_objects(conn) if o not in before]
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _pg_objects(conn):
+    """The tables and functions in the schema we work in, as (kind, name)."""
+    return ([("TABLE", r[0]) for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1")]
+            + [("FUNCTION", r[0]) for r in conn.execute(
+                "SELECT proname FROM pg_proc WHERE pronamespace = current_schema()::regnamespace ORDER BY 1")])
+
+
+def forget_created(conn):
+    """A refused first init on PostgreSQL leaves the database as empty as it found it: what connect()
+    made in it is dropped again (a SQLite one is a file, which the caller removes)."""
+    created = getattr(conn, "created", None)
+    if not created:
+        return
+    for kind, name in created:
+        conn.execute('DROP %s IF EXISTS "%s" CASCADE' % (kind, name.replace('"', '""')))
+    conn.created = []
+
+
+def is_postgresql(conn):
+    return getattr(conn, "dialect", "sqlite") == "postgresql"
+
+
+def exists(path):
+    """Whether there is a database to open (a PostgreSQL one always is: connect() tells whether it is empty)."""
+    return pg.is_url(path) or os.path.exists(path)
+
+
+def local_path(path):
+    """Where this host keeps what belongs beside the database (the writer lock, the update service's TLS
+    certificate): the SQLite file itself, or for PostgreSQL a name in $SIXBROKER_STATE_DIR (default the
+    directory of DEFAULT_PATH): the kernel they guard is this host's, whatever database it follows."""
+    if not pg.is_url(path):
+        return path
+    return os.path.join(os.environ.get(ENV_STATE_DIR) or os.path.dirname(DEFAULT_PATH), "postgresql")
 
 
 def _prepared(conn, path, prepare):
@@ -259,6 +582,11 @@ def _open(target, path, uri, timeout=30):
 
 
 def _version(conn):
+    if is_postgresql(conn):
+        if not has_table(conn, "schema_version"):
+            return 0
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        return row[0] if row else 0
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
@@ -279,6 +607,8 @@ def migrate(conn):
                              % (version, SCHEMA_VERSION))
     if version == SCHEMA_VERSION:
         return
+    if is_postgresql(conn):
+        return _migrate_pg(conn, version)
     # off for the migrations (a no-op inside a transaction, hence here): a table rebuilt (6) is dropped,
     # and a drop with foreign keys on deletes every row that refers to it; foreign_key_check proves
     # before each commit that nothing was left dangling
@@ -287,7 +617,8 @@ def migrate(conn):
         while version < SCHEMA_VERSION:
             with transaction(conn):
                 # executescript would COMMIT on its own; the statements run one by one inside ours
-                for stmt in _statements(MIGRATIONS[version]):
+                step = MIGRATIONS[version]
+                for stmt in _statements(step.sqlite if isinstance(step, Dialects) else step):
                     conn.execute(stmt)
                 bad = conn.execute("PRAGMA foreign_key_check").fetchall()
                 if bad:
@@ -297,6 +628,21 @@ def migrate(conn):
             version += 1
     finally:
         conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _migrate_pg(conn, version):
+    """PostgreSQL's DDL is transactional: each step, with its version, is one transaction, which the
+    writers' advisory lock also keeps any other PoP's migration out of (it finds the version moved on)."""
+    with transaction(conn):
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        version = _version(conn)
+        while version < SCHEMA_VERSION:
+            step = MIGRATIONS[version]
+            # one multi-statement text (no parameters: the simple query protocol), $$ bodies and all
+            conn.execute(step.postgresql if isinstance(step, Dialects) else step)
+            version += 1
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
 
 def _statements(script):
@@ -322,6 +668,14 @@ class transaction:
         self.conn = conn
 
     def __enter__(self):
+        if is_postgresql(self.conn):
+            self.conn.execute("BEGIN")
+            try:
+                self.conn.execute("SELECT pg_advisory_xact_lock(?)", (pg.WRITER_KEY,))
+            except BaseException as e:
+                self.__exit__(type(e), e, None)
+                raise
+            return self.conn
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
@@ -329,6 +683,8 @@ class transaction:
         return self.conn
 
     def __exit__(self, typ, value, tb):
+        if is_postgresql(self.conn):
+            return self._exit_pg(typ, value)
         if typ is None:
             try:
                 self.conn.execute("COMMIT")
@@ -342,40 +698,71 @@ class transaction:
         return False
 
 
+    def _exit_pg(self, typ, value):
+        _, read_only, _ = pg.errors()
+        if typ is None:
+            try:
+                self.conn.execute("COMMIT")
+            except read_only as e:
+                raise SixbrokerError("DB_READ_ONLY", str(e).strip())
+            return False
+        if self.conn.in_transaction():
+            try:
+                self.conn.execute("ROLLBACK")
+            except SixbrokerError:
+                pass        # the connection is gone, and the transaction with it
+        if isinstance(value, read_only):
+            raise SixbrokerError("DB_READ_ONLY", str(value).strip())
+        return False
+
+
+def integrity_errors(conn):
+    """The exception classes a refused constraint raises on conn (for an `except`)."""
+    return pg.errors()[0] if is_postgresql(conn) else sqlite3.IntegrityError
+
+
 def _read_only_error(e):
     return SixbrokerError("DB_READ_ONLY", str(e)) if _read_only(e) else e
 
 
 # ---- reading ------------------------------------------------------------------------------------------
 
-def server(conn):
-    """The server row as a dict, or BROKER_NOT_INITIALISED."""
-    row = conn.execute("SELECT * FROM server WHERE id = 1").fetchone()
-    if row is None:
+def server(conn, pop=None):
+    """The server row of this PoP (conn.pop) or of `pop` as a dict, or BROKER_NOT_INITIALISED."""
+    s = server_or_none(conn, pop)
+    if s is None:
+        if pop is None and conn.execute("SELECT 1 FROM server LIMIT 1").fetchone() is not None:
+            raise SixbrokerError("BROKER_NOT_INITIALISED", "no PoP %r in this database (%s): `init --pop %s`"
+                                 % (conn.pop, ", ".join(pops(conn)), conn.pop))
         raise SixbrokerError("BROKER_NOT_INITIALISED")
-    return dict(row)
+    return s
 
 
 def set_server_ipv4(conn, public, local):
     with transaction(conn):
-        conn.execute("UPDATE server SET public_ipv4 = ?, local_ipv4 = ?, updated = ? WHERE id = 1",
-                     (public, local, now()))
+        conn.execute("UPDATE server SET public_ipv4 = ?, local_ipv4 = ?, updated = ? WHERE pop = ?",
+                     (public, local, now(), conn.pop))
 
 
 def tunnel_mode(server_row):
-    """'per-tunnel' or 'shared' (a database from before schema 7, read and never migrated: per-tunnel)."""
+    """'per-tunnel' or 'shared' (a database from before schema 8, read and never migrated: per-tunnel)."""
     return server_row.get("tunnel_mode") or "per-tunnel"
 
 
 def set_tunnel_mode(conn, mode):
     with transaction(conn):
-        conn.execute("UPDATE server SET tunnel_mode = ?, updated = ? WHERE id = 1 AND tunnel_mode != ?",
-                     (mode, now(), mode))
+        conn.execute("UPDATE server SET tunnel_mode = ?, updated = ? WHERE pop = ? AND tunnel_mode != ?",
+                     (mode, now(), conn.pop, mode))
 
 
-def server_or_none(conn):
-    row = conn.execute("SELECT * FROM server WHERE id = 1").fetchone()
+def server_or_none(conn, pop=None):
+    row = conn.execute("SELECT * FROM server WHERE pop = ?", (pop or conn.pop,)).fetchone()
     return dict(row) if row is not None else None
+
+
+def pops(conn):
+    """The names of every PoP in the database."""
+    return [r[0] for r in conn.execute("SELECT pop FROM server ORDER BY pop")]
 
 
 def _tunnel_rows(conn, where="", args=()):
@@ -394,11 +781,13 @@ def _tunnel_rows(conn, where="", args=()):
     return out
 
 
-def tunnels(conn):
-    return _tunnel_rows(conn)
+def tunnels(conn, pop=None):
+    """This PoP's tunnels (or `pop`'s)."""
+    return _tunnel_rows(conn, "WHERE pop = ?", (pop or conn.pop,))
 
 
 def tunnel(conn, name):
+    """A tunnel of any PoP (names are the database's, the update service's user names)."""
     rows = _tunnel_rows(conn, "WHERE name = ?", (name,))
     if not rows:
         raise SixbrokerError("TUNNEL_NOT_FOUND", name)
@@ -406,12 +795,14 @@ def tunnel(conn, name):
 
 
 def tunnel_count(conn, active=False):
-    """All tunnels, or (active) those with a remote: a pending one has no device and no plan."""
-    return conn.execute("SELECT COUNT(*) FROM tunnels" + (" WHERE remote IS NOT NULL" if active else "")).fetchone()[0]
+    """This PoP's tunnels, or (active) those with a remote: a pending one has no device and no plan."""
+    return conn.execute("SELECT COUNT(*) FROM tunnels WHERE pop = ?" + (" AND remote IS NOT NULL" if active else ""),
+                        (conn.pop,)).fetchone()[0]
 
 
-def tunnel_with_remote(conn, remote):
-    row = conn.execute("SELECT name FROM tunnels WHERE remote = ?", (remote,)).fetchone()
+def tunnel_with_remote(conn, remote, pop=None):
+    """The tunnel of this PoP (or `pop`) with that remote: sit keys a tunnel by its two ends, per host."""
+    row = conn.execute("SELECT name FROM tunnels WHERE remote = ? AND pop = ?", (remote, pop or conn.pop)).fetchone()
     return row[0] if row else None
 
 
@@ -420,7 +811,7 @@ def has_tunnel(conn, name):
 
 
 def blocks(conn):
-    return [dict(r) for r in conn.execute("SELECT * FROM blocks ORDER BY start")]
+    return [dict(r) for r in conn.execute("SELECT * FROM blocks WHERE pop = ? ORDER BY start", (conn.pop,))]
 
 
 # ---- what was applied ---------------------------------------------------------------------------------
@@ -431,13 +822,15 @@ def generation(conn):
 
 def has_table(conn, name):
     """Whether a table exists: a read opens an older database as it is, never migrated."""
+    if is_postgresql(conn):
+        return conn.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0]
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 def applied(conn):
     if not has_table(conn, "applied"):
         return None
-    row = conn.execute("SELECT * FROM applied WHERE id = 1").fetchone()
+    row = conn.execute("SELECT * FROM applied WHERE pop = ?", (conn.pop,)).fetchone()
     return dict(row) if row is not None else None
 
 
@@ -451,8 +844,12 @@ def record_applied(conn, gen, version, kernel, nft, foreign_tunnels):
         return
     _write_or_notice(conn, "the kernel and the firewall are in line, but the record of it could not be saved "
                      "(%s): the next apply compares everything again",
-                     lambda: conn.execute("INSERT OR REPLACE INTO applied (id, generation, version, kernel, nft,"
-                                          " foreign_tunnels, at) VALUES (1, ?, ?, ?, ?, ?, ?)", new + (now(),)))
+                     lambda: conn.execute("INSERT INTO applied (pop, generation, version, kernel, nft, foreign_tunnels, at)"
+                                          " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pop) DO UPDATE SET"
+                                          " generation = excluded.generation, version = excluded.version,"
+                                          " kernel = excluded.kernel, nft = excluded.nft,"
+                                          " foreign_tunnels = excluded.foreign_tunnels, at = excluded.at",
+                                          (conn.pop,) + new + (now(),)))
 
 
 def _write_or_notice(conn, words, write):
@@ -469,7 +866,7 @@ def _write_or_notice(conn, words, write):
 
 def forget_applied(conn):
     with transaction(conn):
-        conn.execute("DELETE FROM applied")
+        conn.execute("DELETE FROM applied WHERE pop = ?", (conn.pop,))
 
 
 def faults(conn):
@@ -478,7 +875,8 @@ def faults(conn):
     if not has_table(conn, "faults"):
         return {}
     return dict((r["tunnel"], {"code": r["code"], "message": r["message"], "at": r["at"]})
-                for r in conn.execute("SELECT * FROM faults ORDER BY tunnel"))
+                for r in conn.execute("SELECT faults.* FROM faults JOIN tunnels ON tunnels.name = faults.tunnel"
+                                      " WHERE tunnels.pop = ? ORDER BY faults.tunnel", (conn.pop,)))
 
 
 def record_faults(conn, failed, names=None):
@@ -489,14 +887,14 @@ def record_faults(conn, failed, names=None):
     keep = {} if names is None else dict((t, f) for t, f in old.items() if t not in names)
     want = dict(keep)
     want.update((n, tuple(f)) for n, f in failed.items())
-    tunnels = set(r[0] for r in conn.execute("SELECT name FROM tunnels"))
+    tunnels = set(r[0] for r in conn.execute("SELECT name FROM tunnels WHERE pop = ?", (conn.pop,)))
     if old == dict((n, f) for n, f in want.items() if n in tunnels):
         return
     stamp = now()
 
     def write():
         if names is None:
-            conn.execute("DELETE FROM faults")
+            conn.execute("DELETE FROM faults WHERE tunnel IN (SELECT name FROM tunnels WHERE pop = ?)", (conn.pop,))
         else:
             conn.executemany("DELETE FROM faults WHERE tunnel = ?", [(n,) for n in names])
         conn.executemany("INSERT INTO faults (tunnel, code, message, at) SELECT ?, ?, ?, ?"

@@ -40,7 +40,7 @@ STATES = ("applied", "pending", "failed", "waiting")
 class Metrics:
     """The registry of one update service: its own counters and a collector of the rest."""
 
-    def __init__(self, path, log=None, clock=time.time, alive_seconds=health.ALIVE_SECONDS):
+    def __init__(self, path, log=None, clock=time.time, alive_seconds=health.ALIVE_SECONDS, pop=None):
         try:
             from prometheus_client import CollectorRegistry, Counter, Histogram
         except ImportError:
@@ -57,7 +57,7 @@ class Metrics:
             self.requests.labels(answer=w)
         for r in REASONS:
             self.refusals.labels(reason=r)
-        self.registry.register(_Collector(path, log or (lambda line: None), clock, alive_seconds))
+        self.registry.register(_Collector(path, log or (lambda line: None), clock, alive_seconds, pop))
 
     def answered(self, a):
         """Count one answer (update.Answer)."""
@@ -83,8 +83,9 @@ class Metrics:
 class _Collector:
     """What is read at each scrape: the database and the traffic counters."""
 
-    def __init__(self, path, log, clock, alive_seconds):
+    def __init__(self, path, log, clock, alive_seconds, pop=None):
         self.path = path
+        self.pop = pop          # this broker's PoP: its tunnels, its kernel
         self.log = log
         self.clock = clock
         self.alive_seconds = alive_seconds
@@ -129,7 +130,7 @@ class _Collector:
             yield family
 
     def _read(self, g, c):
-        conn = db.connect_readonly(self.path, timeout=DB_TIMEOUT)
+        conn = db.connect_readonly(self.path, self.pop, timeout=DB_TIMEOUT)
         try:
             tunnels = update.with_updates(conn, service.with_state(conn, service.views(conn)), 1)
             usage = service.server_view(conn)["usage"]

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 
-from sixbroker.broker import db, update
+from sixbroker.broker import db, pg, pops, reconcile, update
 from sixbroker.core.errors import SixbrokerError
 
 REQUEST_SECONDS = 5.0
@@ -87,22 +87,29 @@ def printable(text):
 class Service:
     """The update service's state: the database path, the rate limits, a connection per thread."""
 
-    def __init__(self, path, rate_source=RATE_SOURCE, rate_tunnel=RATE_TUNNEL, log=None):
+    def __init__(self, path, rate_source=RATE_SOURCE, rate_tunnel=RATE_TUNNEL, log=None, pop=None):
         from sixbroker.broker.lock import Lock
         from sixbroker.broker.metrics import Metrics
         self.path = path
+        self.pop = db.pop_from_env(pop)
         self.sources = Buckets(*rate_source)
         self.tunnels = Buckets(*rate_tunnel)
         self.local = threading.local()
-        self.lock_of = lambda: Lock(path)
+        self.lock_of = lambda: Lock(db.local_path(path))
         self.log = log or (lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush()))
-        self.metrics = Metrics(path, self.log)
+        self.metrics = Metrics(path, self.log, pop=self.pop)
 
     def conn(self):
         c = getattr(self.local, "conn", None)
         if c is None:
-            c = self.local.conn = db.connect(self.path, create=False)
+            c = self.local.conn = db.connect(self.path, create=False, pop=self.pop)
         return c
+
+    def forget_conn(self):
+        c = getattr(self.local, "conn", None)
+        self.local.conn = None
+        if c is not None:
+            c.close()
 
     def answer(self, source, auth_header, query):
         """The Answer to one request (query: [(name, value)]); never raises."""
@@ -119,6 +126,8 @@ class Service:
             a = update.handle(self.conn(), self.lock_of(), auth, params.get("hostname"), params.get("myip"),
                               source, admit=self.tunnels.allow)
         except SixbrokerError as e:
+            if e.code == "DB_UNAVAILABLE":
+                self.forget_conn()     # the next request connects anew: the database may be back by then
             a = update.Answer("911", why="%s: %s" % (e.code, e.text), reason=e.code.lower())
         except Exception as e:     # never a traceback to a client; the log says what
             a = update.Answer("911", why="INTERNAL_ERROR: %s: %s" % (type(e).__name__, e), reason="internal_error")
@@ -332,14 +341,39 @@ def config(service, host, port, cert=None, key=None, plain=False, fd=None):
                           proxy_headers=bool(plain), forwarded_allow_ips="127.0.0.1,::1", **kw)
 
 
+def follower(service):
+    """On PostgreSQL, the thread that applies what other PoPs commit for this one (pops.py), else None."""
+    if not pg.is_url(service.path):
+        return None
+
+    def reconcile_here():
+        with service.lock_of():
+            conn = db.connect(service.path, create=False, pop=service.pop)
+            try:
+                report = reconcile.reconcile(conn)
+            finally:
+                conn.close()
+        if report.get("failed"):
+            service.log("%s PoP %s: %s" % (LOG_PREFIX, service.pop, "; ".join(
+                "%s: %s" % (f["tunnel"], f["code"]) for f in report["failed"])))
+    return pops.Follower(service.path, service.pop, reconcile_here,
+                         lambda line: service.log("%s %s" % (LOG_PREFIX, line))).start()
+
+
 def run(path, listen, cert, key, plain=False, rate_source=RATE_SOURCE, rate_tunnel=RATE_TUNNEL,
-        metrics_listen=None):
+        metrics_listen=None, pop=None):
     """Serve until SIGTERM/SIGINT (the metrics listener, if any, in a thread: the main one takes the signals)."""
     import uvicorn
     host, port = check_listen(listen)
     mhost, mport = check_metrics_listen(metrics_listen) if metrics_listen else (None, None)
-    db.connect(path, create=False).close()      # migrated and there, before the first request
-    service = Service(path, rate_source, rate_tunnel)
+    try:
+        db.connect(path, create=False, pop=pop).close()      # migrated and there, before the first request
+    except SixbrokerError as e:
+        # a PoP's serve starts without its database all the same: its follower catches up when it is back
+        if e.code != "DB_UNAVAILABLE":
+            raise
+        sys.stderr.write("%s %s: serving, and following the database when it is back\n" % (LOG_PREFIX, e.text))
+    service = Service(path, rate_source, rate_tunnel, pop=pop)
     server = Server(config(service, host, port, cert, key, plain))
     if metrics_listen:
         side = uvicorn.Server(metrics_config(service, mhost, mport))
@@ -353,7 +387,13 @@ def run(path, listen, cert, key, plain=False, rate_source=RATE_SOURCE, rate_tunn
             raise SixbrokerError("INVALID_LISTEN", "--metrics-listen %s: %s" % (metrics_listen, e.strerror or e))
         threading.Thread(target=side.run, kwargs={"sockets": [sock]}, daemon=True).start()
         sys.stderr.write("%s metrics on http://%s/metrics\n" % (LOG_PREFIX, metrics_listen))
-    sys.stderr.write("%s listening on %s://%s (database %s)\n" % (LOG_PREFIX, "http" if plain else "https", listen, path))
+    sys.stderr.write("%s listening on %s://%s (database %s, PoP %s)\n" % (
+        LOG_PREFIX, "http" if plain else "https", listen, pg.url_for_humans(path), service.pop))
     sys.stderr.flush()
-    server.run()
+    follow = follower(service)
+    try:
+        server.run()
+    finally:
+        if follow is not None:
+            follow.stop()
     return 0

@@ -5,8 +5,6 @@ reconcile.py.  Input is checked before the transaction starts, so a refused chan
 exactly as it was.
 """
 
-import sqlite3
-
 from sixbroker.core import addr, plan
 from sixbroker.broker import alloc, db
 from sixbroker.broker.reach import is_public
@@ -264,27 +262,29 @@ def init(conn, prefix=None, transfer_prefix=None, reserve=None, public_ipv4=None
             if not same and db.tunnel_count(conn):
                 raise SixbrokerError("BROKER_PREFIX_IN_USE", "%d tunnel(s)" % db.tunnel_count(conn))
             if public != addr.Address.parse(old["public_ipv4"]) or local != addr.Address.parse(old["local_ipv4"]):
-                clash = conn.execute("SELECT name FROM tunnels WHERE remote IN (?, ?) ORDER BY name",
-                                     (str(public), str(local))).fetchone()
+                clash = conn.execute("SELECT name FROM tunnels WHERE pop = ? AND remote IN (?, ?) ORDER BY name",
+                                     (conn.pop, str(public), str(local))).fetchone()
                 if clash:
                     raise SixbrokerError("REMOTE_IS_SERVER", "tunnel %s has %s as its remote"
                                          % (clash[0], str(public)))
-        conn.execute("DELETE FROM blocks WHERE tunnel IS NULL")
-        for s, e, length, kind in fixed:
-            conn.execute("INSERT INTO blocks (start, stop, length, tunnel, kind) VALUES (?, ?, ?, NULL, ?)",
-                         (s, e, length, kind))
+        # the PoP's row first: its blocks refer to it
         conn.execute(
-            "INSERT INTO server (id, prefix, transfer_prefix, public_ipv4, local_ipv4, ipv4_detected, uplink,"
-            " uplink_ra, netns, created, updated) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(id) DO UPDATE SET prefix = excluded.prefix, transfer_prefix = excluded.transfer_prefix,"
+            "INSERT INTO server (id, pop, prefix, transfer_prefix, public_ipv4, local_ipv4, ipv4_detected, uplink,"
+            " uplink_ra, netns, created, updated) VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM server),"
+            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(pop) DO UPDATE SET prefix = excluded.prefix, transfer_prefix = excluded.transfer_prefix,"
             " public_ipv4 = excluded.public_ipv4, local_ipv4 = excluded.local_ipv4,"
             " ipv4_detected = excluded.ipv4_detected, uplink = excluded.uplink,"
             " uplink_ra = excluded.uplink_ra, netns = excluded.netns, updated = excluded.updated",
-            (str(net), str(transfer), str(public), str(local), 1 if detected else 0, uplink,
+            (conn.pop, str(net), str(transfer), str(public), str(local), 1 if detected else 0, uplink,
              1 if uplink_ra else 0, netns, stamp, stamp))
-        conn.execute("UPDATE server SET ndp_proxy = ? WHERE id = 1 AND ndp_proxy != ?", (ndp, ndp))
+        conn.execute("DELETE FROM blocks WHERE pop = ? AND tunnel IS NULL", (conn.pop,))
+        for s, e, length, kind in fixed:
+            conn.execute("INSERT INTO blocks (pop, start, stop, length, tunnel, kind) VALUES (?, ?, ?, ?, NULL, ?)",
+                         (conn.pop, s, e, length, kind))
+        conn.execute("UPDATE server SET ndp_proxy = ? WHERE pop = ? AND ndp_proxy != ?", (ndp, conn.pop, ndp))
         if old is None:
-            conn.execute("UPDATE server SET tunnel_mode = ? WHERE id = 1", (mode,))
+            conn.execute("UPDATE server SET tunnel_mode = ? WHERE pop = ?", (mode, conn.pop))
     return db.server(conn)
 
 
@@ -346,7 +346,8 @@ def follow_ipv4(conn, on_host, detect):
 
 def _reserved_rows(conn, layout):
     out = []
-    for b in conn.execute("SELECT start, length FROM blocks WHERE kind = 'reserved' ORDER BY start"):
+    for b in conn.execute("SELECT start, length FROM blocks WHERE pop = ? AND kind = 'reserved' ORDER BY start",
+                          (conn.pop,)):
         out.append({"prefix": str(layout.routed_net(b["start"], b["length"]))})
     return out
 
@@ -392,6 +393,7 @@ def view(server, layout, t):
         "server_address": str(net.host(0)),
         "router_address": str(net.host(1)),
         "routed": [str(layout.routed_net(s, length)) for s, length in t["blocks"]],
+        "pop": t["pop"],
         "created": t["created"],
         "updated": t["updated"],
     }
@@ -404,8 +406,10 @@ def views(conn):
 
 
 def show(conn, name):
-    s = db.server(conn)
-    return view(s, alloc.Layout.of(s), db.tunnel(conn, name))
+    """One tunnel of any PoP, with its PoP's addresses."""
+    t = db.tunnel(conn, name)
+    s = db.server(conn, t["pop"])
+    return view(s, alloc.Layout.of(s), t)
 
 
 def with_state(conn, tunnels):
@@ -422,10 +426,12 @@ def with_state(conn, tunnels):
     return tunnels
 
 
-def add(conn, name, remote=None, routed_length=None, mtu=None, allow_private=False, key_hash=None):
+def add(conn, name, remote=None, routed_length=None, mtu=None, allow_private=False, key_hash=None, pop=None):
     """remote None: the tunnel is pending (no device) until an update gives it one (update.py).
-    key_hash: the hash of its update key (update.new_key), stored in the same transaction."""
-    s = db.server(conn)
+    key_hash: the hash of its update key (update.new_key), stored in the same transaction.
+    pop: the PoP it goes on (default conn.pop, this one)."""
+    pop = db.pop_from_env(pop or conn.pop)
+    s = _pop_server(conn, pop)
     layout = alloc.Layout.of(s)
     check_name(name)
     r = check_remote(remote, s, allow_private) if remote is not None else None
@@ -435,21 +441,55 @@ def add(conn, name, remote=None, routed_length=None, mtu=None, allow_private=Fal
     with db.transaction(conn):
         if db.has_tunnel(conn, name):
             raise SixbrokerError("TUNNEL_EXISTS", name)
-        other = db.tunnel_with_remote(conn, str(r)) if r is not None else None
+        other = db.tunnel_with_remote(conn, str(r), pop) if r is not None else None
         if other is not None:
             raise SixbrokerError("REMOTE_IN_USE", "%s is the remote of tunnel %s" % (r, other))
-        index = alloc.next_transfer_index(conn, layout)
-        start = alloc.next_block(conn, layout, length)
+        index = alloc.next_transfer_index(conn, layout, pop)
+        start = alloc.next_block(conn, layout, length, pop)
         try:
-            conn.execute("INSERT INTO tunnels (name, device, remote, transfer_index, mtu, ttl, created, updated)"
-                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (name, device_of(name), str(r) if r is not None else None, index, mtu, TTL, stamp, stamp))
-            alloc.take_block(conn, start, length, name, layout=layout)
+            conn.execute("INSERT INTO tunnels (name, pop, device, remote, transfer_index, mtu, ttl, created, updated)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (name, pop, device_of(name), str(r) if r is not None else None, index, mtu, TTL, stamp, stamp))
+            alloc.take_block(conn, start, length, name, layout=layout, pop=pop)
             if key_hash is not None:
                 conn.execute("INSERT INTO update_keys (tunnel, hash, created) VALUES (?, ?, ?)", (name, key_hash, stamp))
-        except sqlite3.IntegrityError as e:
+        except db.integrity_errors(conn) as e:
             # every case is checked above inside this transaction; reaching here is a bug, not bad input
             raise SixbrokerError("INTERNAL_ERROR", "database refused the new tunnel: %s" % e)
+    return show(conn, name)
+
+
+def _pop_server(conn, pop):
+    s = db.server_or_none(conn, pop)
+    if s is None:
+        raise SixbrokerError("POP_NOT_FOUND", "%r (the PoPs: %s; `init --pop %s` makes one)"
+                             % (pop, ", ".join(db.pops(conn)) or "none", pop))
+    return s
+
+
+def move(conn, name, pop):
+    """Re-home a tunnel on PoP `pop`: a transfer /127 and routed prefixes of the same lengths from that
+    PoP's pools, the old ones freed, in one transaction; the remote and the update key stay."""
+    pop = db.pop_from_env(pop)
+    s = _pop_server(conn, pop)
+    layout = alloc.Layout.of(s)
+    with db.transaction(conn):
+        t = db.tunnel(conn, name)
+        if t["pop"] == pop:
+            raise SixbrokerError("TUNNEL_ALREADY_ON_POP", "%s is on %s" % (name, pop))
+        if t["remote"] is not None:
+            check_remote(t["remote"], s, allow_private=True)
+            other = db.tunnel_with_remote(conn, t["remote"], pop)
+            if other is not None:
+                raise SixbrokerError("REMOTE_IN_USE", "%s is the remote of tunnel %s on %s" % (t["remote"], other, pop))
+        lengths = [layout.check_length(length) for _, length in t["blocks"]]
+        index = alloc.next_transfer_index(conn, layout, pop)
+        conn.execute("DELETE FROM blocks WHERE tunnel = ?", (name,))
+        conn.execute("DELETE FROM faults WHERE tunnel = ?", (name,))
+        conn.execute("UPDATE tunnels SET pop = ?, transfer_index = ?, updated = ? WHERE name = ?",
+                     (pop, index, db.now(), name))
+        for length in lengths:
+            alloc.take_block(conn, alloc.next_block(conn, layout, length, pop), length, name, layout=layout, pop=pop)
     return show(conn, name)
 
 
@@ -462,13 +502,14 @@ def remove(conn, name):
 
 
 def update(conn, name, remote=None, mtu=None, allow_private=False):
-    s = db.server(conn)
+    """A tunnel of any PoP: its remote checked against that PoP's addresses."""
+    s = db.server(conn, db.tunnel(conn, name)["pop"])
     r = check_remote(remote, s, allow_private) if remote is not None else None
     mtu = check_mtu(mtu) if mtu is not None else None
     with db.transaction(conn):
         t = db.tunnel(conn, name)
         if r is not None and str(r) != t["remote"]:
-            other = db.tunnel_with_remote(conn, str(r))
+            other = db.tunnel_with_remote(conn, str(r), t["pop"])
             if other is not None:
                 raise SixbrokerError("REMOTE_IN_USE", "%s is the remote of tunnel %s" % (r, other))
             conn.execute("UPDATE tunnels SET remote = ?, updated = ? WHERE name = ?", (str(r), db.now(), name))
@@ -501,13 +542,14 @@ def _plans(s, rows):
 
 def plan_of(conn, name):
     """The plan of one tunnel, or None when there is no such tunnel or it is pending."""
-    plans = _plans(db.server(conn), db._tunnel_rows(conn, "WHERE name = ?", (name,)))
+    plans = _plans(db.server(conn), db._tunnel_rows(conn, "WHERE name = ? AND pop = ?", (name, conn.pop)))
     return plans[0] if plans else None
 
 
 def another_plan(conn, name):
     """The plan of some tunnel other than name, or None when there is none."""
-    rows = db._tunnel_rows(conn, "WHERE name = (SELECT name FROM tunnels WHERE name != ? AND remote IS NOT NULL LIMIT 1)", (name,))
+    rows = db._tunnel_rows(conn, "WHERE name = (SELECT name FROM tunnels WHERE pop = ? AND name != ?"
+                                 " AND remote IS NOT NULL LIMIT 1)", (conn.pop, name))
     return _plans(db.server(conn), rows)[0] if rows else None
 
 

@@ -40,7 +40,7 @@ import hmac
 import secrets
 import time
 
-from sixbroker.broker import db, reconcile, service
+from sixbroker.broker import db, pops, reconcile, service
 from sixbroker.core import addr
 from sixbroker.core.errors import SixbrokerError
 
@@ -64,7 +64,8 @@ def rotate(conn, name):
     key, h = new_key()
     with db.transaction(conn):
         db.tunnel(conn, name)
-        conn.execute("INSERT OR REPLACE INTO update_keys (tunnel, hash, created) VALUES (?, ?, ?)", (name, h, db.now()))
+        conn.execute("INSERT INTO update_keys (tunnel, hash, created) VALUES (?, ?, ?) ON CONFLICT (tunnel)"
+                     " DO UPDATE SET hash = excluded.hash, created = excluded.created", (name, h, db.now()))
     return key
 
 
@@ -164,7 +165,10 @@ def handle(conn, lock, auth, hostname, myip, source, admit=None):
     address, why = choose_address(myip, source)
     if address is None:
         return Answer("badip", tunnel=name, why=why, reason="no_public_ipv4")
-    if db.tunnel(conn, name)["remote"] == address and _in_kernel(conn, name):
+    t = db.tunnel(conn, name)
+    here = t.get("pop", getattr(conn, "pop", None)) == getattr(conn, "pop", t.get("pop"))
+    # another PoP's kernel is that PoP's to know: for its tunnel the database's remote is the answer
+    if t["remote"] == address and (not here or _in_kernel(conn, name)):
         _record(conn, name, source, address, "nochg")
         return Answer("nochg", address, name)
     with lock:
@@ -178,6 +182,11 @@ def handle(conn, lock, auth, hostname, myip, source, admit=None):
                     return Answer("badip", tunnel=name, why="%s: %s" % (e.code, e.text), reason=e.code.lower())
                 raise
             reconcile.crash_point("commit")
+        if not here:
+            # another PoP's tunnel: saved; its own PoP's serve re-keys it on the news (pops.py)
+            pops.notify(conn, [t["pop"]])
+            _record(conn, name, source, address, "good")
+            return Answer("good", address, name)
         started = time.monotonic()
         try:
             # the new remote as `set --remote` applies it: that one tunnel, incrementally.  The same address

@@ -22,13 +22,14 @@ def after_init(conn, path, update_url):
         if url is not None and not (url.startswith("https://") or url.startswith("http://")) or (url and " " in url):
             raise SixbrokerError("USAGE", "--update-url must be an http(s) URL, not %r" % update_url)
         with db.transaction(conn):
-            conn.execute("UPDATE server SET update_url = ? WHERE id = 1 AND update_url IS NOT ?", (url, url))
+            conn.execute("UPDATE server SET update_url = ? WHERE pop = ? AND update_url IS DISTINCT FROM ?",
+                         (url, conn.pop, url))
     if path == ":memory:":
         return
-    cert = tls.paths(path)[0]
+    cert = tls.paths(db.local_path(path))[0]
     before = tls.fingerprint(cert) if os.path.exists(cert) else None
     try:
-        _, _, made = tls.ensure(path, db.server(conn)["public_ipv4"])
+        _, _, made = tls.ensure(db.local_path(path), db.server(conn)["public_ipv4"])
         if made and before is not None:
             # every router checks the broker by the old one: each needs its tunnel's new join line
             conn.notices.append(("TLS_CERT_REMADE", "SHA-256 %s (was %s); `sixbroker server key NAME --rotate` "
@@ -41,7 +42,7 @@ def server_extra(conn, path, view):
     """info's part: the update URL and the certificate's fingerprint."""
     s = db.server(conn)
     view["update_url"] = update.update_url(s)
-    cert, _ = tls.paths(path)
+    cert, _ = tls.paths(db.local_path(path))
     view["tls_fingerprint_sha256"] = tls.fingerprint(cert) if os.path.exists(cert) else None
     return view
 
@@ -56,7 +57,7 @@ def join_fields(conn, path, t, key):
     s = db.server(conn)
     fields = routerconf.fields(t)
     fields.update({"url": update.update_url(s), "key": key})
-    cert, _ = tls.paths(path)
+    cert, _ = tls.paths(db.local_path(path))
     if not s.get("update_url") and os.path.exists(cert):
         # the default URL is served with the self-signed certificate: the router must be given it
         fields.update(tls.for_join(cert))
@@ -101,19 +102,20 @@ def _rate(text, option):
 
 
 def serve_(args, path):
-    if not os.path.exists(path):
+    if not db.exists(path):
         raise SixbrokerError("BROKER_NOT_INITIALISED", "no database at " + path)
     cert, key = args.cert, args.key
     if (cert is None) != (key is None):
         raise SixbrokerError("USAGE", "give --cert and --key together")
     if not args.plain_http and cert is None:
-        cert, key = tls.paths(path)
+        cert, key = tls.paths(db.local_path(path))
     serve.check_listen(args.listen)
     if args.metrics_listen:
         serve.check_metrics_listen(args.metrics_listen)
     return serve.run(path, args.listen, cert, key, plain=args.plain_http,
                      rate_source=_rate(args.rate_source, "--rate-source"),
-                     rate_tunnel=_rate(args.rate_tunnel, "--rate-tunnel"), metrics_listen=args.metrics_listen)
+                     rate_tunnel=_rate(args.rate_tunnel, "--rate-tunnel"), metrics_listen=args.metrics_listen,
+                     pop=db.pop_from_env(getattr(args, "pop", None)))
 
 
 def serve_main(args, path):

@@ -1,0 +1,254 @@
+"""Points of presence on one real PostgreSQL database (tests/pgserver.py): two brokers, each its own prefix and
+addresses, each applying only its own tunnels; move; concurrent adds; an update that reaches the wrong PoP;
+the database going away and coming back.  Each PoP's kernel is a FakeApplier of its own here
+(tests/e2e has the real kernel)."""
+
+import threading
+import time
+
+import pytest
+
+from sixbroker.broker import alloc, db, pops, reconcile, serve, service, update
+from sixbroker.broker.lock import Lock
+from sixbroker.core import addr
+from test_broker import Broker, FakeApplier, Y, Y2, Y3, _broker
+
+A = ("pa", "2001:db8:a00::/48", "203.0.113.10")
+B = ("pb", "2001:db8:b00::/48", "203.0.113.20")
+
+
+class PoP(Broker):
+    """The CLI as one PoP runs it: SIXBROKER_POP set, its own applier."""
+
+    def __init__(self, url, capsys, monkeypatch, name):
+        Broker.__init__(self, url, capsys, FakeApplier())
+        self.name = name
+        self.monkeypatch = monkeypatch
+
+    def run(self, *args):
+        self.monkeypatch.setenv(db.ENV_POP, self.name)
+        self.monkeypatch.setattr(reconcile, "APPLIER", self.applier)
+        return Broker.run(self, *args)
+
+
+@pytest.fixture
+def two(pg_url, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv(db.ENV_STATE_DIR, str(tmp_path))
+    _broker(pg_url, capsys, monkeypatch)        # host facts and the environment as every broker test has them
+    out = []
+    for name, prefix, ipv4 in (A, B):
+        p = PoP(pg_url, capsys, monkeypatch, name)
+        p.ok("init", "--prefix", prefix, "--public-ipv4", ipv4)
+        out.append(p)
+    return out
+
+
+def test_each_pop_has_its_prefix_and_applies_only_its_tunnels(two):
+    a, b = two
+    ta = a.json("add", "home1", "--remote", Y)["tunnel"]
+    tb = a.json("add", "home2", "--remote", Y2, "--pop", "pb")
+    assert ta["pop"] == "pa" and ta["peeraddr"] == A[2] and ta["routed"][0].startswith("2001:db8:a00:")
+    assert tb["tunnel"]["pop"] == "pb" and tb["tunnel"]["peeraddr"] == B[2]
+    assert tb["tunnel"]["routed"][0].startswith("2001:db8:b00:") and tb["applied_by"] == ["pb"]
+    # the first of each PoP's pool: allocation is per PoP
+    assert tb["tunnel"]["transfer"] == ta["transfer"].replace("a00", "b00")
+    # placed from pa, so pa's kernel did not get it; pb's apply does
+    assert a.applier.devices() == ["sbs-home1"]
+    b.ok("apply")
+    assert b.applier.devices() == ["sbs-home2"]
+    a.ok("apply")
+    assert a.applier.devices() == ["sbs-home1"]
+    assert [t["name"] for t in a.json("list")["tunnels"]] == ["home1"]
+    assert [t["name"] for t in b.json("list")["tunnels"]] == ["home2"]
+    assert a.json("info")["server"]["prefix"] == A[1] and b.json("info")["server"]["prefix"] == B[1]
+    # names are one namespace across PoPs; addresses and devices are per PoP
+    a.fails("TUNNEL_EXISTS", "add", "home2", "--remote", Y3)
+    assert b.json("add", "other", "--remote", Y)["tunnel"]["pop"] == "pb"
+    a.fails("POP_NOT_FOUND", "add", "x", "--remote", Y3, "--pop", "nowhere")
+    a.fails("INVALID_POP", "add", "x", "--remote", Y3, "--pop", "no way")
+
+
+def test_move_rehomes_with_new_addresses_and_a_new_router_config(two):
+    a, b = two
+    before = a.json("add", "home", "--remote", Y, "--routed-prefix-length", "56")["tunnel"]
+    out = a.ok("move", "home", "--pop", "pb")
+    t = b.json("show", "home")["tunnel"]
+    assert t["pop"] == "pb" and t["peeraddr"] == B[2] and t["remote"] == Y
+    assert addr.Network.parse(t["routed"][0]).length == 56 and t["routed"][0].startswith("2001:db8:b00:")
+    assert t["transfer"] != before["transfer"]
+    # the router's configuration, printed: the new PoP's address and the new prefixes
+    assert "peeraddr='%s'" % B[2] in out or "peeraddr=%s" % B[2] in out, out
+    assert t["router_address"] in out and t["routed"][0] in out
+    # pa's kernel lost it at once (the move ran as pa), pb's gets it from its apply
+    assert a.applier.devices() == []
+    b.ok("apply")
+    assert b.applier.devices() == ["sbs-home"]
+    # pa's prefix is free again: the next tunnel there gets what home had
+    assert a.json("add", "next", "--remote", Y2, "--routed-prefix-length", "56")["tunnel"]["routed"] == before["routed"]
+    b.fails("TUNNEL_ALREADY_ON_POP", "move", "home", "--pop", "pb")
+    b.fails("POP_NOT_FOUND", "move", "home", "--pop", "pz")
+    # a remote that pa already has refuses the move back, and changes nothing
+    a.ok("set", "next", "--remote", Y)
+    b.fails("REMOTE_IN_USE", "move", "home", "--pop", "pa")
+
+
+def test_twenty_concurrent_adds_across_two_pops_never_collide(two, pg_url):
+    """Twenty writers at once, each its own connection (as twenty `add` processes would be), ten per PoP."""
+    errors, barrier = [], threading.Barrier(20)
+
+    def add(i):
+        pop = ("pa", "pb")[i % 2]
+        conn = db.connect(pg_url, create=False, pop=pop)
+        try:
+            barrier.wait()
+            service.add(conn, "t%d" % i, "198.51.100.%d" % (100 + i // 2), routed_length=60 if i % 3 else 64)
+        except Exception as e:
+            errors.append(e)
+        finally:
+            conn.close()
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for pop, prefix in (("pa", A[1]), ("pb", B[1])):
+        conn = db.connect(pg_url, create=False, pop=pop)
+        try:
+            views = service.views(conn)
+            blocks = sorted((b["start"], b["stop"]) for b in db.blocks(conn))
+            layout = alloc.Layout.of(db.server(conn))
+        finally:
+            conn.close()
+        assert len(views) == 10
+        assert len(set(v["transfer"] for v in views)) == 10
+        routed = [addr.Network.parse(r) for v in views for r in v["routed"]]
+        assert all(addr.Network.parse(prefix).contains(n) for n in routed)
+        assert not any(x.overlaps(y) for i, x in enumerate(routed) for y in routed[i + 1:])
+        assert all(s1 <= s0 or e0 <= s1 for (s0, e0), (s1, e1) in zip(blocks, blocks[1:]))
+        # and lowest free first still holds: no gap below the highest /127 handed out
+        idx = sorted((addr.Network.parse(v["transfer"]).address.value - layout.transfer.address.value) >> 1
+                     for v in views)
+        assert idx == list(range(1, 11))
+
+
+def _follow(url, pop, applier, log):
+    def again():
+        conn = db.connect(url, create=False, pop=pop)
+        try:
+            reconcile.reconcile(conn, using=applier)
+        finally:
+            conn.close()
+    return pops.Follower(url, pop, again, log.append, retry=0.3).start()
+
+
+def _wait(cond, seconds=15):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def test_an_update_to_the_wrong_pop_is_applied_by_the_right_one_within_seconds(two, pg_url):
+    a, b = two
+    key = a.json("add", "home", "--remote", Y, "--pop", "pb")["key"]
+    b_kernel, log = FakeApplier(), []
+    follower = _follow(pg_url, "pb", b_kernel, log)
+    try:
+        assert _wait(lambda: follower.reconciled >= 1)
+        assert [p["tunnel"]["remote"] for p in b_kernel.kernel_state["plans"]] == [Y]
+        # the router's update reaches pa (its old address, a DNS name that points at the other PoP)
+        conn = db.connect(pg_url, create=False, pop="pa")
+        try:
+            t0 = time.monotonic()
+            answer = update.handle(conn, Lock(db.local_path(pg_url)), ("home", key), "home", Y3, Y3)
+        finally:
+            conn.close()
+        assert (answer.word, answer.address) == ("good", Y3)
+        assert _wait(lambda: [p["tunnel"]["remote"] for p in (b_kernel.kernel_state or {}).get("plans", [])] == [Y3])
+        took = time.monotonic() - t0
+        assert took < 10, took       # pushed, not polled: well within the follower's own timeouts
+        assert a.applier.kernel_state is None or a.applier.devices() == []
+    finally:
+        follower.stop()
+
+
+def _basic(user, key):
+    import base64
+    return "Basic " + base64.b64encode(("%s:%s" % (user, key)).encode()).decode()
+
+
+def test_a_pop_without_its_database_keeps_what_it_applied_and_catches_up(two, pg_url, pg_server):
+    a, b = two
+    key = a.json("add", "home", "--remote", Y, "--pop", "pb")["key"]
+    lines = []
+    served = serve.Service(pg_url, log=lines.append, pop="pb")
+    b_kernel, log = FakeApplier(), []
+    follower = _follow(pg_url, "pb", b_kernel, log)
+    try:
+        assert _wait(lambda: follower.reconciled >= 1)
+        applied, calls = b_kernel.kernel_state, b_kernel.calls
+        pg_server.stop()
+        assert _wait(lambda: any("unreachable" in line or "lost" in line for line in log))
+        time.sleep(1)
+        # nothing was torn down or re-applied while the database was away
+        assert b_kernel.calls == calls and b_kernel.kernel_state == applied
+        rc, out, err = b.run("apply")
+        assert rc == 1 and "DB_UNAVAILABLE" in err and b_kernel.calls == calls
+        # the update service answers 911 meanwhile, and works again once the database is back
+        assert served.answer(Y3, _basic("home", key), [("hostname", "home"), ("myip", Y3)]).word == "911"
+        assert "DB_UNAVAILABLE" in lines[-1]
+        pg_server.start()
+        assert _wait(lambda: follower.reconciled >= 2, 30)
+        assert any("database back" in line for line in log)
+        # an add made now, from the other PoP, is applied by pb on the news
+        a.ok("add", "later", "--remote", Y2, "--pop", "pb")
+        assert _wait(lambda: sorted(p["tunnel"]["device"] for p in b_kernel.kernel_state["plans"])
+                     == ["sbs-home", "sbs-later"])
+        b.monkeypatch.setattr(reconcile, "APPLIER", b.applier)      # pb's kernel, for pb's own serve
+        assert served.answer(Y3, _basic("home", key), [("hostname", "home"), ("myip", Y3)]).word == "good"
+    finally:
+        follower.stop()
+
+
+def test_a_postgresql_database_from_before_pops_migrates_to_the_pop_main(pg_url, monkeypatch):
+    """Schema 6 on PostgreSQL with the rows a broker wrote, then today's connect: every row is main's, the
+    applied record and the generation kept, and main allocates on from where it was."""
+    monkeypatch.setattr(db, "SCHEMA_VERSION", 6)
+    conn = db.connect(pg_url)
+    stamp = db.now()
+    with db.transaction(conn):
+        conn.execute("INSERT INTO server (id, prefix, transfer_prefix, public_ipv4, local_ipv4, created, updated)"
+                     " VALUES (1, '2001:db8:5b00::/56', '2001:db8:5b00::/64', ?, ?, ?, ?)", (A[2], A[2], stamp, stamp))
+        conn.execute("INSERT INTO blocks (start, stop, length, tunnel, kind) VALUES (0, 1, 64, NULL, 'transfer')")
+        conn.execute("INSERT INTO tunnels (name, device, remote, transfer_index, mtu, ttl, created, updated)"
+                     " VALUES ('home', 'sbs-home', ?, 1, 1480, 64, ?, ?)", (Y, stamp, stamp))
+        conn.execute("INSERT INTO blocks (start, stop, length, tunnel, kind) VALUES (1, 2, 64, 'home', 'routed')")
+    generation = db.generation(conn)
+    with db.transaction(conn):
+        conn.execute("INSERT INTO applied (id, generation, version, kernel, nft, foreign_tunnels, at)"
+                     " VALUES (1, ?, 'v', 'k', 'n', '', ?)", (generation, stamp))
+    conn.close()
+    monkeypatch.undo()
+    conn = db.connect(pg_url, create=False)
+    try:
+        assert db._version(conn) == db.SCHEMA_VERSION and conn.pop == "main"
+        assert db.generation(conn) == generation and db.applied(conn)["kernel"] == "k"
+        assert [t["routed"] for t in service.views(conn)] == [["2001:db8:5b00:1::/64"]]
+        assert service.add(conn, "next", Y2)["routed"] == ["2001:db8:5b00:2::/64"]
+        for t in ("server", "tunnels", "blocks", "applied"):
+            assert set(r[0] for r in conn.execute("SELECT pop FROM %s" % t)) == {"main"}, t
+    finally:
+        conn.close()
+
+
+def test_apply_if_initialised_on_an_empty_postgresql_database(pg_url, capsys, monkeypatch, tmp_path):
+    """The boot-time apply of a PoP whose database is still empty is no error, as with no SQLite file."""
+    monkeypatch.setenv(db.ENV_STATE_DIR, str(tmp_path))
+    b = _broker(pg_url, capsys, monkeypatch)
+    assert "nothing to apply" in b.ok("apply", "--if-initialised")
+    b.fails("BROKER_NOT_INITIALISED", "apply")
+    b.init()
+    b.fails("BROKER_NOT_INITIALISED", "apply", "--pop", "elsewhere")

@@ -1,0 +1,124 @@
+"""A throw-away PostgreSQL for the tests: Debian's postgresql-15 binaries, initdb into a temporary directory.
+
+No system service and no system cluster: one `postgres` process of our own, listening on 127.0.0.1 at a
+free port and on a unix socket in its own directory, fsync off (the data dies with the test run).
+PostgreSQL refuses to run as root, so as root (a fresh CI machine) initdb and postgres run as the
+`postgres` system user that the package made, through setpriv: setpriv execs, so the process we hold is
+postgres itself and a signal to it is a signal to the server.  Not root: they run as ourselves.
+"""
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+BIN = "/usr/lib/postgresql/15/bin"
+USER = "postgres"       # the cluster's superuser role (initdb -U), whoever runs the processes
+
+
+def available():
+    """None when a server can be started here, else why not."""
+    if not os.path.exists(os.path.join(BIN, "postgres")):
+        return "postgresql-15 is not installed (scripts/bootstrap installs it)"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and there is no postgres user to run the server as"
+    return None
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One server; dsn(dbname) for a client; create_db() for a fresh, empty database."""
+
+    def __init__(self, base=None, durable=False):
+        """durable: fsync and synchronous commits on, as a real deployment runs (the benchmarks); the
+        tests' data dies with them, so they go without."""
+        self.durable = durable
+        self.dir = tempfile.mkdtemp(prefix="sixbroker-pg-", dir=base)
+        self.data = os.path.join(self.dir, "data")
+        self.log = os.path.join(self.dir, "log")
+        self.port = None
+        self.proc = None
+        self.count = 0
+        self.as_user = []
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self.as_user = ["setpriv", "--reuid", str(pw.pw_uid), "--regid", str(pw.pw_gid), "--init-groups", "--"]
+
+    def _env(self):
+        env = dict(os.environ, LC_ALL="C.UTF-8", LANG="C.UTF-8")
+        env.pop("PGDATA", None)
+        return env
+
+    def start(self, timeout=60):
+        if not os.path.exists(os.path.join(self.data, "PG_VERSION")):
+            subprocess.run(self.as_user + [os.path.join(BIN, "initdb"), "-D", self.data, "-U", USER, "-A", "trust",
+                                           "-E", "UTF8", "--no-sync", "--no-instructions"],
+                           check=True, capture_output=True, env=self._env(), cwd=self.dir)
+        self.port = self.port or _free_port()
+        with open(self.log, "ab") as log:
+            if self.as_user:
+                os.chown(self.log, pwd.getpwnam("postgres").pw_uid, -1)
+            self.proc = subprocess.Popen(
+                self.as_user + [os.path.join(BIN, "postgres"), "-D", self.data, "-p", str(self.port),
+                                "-k", self.dir, "-c", "listen_addresses=127.0.0.1",
+                                "-c", "max_connections=200", "-c", "shared_buffers=16MB"]
+                + ([] if self.durable else ["-c", "fsync=off", "-c", "synchronous_commit=off",
+                                            "-c", "full_page_writes=off"]),
+                stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=self.dir)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("postgres exited %s: %s" % (self.proc.returncode, self.log_text()))
+            r = subprocess.run([os.path.join(BIN, "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-q"])
+            if r.returncode == 0:
+                return self
+            if time.monotonic() > deadline:
+                raise RuntimeError("postgres did not come up: " + self.log_text())
+            time.sleep(0.1)
+
+    def stop(self):
+        """Fast shutdown (SIGINT: every session ends, a clean checkpoint), the directory kept for a restart."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def destroy(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log_text(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()[-2000:]
+        except OSError:
+            return ""
+
+    def dsn(self, dbname="postgres"):
+        return "postgresql://%s@127.0.0.1:%d/%s" % (USER, self.port, dbname)
+
+    def create_db(self):
+        """The URL of a new, empty database (template0: nothing a test left in template1)."""
+        import psycopg
+        self.count += 1
+        name = "t%d_%d" % (os.getpid(), self.count)
+        with psycopg.connect(self.dsn(), autocommit=True) as c:
+            c.execute("CREATE DATABASE %s TEMPLATE template0" % name)
+        return self.dsn(name)
