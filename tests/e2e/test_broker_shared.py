@@ -10,6 +10,7 @@ and its routed prefix's ::1 on that device; the VPS pings each home's ::1 from t
 address, so every answer crosses that tunnel's routes both ways.
 """
 
+import json
 import os
 import socket
 import struct
@@ -214,8 +215,11 @@ def test_live_tunnels_move_between_the_modes_both_ways(many_server):
         probe.start()
         time.sleep(1.0)
         t0 = time.time()
-        body = server.json("apply", "--tunnel-mode", mode)
+        # in a process of its own: the prober's thread must not wait for this one's Python
+        p = server.process("apply", "--tunnel-mode", mode, "--json")
         times[mode] = time.time() - t0
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        body = json.loads(p.stdout)
         time.sleep(1.0)
         probe.done.set()
         probe.join()
