@@ -124,7 +124,7 @@ def _echo_all(s, tunnels, seq=0):
 
 
 def _replies(s, by_target, until):
-    """(name, time) of the echo replies that come before `until`."""
+    """(name, time, sequence number) of the echo replies that come before `until`."""
     out = []
     while time.time() < until:
         try:
@@ -134,7 +134,7 @@ def _replies(s, by_target, until):
         if data[:1] == b"\x81":
             name = by_target.get(socket.inet_pton(socket.AF_INET6, src[0]))
             if name:
-                out.append((name, time.time()))
+                out.append((name, time.time(), struct.unpack("!H", data[6:8])[0]))
     return out
 
 
@@ -147,7 +147,7 @@ def answered(tunnels, timeout=3.0):
         got = set()
         end = time.time() + timeout
         while time.time() < end and len(got) < len(tunnels):
-            got.update(name for name, _ in _replies(s, by_target, min(end, time.time() + 0.2)))
+            got.update(name for name, _, _ in _replies(s, by_target, min(end, time.time() + 0.2)))
         return got
     finally:
         s.close()
@@ -155,7 +155,9 @@ def answered(tunnels, timeout=3.0):
 
 class Prober(threading.Thread):
     """Echo requests to every home, round after round, while a move runs: per tunnel, the longest time
-    between two answers (what its packets saw of the move, to the resolution of one round)."""
+    between two answers, and the rounds it alone lost: unanswered in a round that nine in ten of the
+    others answered (a round most lost is the guest stalling, the prober or the network, not the move
+    of one tunnel)."""
 
     def __init__(self, tunnels):
         threading.Thread.__init__(self)
@@ -164,6 +166,21 @@ class Prober(threading.Thread):
         self.done = threading.Event()
         self.gap = dict((t["name"], 0.0) for t in tunnels)
         self.rounds = 0
+        self.answers = {}           # round -> names that answered it
+
+    def lost_alone(self):
+        """({name: rounds it lost while nine in ten of the others answered}, rounds most lost)."""
+        lost = dict((name, 0) for name in self.gap)
+        stalled = 0
+        for r in range(1, self.rounds + 1):
+            got = self.answers.get(r, set())
+            if len(got) < 0.9 * len(lost):
+                stalled += 1
+                continue
+            for name in lost:
+                if name not in got:
+                    lost[name] += 1
+        return lost, stalled
 
     def run(self):
         s = topo.ns_socket("vps", socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
@@ -174,9 +191,12 @@ class Prober(threading.Thread):
             while not self.done.is_set():
                 self.rounds += 1
                 by_target = _echo_all(s, self.tunnels, self.rounds)
-                for name, at in _replies(s, by_target, time.time() + 0.05):
+                for name, at, seq in _replies(s, by_target, time.time() + 0.05):
                     self.gap[name] = max(self.gap[name], at - last[name])
                     last[name] = at
+                    self.answers.setdefault(seq, set()).add(name)
+            for name, at, seq in _replies(s, by_target, time.time() + 1.0):
+                self.answers.setdefault(seq, set()).add(name)
         finally:
             self.elapsed = time.time() - start
             s.close()
@@ -231,11 +251,15 @@ def test_live_tunnels_move_between_the_modes_both_ways(many_server):
         _full_apply_finds_nothing(server)
         switch = sorted(body["moved"].values())
         gaps = sorted(probe.gap.values())
+        alone, stalled = probe.lost_alone()
+        worst = max(alone.values())
         lines.append("shared e2e: %d live tunnels to %s in %.2f s; switch per tunnel median %.1f ms, max %.1f ms; "
                      "longest gap between echo answers per tunnel median %.0f ms, max %.0f ms (%d rounds of "
-                     "%.0f ms)" % (MANY, mode, times[mode], 1000 * switch[len(switch) // 2], 1000 * switch[-1],
-                                   1000 * gaps[len(gaps) // 2], 1000 * gaps[-1], probe.rounds,
-                                   1000 * probe.elapsed / max(probe.rounds, 1)))
+                     "%.0f ms, %d of them lost by most: the guest stalling); rounds one tunnel lost alone: max %d, "
+                     "%d tunnels lost any" % (MANY, mode, times[mode], 1000 * switch[len(switch) // 2],
+                                              1000 * switch[-1], 1000 * gaps[len(gaps) // 2], 1000 * gaps[-1],
+                                              probe.rounds, 1000 * probe.elapsed / max(probe.rounds, 1), stalled,
+                                              worst, sum(1 for v in alone.values() if v)))
     # the text form names every tunnel's switch
     rc, out, err = server.run("apply", "--tunnel-mode", "shared")
     assert rc == 0 and out.startswith("moved %d tunnels to shared mode: " % MANY), (out, err)

@@ -227,11 +227,12 @@ def _apply_shared_only(plans, before, netns, mark, prefix, mapping, isolate):
     request before and after (the fingerprint's change), changed where they differ."""
     result = Result()
     result.foreign_tunnels = None
+    if not plans and not before:
+        result.fingerprint = 0          # (a pending tunnel: nothing of it is in the kernel)
+        return result
     k = Kernel(netns, result)
     try:
         specs = mapping.links(list(plans) + list(before))
-        if not specs:
-            raise FullApplyNeeded("no tunnel")
         spec = specs[0]
         # the namespace's devices: few, with every tunnel on one (and the foreign sit devices are needed)
         links = k.links()
