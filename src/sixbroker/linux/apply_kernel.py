@@ -648,6 +648,14 @@ def _to_shared(k, plans, new, mark, prefix, clock, outage):
             k.queue("route %s %s" % (cmd, w.text()), _route_request(cmd, w, idx),
                     {errno.EEXIST: SixbrokerError("ROUTE_NOT_OURS", w.text())}, owner=dev)
         if moved:
+            # a device going away stops taking packets (it is closed) a grace period before it stops
+            # matching its peer's (local, remote) pair: re-keyed first to a pair nobody sends from (the
+            # kernel unlinks it at once, so the peer's packets find the shared device), it then goes
+            # without taking any with it
+            q = li.params
+            nobody = "0.%d.%d.%d" % ((li.index >> 16) & 255, (li.index >> 8) & 255, li.index & 255)
+            k.queue("link set %s remote %s" % (dev, nobody), nl.link_change_sit(
+                li.index, q["local"], nobody, q["ttl"], q["tos"], q["link"], q["pmtudisc"]), owner=dev)
             k.queue("link del " + dev, nl.link_del(li.index), owner=dev)
         t0 = clock()
         k.flush()
