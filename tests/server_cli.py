@@ -28,5 +28,8 @@ class ServerCLI:
     def json(self, *args):
         rc, out, err = self.run(*(list(args) + ["--json"]))
         assert rc == 0, (args, out, err)
-        assert err == ""
-        return json.loads(out)
+        body = json.loads(out)
+        # stderr carries nothing but the notices the JSON carries too (e.g. a renumbered VPS's new certificate)
+        assert err == "".join("%s: notice %s: %s\n" % (cli.PROG, n["code"], n["message"])
+                              for n in body.get("notices", [])), err
+        return body

@@ -4,10 +4,12 @@ The fake applier stands in for the kernel and nftables (tests/e2e/test_broker.py
 keeps the last state each got, so a test sees what the kernel would hold.  Every refused command is
 checked for its code, its exit status and an unchanged database.
 """
+import hashlib
 import json
 import os
 import re
 import sqlite3
+import ssl
 import subprocess
 import sys
 import threading
@@ -250,19 +252,47 @@ def test_first_init_needs_a_prefix(broker):
 
 # ---- add, and the router's configuration ------------------------------------------------------------------
 
-def test_add_allocates_applies_and_prints_a_paste_ready_router_config(broker):
+def _paste(out, tmp_path):
+    """Run a printout as the router's shell would (dash, which OpenWrt's ash behaves like for this), with
+    recorders for `uci` and `ifup`, and /etc/sixbroker under tmp_path: (what `uci batch` read, ifup's args)."""
+    bindir, etc = tmp_path / "bin", tmp_path / "etc-sixbroker"
+    bindir.mkdir()
+    for tool in ("uci", "ifup"):
+        (bindir / tool).write_text('#!/bin/sh\necho "$*" >>"%s/%s.args"\n[ "$1" != batch ] || cat >>"%s/batch"\n'
+                                   % (tmp_path, tool, tmp_path))
+        os.chmod(str(bindir / tool), 0o755)
+    script = out.replace("/etc/sixbroker", str(etc))
+    subprocess.run(["dash", "-e", "-c", script], check=True, env={"PATH": "%s:/usr/bin:/bin" % bindir})
+    return (tmp_path / "batch").read_text(), (tmp_path / "ifup.args").read_text().split()
+
+
+def test_add_allocates_applies_and_prints_a_paste_ready_router_config(broker, tmp_path):
     broker.init()
-    out = broker.ok("add", "home", "--remote", Y)
-    # the whole output pastes into a shell: the summary is comments, then the batch, then ifup
-    assert all(ln.startswith("#") for ln in out.split("uci batch")[0].strip().split("\n"))
+    body = broker.json("add", "home", "--remote", Y)
+    out = body["router"]["shell"]
+    assert broker.ok("config", "home") != out           # the key is shown only by `add` (and key --rotate)
+    # the whole output pastes into a shell: comments, the broker's certificate, the batch, ifup
+    batch, ifup = _paste(out, tmp_path)
+    assert ifup == ["home"]
     script, after = heredoc_body(out)
-    assert after == ["ifup home", ""]
+    assert batch == script.replace("/etc/sixbroker", str(tmp_path / "etc-sixbroker")) and after == ["ifup home", ""]
+    pem = (tmp_path / "etc-sixbroker" / "home.pem").read_bytes()
+    assert hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem.decode())).hexdigest() == \
+        broker.json("info")["server"]["tls_fingerprint_sha256"]
     pkg = batch_to_network(script)
     sec = pkg.get("home")
     assert sec.type == "interface"
     config = dict(sec.options)
-    assert config == {"proto": "sixbroker", "peeraddr": X, "ip6addr": "2001:db8:5b00::3/127",
-                      "ip6gw": "2001:db8:5b00::2", "ip6prefix": ["2001:db8:5b00:1::/64"], "mtu": "1480"}
+    # the updater's options, as the join line's: the key shown once, the URL, the certificate's file
+    updater = {"tunnelid": "home", "updatekey": body["key"], "updateurl": "https://%s:8443/nic/update" % X,
+               "updatecert": "/etc/sixbroker/home.pem"}
+    assert config == dict({"proto": "sixbroker", "peeraddr": X, "ip6addr": "2001:db8:5b00::3/127",
+                           "ip6gw": "2001:db8:5b00::2", "ip6prefix": ["2001:db8:5b00:1::/64"], "mtu": "1480"},
+                          **updater)
+    # `config` later prints the same section without them, and says why
+    later = broker.json("config", "home")["router"]
+    assert later["options"] == dict((k, v) for k, v in body["router"]["options"].items() if k not in updater)
+    assert "key home --rotate" in later["shell"]
     # the router accepts it: the protocol's own validator, strict (no unknown option)
     o = options.validate(config, strict=True)
     assert str(o.peer) == X and str(o.ip6addr) == "2001:db8:5b00::3/127" and o.mtu == 1480
@@ -299,7 +329,7 @@ def test_json_shapes(broker):
     assert (t["transfer"], t["server_address"], t["router_address"], t["routed"]) == \
         ("2001:db8:5b00::2/127", "2001:db8:5b00::2", "2001:db8:5b00::3", ["2001:db8:5b00:1::/64"])
     r = body["router"]
-    assert sorted(r) == ["interface", "options", "package", "shell", "type", "uci_batch"]
+    assert sorted(r) == ["cert_file", "interface", "options", "package", "shell", "type", "uci_batch"]
     assert (r["interface"], r["package"], r["type"]) == ("home", "network", "interface")
     assert batch_to_network(r["uci_batch"]).get("home").get("ip6prefix") == r["options"]["ip6prefix"]
     assert body["apply"]["tunnels"] == 1 and body["applied"] is True
@@ -310,9 +340,11 @@ def test_json_shapes(broker):
     seen = dict(t, state="applied", last_update=None, update_key=True, traffic=None, health=None)
     assert broker.json("show", "home") == {"tunnel": dict(seen, updates=[])}
     assert broker.json("list") == {"tunnels": [seen]}
-    assert broker.json("config", "home") == {"router": r}
-    # `config` without --json prints the same shell text as `add` did
-    assert broker.ok("config", "home") == r["shell"]
+    later = broker.json("config", "home")["router"]
+    assert sorted(later) == ["interface", "options", "package", "shell", "type", "uci_batch"]
+    assert r["cert_file"]["path"] == "/etc/sixbroker/home.pem" and r["cert_file"]["pem"] in r["shell"]
+    # `config` without --json prints the same shell text as --json carries
+    assert broker.ok("config", "home") == later["shell"]
     info = broker.json("info")["server"]
     assert info["tunnels"] == 1 and info["usage"]["routed_64s_used"] == 1
     applied = broker.json("apply")
@@ -827,6 +859,8 @@ def test_reads_of_an_empty_file_never_write(broker):
 def _downgrade(path, version):
     """The database as an older sixbroker wrote it (schema `version`), its rows kept."""
     c = sqlite3.connect(path, isolation_level=None)
+    if version < 7 and "tunnel_mode" in [r[1] for r in c.execute("PRAGMA table_info(server)")]:
+        c.execute("ALTER TABLE server DROP COLUMN tunnel_mode")
     if version < 6:
         c.execute("DROP TABLE IF EXISTS updates")
         c.execute("DROP TABLE IF EXISTS update_keys")
@@ -850,7 +884,7 @@ def _downgrade(path, version):
     c.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
 def test_reads_of_an_older_database_never_migrate_it(broker, version):
     broker.init()
     broker.ok("add", "home", "--remote", Y)

@@ -4,6 +4,7 @@ import json
 import os
 
 from sixbroker.linuxrouter import join as rjoin, router as standalone
+from sixbroker.core import tunnelconf
 from sixbroker.openwrt import join as ojoin
 
 from test_broker import broker  # noqa: F401  (the fixture)
@@ -30,15 +31,13 @@ def test_add_then_router_join_writes_what_up_reads(broker, tmp_path):  # noqa: F
     assert [str(p) for p in o.ip6prefix] == t["routed"]
     assert o.update["key"] == body["key"] and o.update["tunnelid"] == "home"
     assert oct(os.stat(cfg).st_mode & 0o777) == "0o600"
-    # the OpenWrt join writes the same section as the broker's printed uci batch, plus the updater
-    _, opts, _ = ojoin.prepare([line])
+    # the OpenWrt join writes the same section as the broker's printed uci batch, updater and all
+    _, opts, pem = ojoin.prepare([line])
     printed = body["router"]["uci_batch"]
-    for k, v in opts:
-        if k not in ("tunnelid", "updatekey", "updateurl", "updatecert"):
-            assert ("add_list network.home.%s='%s'" % (k, v[0]) if isinstance(v, list)
-                    else "set network.home.%s='%s'" % (k, v)) in printed
+    assert printed == tunnelconf.batch("home", opts) and pem == body["router"]["cert_file"]["pem"]
     # joining again (a rotated key) replaces the section
     rotated = broker.json("key", "home", "--rotate")
+    assert "set network.home.updatekey='%s'" % rotated["key"] in rotated["router"]["uci_batch"]
     assert rjoin.main([rotated["join"], "--config", cfg, "--no-up"]) == 0
     tunnels = dict((n, (o, lan)) for n, o, lan in standalone.read_config(cfg))
     assert sorted(tunnels) == ["home", "other"] and tunnels["home"][0].update["key"] == rotated["key"]

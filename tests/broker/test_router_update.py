@@ -70,7 +70,7 @@ class Service:
             self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((X, PORT))
-        self.server = uvicorn.Server(serve.config(self.service, X, PORT, cert, key, fd=None))
+        self.server = serve.Server(serve.config(self.service, X, PORT, cert, key, fd=None))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()
         for _ in range(250):
@@ -199,6 +199,21 @@ def test_the_loop_sends_when_due_and_not_before(served):
     now[0] += 1
     assert [r["word"] for _, r in loop.step()] == ["nochg"]
     assert srv.answers() == ["nochg", "nochg"]
+
+
+def test_the_loop_leaves_tunnels_a_person_took_down(served, capsys):
+    b, srv, key, tmp, ns = served
+    now = [1000.0]
+    loop = follow.Loop(config(tmp, key, srv.cert), ns["home"], clock=lambda: now[0])
+    assert [r["word"] for _, r in loop.step()] == ["nochg"]
+    router.down(ns["home"])                 # the real `down`: our (empty) kernel scope and nft table
+    assert router.held_down(ns["home"]) and not router.held_down(None)
+    now[0] += 3600
+    assert loop.step() == [] and loop.step() == []      # held: nothing set up, nothing sent
+    assert srv.answers() == ["nochg"]
+    assert capsys.readouterr().out.count("held down") == 1
+    os.remove(os.path.join(update.record_dir(ns["home"]), "down"))   # what `up` does first
+    assert [r["word"] for _, r in loop.step()] == ["nochg"]         # told again at once
 
 
 def test_update_once_from_the_command_line(served, capsys):

@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import socket
+import subprocess
 import ssl
 import threading
 import time
@@ -40,7 +41,7 @@ class Server:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         self.cert = cert
-        self.server = uvicorn.Server(serve.config(self.service, "127.0.0.1", self.port, cert, key, fd=None))
+        self.server = serve.Server(serve.config(self.service, "127.0.0.1", self.port, cert, key, fd=None))
         self.sock = sock
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
@@ -225,9 +226,31 @@ def test_hostile_requests_are_answered_and_change_nothing(setup):
     assert "Traceback" not in "\n".join(srv.lines)
 
 
+def test_a_911_is_retried_by_the_same_request_not_answered_nochg(setup):
+    b, srv, key, _ = setup
+    b.applier.fail = RuntimeError("the kernel says no")
+    ask = "/nic/update?hostname=home&myip=" + Y2
+    assert srv.get(ask, "home", key) == (200, "911\n")
+    assert b.json("show", "home")["tunnel"]["remote"] == Y2           # saved, not applied
+    assert [p["tunnel"]["remote"] for p in b.applier.kernel_state["plans"]] == [Y]
+    assert srv.get(ask, "home", key) == (200, "911\n")                # not nochg: the kernel still lacks it
+    b.applier.fail = None
+    assert srv.get(ask, "home", key) == (200, "good %s\n" % Y2)       # the same request, now applied
+    assert [p["tunnel"]["remote"] for p in b.applier.kernel_state["plans"]] == [Y2]
+    calls = b.applier.calls
+    assert srv.get(ask, "home", key) == (200, "nochg %s\n" % Y2)
+    assert b.applier.calls == calls                                     # nochg touches no applier
+    hist = b.json("show", "home")["tunnel"]["updates"]
+    assert [(u["answer"], u["count"]) for u in hist] == [("nochg", 1), ("good", 1), ("911", 2)]
+
+
 def test_an_idle_or_trickling_connection_is_dropped(setup):
     b, srv, key, _ = setup
     before = state(b)
+    # a TCP connection that never sends a ClientHello (asyncio alone would keep it 60 s), waited out
+    # alongside an idle one that did finish its handshake
+    bare = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    t_bare = time.monotonic()
     s = srv.ctx.wrap_socket(socket.create_connection(("127.0.0.1", srv.port), timeout=30), server_hostname="127.0.0.1")
     t0 = time.monotonic()
     s.settimeout(30)
@@ -235,6 +258,12 @@ def test_an_idle_or_trickling_connection_is_dropped(setup):
     idle = time.monotonic() - t0
     s.close()
     assert idle < serve.REQUEST_SECONDS + 2
+    try:
+        assert bare.recv(10) == b""
+    except ConnectionResetError:
+        pass
+    assert time.monotonic() - t_bare < serve.REQUEST_SECONDS + 2
+    bare.close()
     s = srv.ctx.wrap_socket(socket.create_connection(("127.0.0.1", srv.port), timeout=30), server_hostname="127.0.0.1")
     t0 = time.monotonic()
     closed = False
@@ -302,6 +331,32 @@ def test_plain_http_only_on_loopback(tmp_path):
         serve.config(serve.Service(str(tmp_path / "x.db")), "0.0.0.0", 8080, cert=str(tmp_path / "none.pem"),
                      key=str(tmp_path / "none.key"))
     assert e.value.code == "TLS_CERT_MISSING"
+
+
+def test_a_renumbered_vps_gets_a_certificate_for_its_new_address(setup, tmp_path):
+    b, srv, key, _ = setup
+    cert, k = tls.paths(b.path)
+    fp = tls.fingerprint(cert)
+    b.ok("init", "--prefix", PREFIX, "--public-ipv4", X)                # the same address: kept
+    assert tls.fingerprint(cert) == fp
+    rc, out, err = b.run("init", "--prefix", PREFIX, "--public-ipv4", "203.0.113.77", "--json")
+    assert rc == 0 and "TLS_CERT_REMADE" in [n["code"] for n in json.loads(out)["notices"]]
+    assert "notice TLS_CERT_REMADE" in err
+    assert tls.addresses(cert) == ["203.0.113.77"] and tls.fingerprint(cert) != fp
+    assert os.stat(k).st_mode & 0o777 == 0o600
+    assert b.json("info")["server"]["tls_fingerprint_sha256"] == tls.fingerprint(cert)
+    # a certificate a CA signed, put there by its owner, is never replaced
+    ca_key, ca = str(tmp_path / "ca.key"), str(tmp_path / "ca.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", ca_key, "-out", ca, "-subj", "/CN=test CA", "-days", "2"], check=True, capture_output=True)
+    csr = str(tmp_path / "leaf.csr")
+    subprocess.run(["openssl", "req", "-new", "-key", k, "-out", csr, "-subj", "/CN=broker.example"], check=True,
+                   capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out",
+                    cert, "-days", "2"], check=True, capture_output=True)
+    signed = tls.fingerprint(cert)
+    assert "TLS_CERT_REMADE" not in b.run("init", "--prefix", PREFIX, "--public-ipv4", "203.0.113.78")[2]
+    assert tls.fingerprint(cert) == signed
 
 
 def test_init_makes_a_private_key_and_info_prints_the_fingerprint(setup):

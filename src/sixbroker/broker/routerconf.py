@@ -25,10 +25,20 @@ def fields(tunnel):
             "ip6prefix": [p for p in tunnel["routed"] if not _longer_than_64(p)], "mtu": tunnel["mtu"]}
 
 
-def options(tunnel):
+CERT_DIR = "/etc/sixbroker"     # where `sixbroker join` writes the broker's certificate (openwrt/join.py)
+
+
+def cert_path(tunnel):
+    return CERT_DIR + "/" + tunnel["name"] + ".pem"
+
+
+def options(tunnel, updater=None):
     """[(option, value)] for the router's interface section, in the order they are printed (the same
-    section `sixbroker join` writes: core/tunnelconf)."""
-    return tunnelconf.options(fields(tunnel))
+    section `sixbroker join` writes: core/tunnelconf).  updater: the join line's fields (with the key,
+    known only when `add` or `key --rotate` made it), so the printed section keeps its broker informed as
+    the join line's does; without it the section has no updater."""
+    f = updater or fields(tunnel)
+    return tunnelconf.options(f, cert_path(tunnel) if f.get("cert") else None)
 
 
 def _longer_than_64(prefix):
@@ -55,15 +65,28 @@ def lan_script(tunnel):
                               "add_list dhcp.lan.ra_flags='managed-config'", "commit network", "commit dhcp"]) + "\n"
 
 
-def batch_script(tunnel):
+def batch_script(tunnel, updater=None):
     """The `uci batch` input: replaces network.NAME and commits."""
-    return tunnelconf.batch(tunnel["name"], options(tunnel), PACKAGE, SECTION_TYPE)
+    return tunnelconf.batch(tunnel["name"], options(tunnel, updater), PACKAGE, SECTION_TYPE)
 
 
-def shell(tunnel):
+def _cert_script(tunnel, updater):
+    # the same file `sixbroker join` writes; a quoted here-document, so the shell expands nothing in it
+    path = cert_path(tunnel)
+    return ("# the broker's self-signed certificate (SHA-256 %s), which the updater checks the broker by\n"
+            "mkdir -p %s\ncat >%s <<'EOF'\n%sEOF\n" % (updater.get("fp", "?"), CERT_DIR, tunnelconf.quote(path),
+                                                      tunnelconf.pem(updater["cert"])))
+
+
+def shell(tunnel, updater=None):
     """Ready to paste into the router's shell: the batch, then bring the interface up."""
-    out = ("# sixbroker tunnel '%s': run on the OpenWrt router (package sixbroker installed)\n"
-           % tunnel["name"]) + uci.batch_heredoc(batch_script(tunnel))
+    out = "# sixbroker tunnel '%s': run on the OpenWrt router (package sixbroker installed)\n" % tunnel["name"]
+    if updater is None:
+        out += ("# no updater in this section: the update key is stored only as a hash; `sixbroker server key %s "
+                "--rotate` prints a new one\n" % tunnel["name"])
+    elif updater.get("cert"):
+        out += _cert_script(tunnel, updater)
+    out += uci.batch_heredoc(batch_script(tunnel, updater))
     lan = lan_script(tunnel)
     if lan is not None:
         out += ("# the routed prefix is longer than /64: no SLAAC on the LAN, hosts get addresses by DHCPv6\n"
@@ -71,18 +94,20 @@ def shell(tunnel):
     return out + "ifup " + tunnel["name"] + "\n"
 
 
-def as_json(tunnel):
+def as_json(tunnel, updater=None):
     opts = {}
-    for name, value in options(tunnel):
+    for name, value in options(tunnel, updater):
         opts[name] = value
     out = {
         "interface": tunnel["name"],
         "package": PACKAGE,
         "type": SECTION_TYPE,
         "options": opts,
-        "uci_batch": batch_script(tunnel),
-        "shell": shell(tunnel),
+        "uci_batch": batch_script(tunnel, updater),
+        "shell": shell(tunnel, updater),
     }
+    if updater is not None and updater.get("cert"):
+        out["cert_file"] = {"path": cert_path(tunnel), "pem": tunnelconf.pem(updater["cert"])}
     lan = lan_script(tunnel)
     if lan is not None:
         out["lan_uci_batch"] = lan

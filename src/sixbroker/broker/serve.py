@@ -12,9 +12,9 @@ The rules of an update are update.py's; here is what a hostile client meets firs
   tunnel's name spends the source's budget, never the tunnel's;
 - request size: the request line and headers together at most 8 KiB (h11's incomplete-event limit:
   431/400 from uvicorn), a query string at most 1 KiB (`badagent`), no body (413);
-- time: a connection must deliver a complete request within REQUEST_SECONDS of opening (or of the last
-  answer), else it is closed, however slowly it trickles bytes; an idle keep-alive connection goes after
-  KEEPALIVE_SECONDS;
+- time: a connection must finish its TLS handshake within REQUEST_SECONDS, then deliver a complete
+  request within REQUEST_SECONDS (of the handshake or of the last answer), else it is closed, however
+  slowly it trickles bytes; an idle keep-alive connection goes after KEEPALIVE_SECONDS;
 - one log line per request on stderr (journald), `sixbroker-serve: update src=ADDR tunnel=NAME
   answer=WORD ...`, which files/broker/README.md gives a fail2ban filter for.
 Refused requests change nothing: no database write, no kernel or firewall change.
@@ -260,6 +260,34 @@ def _guarded_protocol():
     return Guarded
 
 
+def Server(cfg):
+    """A uvicorn.Server whose TLS handshake must end within REQUEST_SECONDS.
+
+    asyncio gives a handshake 60 s and uvicorn has no setting for it; until the handshake ends no protocol
+    of ours sees the connection, so an idle TCP connection that never sends a ClientHello would hold a
+    descriptor (of limit_concurrency's 256) for a minute.  The bound is asyncio's own
+    (create_server's ssl_handshake_timeout), put on the one create_server call uvicorn's startup makes."""
+    import uvicorn
+
+    class Bounded(uvicorn.Server):
+        async def startup(self, sockets=None):
+            import asyncio
+            loop = asyncio.get_running_loop()
+            create = loop.create_server
+
+            def create_server(*args, **kwargs):
+                if kwargs.get("ssl") is not None:
+                    kwargs.setdefault("ssl_handshake_timeout", REQUEST_SECONDS)
+                return create(*args, **kwargs)
+
+            loop.create_server = create_server
+            try:
+                await uvicorn.Server.startup(self, sockets)
+            finally:
+                del loop.create_server
+    return Bounded(cfg)
+
+
 def check_listen(text):
     """(host, port) of HOST:PORT or [V6]:PORT; INVALID_LISTEN otherwise."""
     from sixbroker.core import addr
@@ -312,7 +340,7 @@ def run(path, listen, cert, key, plain=False, rate_source=RATE_SOURCE, rate_tunn
     mhost, mport = check_metrics_listen(metrics_listen) if metrics_listen else (None, None)
     db.connect(path, create=False).close()      # migrated and there, before the first request
     service = Service(path, rate_source, rate_tunnel)
-    server = uvicorn.Server(config(service, host, port, cert, key, plain))
+    server = Server(config(service, host, port, cert, key, plain))
     if metrics_listen:
         side = uvicorn.Server(metrics_config(service, mhost, mport))
         # bound here, so a port taken fails the command, not a thread

@@ -27,10 +27,13 @@ def paths(db_path):
 
 
 def ensure(db_path, public_ipv4):
-    """(cert, key) beside the database, made now when missing (False when they were there)."""
+    """(cert, key, made) beside the database: made now when missing, and made anew when the one there
+    is self-signed for another address (the VPS renumbered: `init --public-ipv4`); a certificate a CA
+    signed that was put there is never replaced."""
     cert, key = paths(db_path)
     if os.path.exists(cert) and os.path.exists(key):
-        return cert, key, False
+        if not _self_signed(cert) or addresses(cert) in ([], [public_ipv4]):
+            return cert, key, False
     openssl = shutil.which("openssl")
     if openssl is None:
         raise SixbrokerError("TLS_CERT_FAIL", "openssl is not installed (apt-get install openssl)")
@@ -78,6 +81,15 @@ def for_join(cert_path):
     if _self_signed(cert_path):
         out["cert"] = base64.b64encode(d).decode()
     return out
+
+
+def addresses(cert_path):
+    """The IP addresses the certificate names (subjectAltName)."""
+    try:
+        info = ssl._ssl._test_decode_cert(cert_path)
+    except Exception:
+        return []
+    return [v for k, v in info.get("subjectAltName", ()) if k == "IP Address"]
 
 
 def _self_signed(cert_path):

@@ -164,23 +164,27 @@ def handle(conn, lock, auth, hostname, myip, source, admit=None):
     address, why = choose_address(myip, source)
     if address is None:
         return Answer("badip", tunnel=name, why=why, reason="no_public_ipv4")
-    t = db.tunnel(conn, name)
-    if t["remote"] == address:
+    if db.tunnel(conn, name)["remote"] == address and _in_kernel(conn, name):
         _record(conn, name, source, address, "nochg")
         return Answer("nochg", address, name)
     with lock:
-        change = reconcile.Change(conn, name)
-        try:
-            service.update(conn, name, remote=address)
-        except SixbrokerError as e:
-            if e.code in ("REMOTE_IN_USE", "REMOTE_IS_SERVER", "REMOTE_NOT_PUBLIC", "INVALID_REMOTE"):
-                return Answer("badip", tunnel=name, why="%s: %s" % (e.code, e.text), reason=e.code.lower())
-            raise
-        reconcile.crash_point("commit")
+        change = None
+        if db.tunnel(conn, name)["remote"] != address:
+            change = reconcile.Change(conn, name)
+            try:
+                service.update(conn, name, remote=address)
+            except SixbrokerError as e:
+                if e.code in ("REMOTE_IN_USE", "REMOTE_IS_SERVER", "REMOTE_NOT_PUBLIC", "INVALID_REMOTE"):
+                    return Answer("badip", tunnel=name, why="%s: %s" % (e.code, e.text), reason=e.code.lower())
+                raise
+            reconcile.crash_point("commit")
         started = time.monotonic()
         try:
-            report = reconcile.reconcile_change(conn, change)
-        except Exception as e:      # saved, not applied: `apply` (or the next change) brings it in
+            # the new remote as `set --remote` applies it: that one tunnel, incrementally.  The same address
+            # again while the kernel lacks it (an earlier request's 911, a change not applied since) must
+            # not be `nochg`: then what `apply` does, now
+            report = reconcile.reconcile(conn) if change is None else reconcile.reconcile_change(conn, change)
+        except Exception as e:      # saved, not applied: `apply`, the next change or the next request
             _record(conn, name, source, address, "911")
             a = Answer("911", tunnel=name, why="saved, not applied: %s" % (getattr(e, "text", None) or e))
             a.apply_seconds = time.monotonic() - started
@@ -195,6 +199,11 @@ def handle(conn, lock, auth, hostname, myip, source, admit=None):
         a = Answer("good", address, name)
     a.apply_seconds = took
     return a
+
+
+def _in_kernel(conn, name):
+    """Whether the tunnel's saved state is what the last apply brought in (not failed, nothing pending)."""
+    return service.with_state(conn, [{"name": name}])[0]["state"] == "applied"
 
 
 def _record(conn, name, source, address, answer):

@@ -25,8 +25,14 @@ def after_init(conn, path, update_url):
             conn.execute("UPDATE server SET update_url = ? WHERE id = 1 AND update_url IS NOT ?", (url, url))
     if path == ":memory:":
         return
+    cert = tls.paths(path)[0]
+    before = tls.fingerprint(cert) if os.path.exists(cert) else None
     try:
-        tls.ensure(path, db.server(conn)["public_ipv4"])
+        _, _, made = tls.ensure(path, db.server(conn)["public_ipv4"])
+        if made and before is not None:
+            # every router checks the broker by the old one: each needs its tunnel's new join line
+            conn.notices.append(("TLS_CERT_REMADE", "SHA-256 %s (was %s); `sixbroker server key NAME --rotate` "
+                                 "prints each tunnel's join line with it" % (tls.fingerprint(cert), before)))
     except SixbrokerError as e:
         conn.notices.append(("TLS_CERT_FAIL", "%s; `serve` then needs --cert and --key" % e.detail))
 
@@ -64,20 +70,21 @@ def _key_text(t, key, line):
             "#   sixbroker join %s\n" % (t["name"], key, line))
 
 
-def add_result(conn, path, t, key, result):
-    line = joinline.encode(join_fields(conn, path, t, key))
-    result["key"] = key
-    result["join"] = "sixbroker join " + line
-    return _key_text(t, key, line)
+def with_key(conn, path, t, key, result):
+    """What `add` and `key --rotate` print once: the key, the join line, and the router's section with its
+    updater (the printed `uci batch` and the join line set up the same router)."""
+    fields = join_fields(conn, path, t, key)
+    line = joinline.encode(fields)
+    result.update({"key": key, "join": "sixbroker join " + line, "router": routerconf.as_json(t, fields)})
+    return _key_text(t, key, line) + routerconf.shell(t, fields)
 
 
 def rotate(conn, path, name, result):
     from sixbroker.broker import service
     key = update.rotate(conn, name)
     t = service.show(conn, name)
-    line = joinline.encode(join_fields(conn, path, t, key))
-    result.update({"tunnel": t, "key": key, "join": "sixbroker join " + line})
-    return t, _key_text(t, key, line)
+    result["tunnel"] = t
+    return t, with_key(conn, path, t, key, result)
 
 
 def _rate(text, option):

@@ -13,7 +13,8 @@ sends one update now, whatever its record says.
   backoff after a failure), so that a NAT box's new public address, which this host cannot see, is
   caught within `updateinterval`.
 The configuration is read again when the file changes; a file that no longer validates keeps the last good
-one running (and says so once).
+one running (and says so once).  After `sixbroker router down` the loop does nothing (no tunnel set up
+again on a WAN change, no update sent) until `sixbroker router up`.
 """
 
 import os
@@ -68,6 +69,7 @@ class Loop:
         self.tunnels = {}       # name -> {"o", "peer", "local", "due", "fails"}
         self.mtime = None
         self.warned = None
+        self.held = False
 
     def reload(self):
         try:
@@ -95,6 +97,17 @@ class Loop:
     def step(self):
         """One look at every tunnel: re-apply on a new WAN address, send when due.  [(name, record)]."""
         self.reload()
+        if router.held_down(self.netns):
+            # a person's `sixbroker router down` stands: no tunnel set up again, no update sent for one
+            # that is not there, until `up`
+            if not self.held:
+                _log("tunnels held down (`sixbroker router down`): following again after `sixbroker router up`")
+                self.held = True
+            return []
+        if self.held:
+            self.held = False
+            for t in self.tunnels.values():
+                t.update(local=None, due=0.0)       # `up` set them up anew: look and tell again
         sent = []
         for name, t in sorted(self.tunnels.items()):
             o = t["o"]

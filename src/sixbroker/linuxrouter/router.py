@@ -16,11 +16,13 @@ job (radvd, dnsmasq).
 
 `up` brings the tunnel, addresses, routes, forwarding and the firewall table `inet sixbroker_router` to what
 the file says; run it again after editing the file, it changes only what differs.  `down` removes all of it
-(the file is not needed for that).  `status` shows what is there.  `--netns NAME` does all of it in a network
+(the file is not needed for that) and holds it down: `update --loop` then sets nothing up on a WAN change
+until the next `up` (or a reboot, which forgets the hold with the rest of /run).  `status` shows what is there.  `--netns NAME` does all of it in a network
 namespace.  Errors are one line with a stable code (errors.py), exit status 1; usage errors exit 2.
 """
 
 import json
+import os
 import sys
 
 from sixbroker.core import addr, options, plan, uci
@@ -152,9 +154,23 @@ def build_plans(tunnels, netns=None):
 
 # ---- the commands ------------------------------------------------------------------------------
 
+def _hold_path(netns):
+    from sixbroker.linuxrouter import update
+    return os.path.join(update.record_dir(netns), "down")
+
+
+def held_down(netns=None):
+    """Whether a person took the tunnels down (`down`) and has not set them up since."""
+    return os.path.exists(_hold_path(netns))
+
+
 def up(config, netns=None, updates=True):
     from sixbroker.linux import apply_kernel, apply_nft
     tunnels = read_config(config)
+    try:
+        os.remove(_hold_path(netns))
+    except FileNotFoundError:
+        pass
     built = build_plans(tunnels, netns)
     plans = [p for p, _ in built]
     lan = [la for _, las in built for la in las]
@@ -171,6 +187,9 @@ def up(config, netns=None, updates=True):
 
 def down(netns=None):
     from sixbroker.linux import apply_kernel, apply_nft
+    # the hold first: a loop that sees the device gone must not set it up again in between
+    os.makedirs(os.path.dirname(_hold_path(netns)), exist_ok=True)
+    open(_hold_path(netns), "w").close()
     k = apply_kernel.remove_all(netns=netns, scope=SCOPE, lan=True)
     removed = apply_nft.remove(TABLE, netns)
     return {"command": "down", "kernel_changes": k.changes, "firewall_removed": removed}
