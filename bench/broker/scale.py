@@ -138,7 +138,9 @@ def shared_elements(plan, peer=None):
 
 def raw_shared_table(plans):
     """The raw shared mode's table: protocol 41 only from peers; from a routed prefix only by its own peer
-    (sources in the transfer net, whose upper 64 bits all tunnels share, pass on the peer check alone)."""
+    (sources in the transfer net, whose upper 64 bits all tunnels share, pass on the peer check alone).
+    Lookups are positive (`@set`, never `!= @set`): the kernel updates an element's counter only when the
+    lookup matches, so an inverted lookup would leave every tunnel's counters at zero."""
     transfer = _upper64(_peer_side(plans[0])[0])
     elements = {"peers": [], "bind": []}
     for p in plans:
@@ -154,10 +156,15 @@ def raw_shared_table(plans):
         "table inet %s {" % RAW_TABLE,
         block("peers", "type ipv4_addr", elements["peers"]),
         block("bind", "typeof ip saddr . @th,64,64", elements["bind"]),
+        "  chain peer41 {",
+        "    @th,64,64 %s accept" % transfer,
+        "    ip saddr . @th,64,64 @bind accept",
+        "    counter drop",
+        "  }",
         "  chain input {",
         "    type filter hook input priority 0; policy accept;",
-        "    meta l4proto 41 ip saddr != @peers counter drop",
-        "    meta l4proto 41 @th,64,64 != %s ip saddr . @th,64,64 != @bind counter drop" % transfer,
+        "    meta l4proto 41 ip saddr @peers goto peer41",
+        "    meta l4proto 41 counter drop",
         "  }",
         "}", ""])
 
