@@ -414,11 +414,15 @@ def main(sizes, window, src, modes=MODES, per_tunnel_broker_max=1000):
     print("-" * len(head))
     pps1, results = {}, {}
     try:
-        # a round nobody sees: the first run of ip, nft, ping and the CLI's paths read them in over 9p
+        # a round nobody sees: the first run of ip, nft and the CLI's paths read them in over 9p and load
+        # the nft modules of each mode's table
         warm = plans_of(tmp, 2)
-        raw_build("per-tunnel", warm)
-        broker_run("per-tunnel", tmp, 1, 1)
-        drop_ns(RAW_NS, BROKER_NS)
+        for mode in modes:
+            raw_build(mode, warm)
+            drop_ns(RAW_NS)
+            if mode == "per-tunnel" or with_shared:
+                broker_run(mode, tmp, 1, 1)
+                drop_ns(BROKER_NS)
         for n in sizes:
             plans = plans_of(tmp, n)
             for mode in modes:
