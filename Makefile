@@ -53,9 +53,10 @@ bench-broker-guest: guest
 	$(PY) tests/guest.py run --timeout 900 -- $(PY) bench/broker/bench_broker.py --vs-raw --sizes 1,100,1000
 
 # Issue 15 (bench/broker/scale.py): per-tunnel vs shared sit at 1, 1000 and 10,000 tunnels, ops, kernel memory and
-# packets per second as ratios to each mode's raw commands; 3 GB guest for 10,000 devices; ~25 min under TCG.
+# packets per second as ratios to each mode's raw commands; a 3 GB guest; ~20 min under TCG (per-tunnel to 1000:
+# building 10,000 sit devices is O(N^2), over an hour here; scale.py says how it is bounded).
 bench-scale: guest
-	$(PY) tests/guest.py run --mem 3G --timeout 3600 -- $(PY) bench/broker/bench_broker.py --scale --sizes 1,1000,10000
+	$(PY) tests/guest.py run --mem 3G --timeout 3600 -- $(PY) bench/broker/bench_broker.py --scale --sizes 1,1000,10000 --window 5
 
 # The update service (bench/broker_update): a re-keying update's latency at 1 and 1000 tunnels and the
 # requests/s `serve` sustains, as ratios to nochg; the real kernel, so in the guest.

@@ -91,6 +91,8 @@ def main():
     ap.add_argument("--modes", default="per-tunnel,shared", help="with --scale: the modes to measure")
     ap.add_argument("--per-tunnel-broker-max", type=int, default=1000,
                     help="with --scale: above this N the per-tunnel broker is not run (O(N^2) to build), raw only")
+    ap.add_argument("--per-tunnel-max", type=int, default=1000,
+                    help="with --scale: above this N the per-tunnel mode is not run at all")
     ap.add_argument("--neighbour", action="store_true",
                     help="with --vs-raw: the broker's commands with another nftables user changing its own table "
                     "before each, as ratios to the same without (issue 12)")
@@ -99,7 +101,8 @@ def main():
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import scale
         sizes = [int(s) for s in (args.sizes or "1,1000,10000").split(",")]
-        return scale.main(sizes, args.window or 3, SRC, args.modes.split(","), args.per_tunnel_broker_max)
+        return scale.main(sizes, args.window or 3, SRC, args.modes.split(","), args.per_tunnel_broker_max,
+                          args.per_tunnel_max)
     if args.vs_raw:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import vs_raw
