@@ -823,6 +823,8 @@ def test_reads_of_an_empty_file_never_write(broker):
 def _downgrade(path, version):
     """The database as an older sixbroker wrote it (schema `version`), its rows kept."""
     c = sqlite3.connect(path, isolation_level=None)
+    if version < 7 and "tunnel_mode" in [r[1] for r in c.execute("PRAGMA table_info(server)")]:
+        c.execute("ALTER TABLE server DROP COLUMN tunnel_mode")
     if version < 6:
         c.execute("DROP TABLE IF EXISTS updates")
         c.execute("DROP TABLE IF EXISTS update_keys")
@@ -846,7 +848,7 @@ def _downgrade(path, version):
     c.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
 def test_reads_of_an_older_database_never_migrate_it(broker, version):
     broker.init()
     broker.ok("add", "home", "--remote", Y)

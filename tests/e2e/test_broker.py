@@ -21,7 +21,7 @@ import pytest
 import topo
 from sixbroker.linux import apply_kernel, apply_nft, kernel_status, netns, nft_table, sysctl
 from sixbroker.linuxrouter import router as standalone
-from sixbroker.broker import db, reconcile
+from sixbroker.broker import db, reconcile, service
 from server_cli import ServerCLI
 import uci_edit as uci
 
@@ -67,7 +67,27 @@ def homes(clean):
     standalone.main(["down", "--netns", "home"])
 
 
+# the core tests run in both tunnel modes (issue 15); the others in the default one
+MODES = pytest.mark.parametrize("server", ["per-tunnel", "shared"], indirect=True)
+
+
 class Server(ServerCLI):
+    mode = None         # the tunnel mode every `init` asks for (None: the default)
+
+    def _with_mode(self, args):
+        if args and args[0] == "init" and self.mode and "--tunnel-mode" not in args:
+            return tuple(args) + ("--tunnel-mode", self.mode)
+        return args
+
+    def run(self, *args):
+        return ServerCLI.run(self, *self._with_mode(args))
+
+    def devices(self, *names):
+        """What vps_devices() shows when the tunnels named are in the kernel: a device each, or the one."""
+        if self.mode == "shared":
+            return [service.SHARED_DEVICE] if names else []
+        return sorted(service.device_of(n) for n in names)
+
     def process(self, *args, crash=None):
         """The command in a process of its own (so it can be killed)."""
         env = dict(os.environ)
@@ -77,13 +97,14 @@ class Server(ServerCLI):
             env[reconcile.CRASH_ENV] = crash
         # the console script's entry point, as pip would write it
         entry = "import sys\nfrom sixbroker.cli import main\nsys.exit(main())"
-        return subprocess.run([sys.executable, "-c", entry, "server"] + list(args) + ["--db", self.path],
+        return subprocess.run([sys.executable, "-c", entry, "server"] + list(self._with_mode(args)) + ["--db", self.path],
                               capture_output=True, text=True, env=env, timeout=300)
 
 
 @pytest.fixture
-def server(homes, tmp_path, capsys):
+def server(homes, tmp_path, capsys, request):
     s = Server(str(tmp_path / "broker.db"), capsys)
+    s.mode = getattr(request, "param", None)
     yield s
     apply_kernel.remove_all("vps", scope="broker")
     apply_nft.remove(nft_table.TABLE, "vps")
@@ -146,6 +167,7 @@ def read_sysctl(ns, key):
             return f.read().strip()
 
 
+@MODES
 def test_three_routers_remove_one_reboot_and_restore(server, tmp_path):
     t0 = time.time()
     # the public address is read from the uplink (v-vps holds X first, then X2)
@@ -161,7 +183,7 @@ def test_three_routers_remove_one_reboot_and_restore(server, tmp_path):
         tunnels[name] = body["tunnel"]
         router_up(tmp_path, name, body["router"])
     assert [t["routed"] for _, t in sorted(tunnels.items())] == [["2001:db8:5b00:%d::/64" % i] for i in (1, 2, 3)]
-    assert vps_devices() == ["sbs-r1", "sbs-r2", "sbs-r3"]
+    assert vps_devices() == server.devices("r1", "r2", "r3")
     for t in tunnels.values():
         assert reachable(t), t["name"]
     # the seed's LAN host behind r1 reaches the VPS through it
@@ -175,7 +197,7 @@ def test_three_routers_remove_one_reboot_and_restore(server, tmp_path):
 
     # remove r2: its device, routes and firewall element go; the others keep working
     server.ok("remove", "r2")
-    assert vps_devices() == ["sbs-r1", "sbs-r3"]
+    assert vps_devices() == server.devices("r1", "r3")
     assert not topo.ping("home2", tunnels["r2"]["server_address"], wait=1)
     ruleset = topo.nft("vps", "list", "table", "inet", "sixbroker").stdout
     assert "192.0.2.20" not in ruleset and "192.0.2.130" in ruleset and topo.Y in ruleset
@@ -188,7 +210,7 @@ def test_three_routers_remove_one_reboot_and_restore(server, tmp_path):
     t1 = time.time()
     server.ok("apply")
     restore = time.time() - t1
-    assert vps_devices() == ["sbs-r1", "sbs-r3"]
+    assert vps_devices() == server.devices("r1", "r3")
     assert read_sysctl("vps", "net.ipv6.conf.all.forwarding") == "1"
     assert read_sysctl("vps", "net.ipv6.conf.v-vps.accept_ra") == "2"
     assert reachable(tunnels["r1"]) and reachable(tunnels["r3"])
@@ -206,8 +228,8 @@ def test_three_routers_remove_one_reboot_and_restore(server, tmp_path):
     body = server.json("add", "r2", "--remote", HOMES["r2"][1])
     assert (body["tunnel"]["routed"], body["tunnel"]["transfer"]) == (tunnels["r2"]["routed"], tunnels["r2"]["transfer"])
     assert reachable(body["tunnel"])
-    print("\nbroker e2e: init + 3 adds + 3 routers up + 6 pings %.1f s; apply after reboot (2 tunnels) %.2f s"
-          % (setup, restore))
+    print("\nbroker e2e (%s): init + 3 adds + 3 routers up + 6 pings %.1f s; apply after reboot (2 tunnels) %.2f s"
+          % (server.mode or "default mode", setup, restore))
 
 
 def test_crashes_are_repaired_by_apply(server, tmp_path):
@@ -297,6 +319,7 @@ def _full_apply_finds_nothing(server):
     assert report["kernel"]["changes"] == [] and report["firewall"]["changed"] is False, report
 
 
+@MODES
 def test_one_tunnel_changes_touch_that_tunnel_only_and_leave_what_a_full_apply_would(server, tmp_path):
     server.ok("init", "--prefix", PREFIX, "--public-ipv4", topo.X, "--netns", "vps")
     first = server.json("add", "r1", "--remote", topo.Y)
@@ -331,8 +354,9 @@ def test_one_tunnel_changes_touch_that_tunnel_only_and_leave_what_a_full_apply_w
     # remove: the tunnel's device and elements go, the others stay and still work
     body = server.json("remove", "r2")
     assert body["apply"].get("incremental") is True
-    assert vps_devices() == ["sbs-r1", "sbs-r3"]
-    assert "sbs-r2" not in topo.nft("vps", "list", "table", "inet", "sixbroker").stdout
+    assert vps_devices() == server.devices("r1", "r3")
+    table = topo.nft("vps", "list", "table", "inet", "sixbroker").stdout
+    assert "sbs-r2" not in table and HOMES["r2"][1] not in table
     _full_apply_finds_nothing(server)
     assert reachable(tunnels["r1"]) and reachable(tunnels["r3"])
 
@@ -341,13 +365,16 @@ def test_one_tunnel_changes_touch_that_tunnel_only_and_leave_what_a_full_apply_w
     assert report.get("unchanged") is True and report["kernel"]["changes"] == []
 
     # drift the record cannot miss: each makes apply compare in full and repair
-    topo.ip("vps", "link", "del", "sbs-r3")
-    report = server.json("apply")["apply"]
-    assert "unchanged" not in report and "link add sbs-r3" in report["kernel"]["changes"]
-    assert reachable(tunnels["r3"])
-    topo.ip("vps", "link", "set", "sbs-r1", "mtu", "1300")
-    report = server.json("apply")["apply"]
-    assert "unchanged" not in report and "link set sbs-r1 mtu 1480" in report["kernel"]["changes"]
+    if server.mode == "shared":
+        _shared_drift(server, tunnels)
+    else:
+        topo.ip("vps", "link", "del", "sbs-r3")
+        report = server.json("apply")["apply"]
+        assert "unchanged" not in report and "link add sbs-r3" in report["kernel"]["changes"]
+        assert reachable(tunnels["r3"])
+        topo.ip("vps", "link", "set", "sbs-r1", "mtu", "1300")
+        report = server.json("apply")["apply"]
+        assert "unchanged" not in report and "link set sbs-r1 mtu 1480" in report["kernel"]["changes"]
     topo.nft("vps", "delete", "element", "inet", "sixbroker", "peers6in4", "{ %s . %s }" % (topo.X, topo.Y))
     report = server.json("apply")["apply"]
     assert "unchanged" not in report and report["firewall"]["changed"] is True
@@ -365,6 +392,29 @@ def test_one_tunnel_changes_touch_that_tunnel_only_and_leave_what_a_full_apply_w
     _full_apply_finds_nothing(server)
 
 
+def _shared_drift(server, tunnels):
+    """The shared device's drift: one tunnel's route deleted by hand, an MTU changed by hand, the device
+    itself deleted; each repaired by the next apply."""
+    dev = service.SHARED_DEVICE
+    routed = tunnels["r3"]["routed"][0]
+    topo.ip("vps", "-6", "route", "del", routed)
+    report = server.json("apply")["apply"]
+    assert "unchanged" not in report and any(c.startswith("route add " + routed) for c in report["kernel"]["changes"])
+    assert reachable(tunnels["r3"])
+    topo.ip("vps", "-6", "route", "change", routed, "via", "::" + HOMES["r3"][1], "dev", dev, "proto", "91", "mtu", "1300")
+    report = server.json("apply")["apply"]
+    assert "unchanged" not in report and any(c.startswith("route replace " + routed) for c in report["kernel"]["changes"])
+    topo.ip("vps", "link", "set", dev, "mtu", "1300")
+    report = server.json("apply")["apply"]
+    assert "unchanged" not in report and "link set %s mtu 65515" % dev in report["kernel"]["changes"]
+    topo.ip("vps", "link", "del", dev)
+    report = server.json("apply")["apply"]
+    assert "link add " + dev in report["kernel"]["changes"]
+    for t in tunnels.values():
+        if t["name"] != "r2":
+            assert reachable(t), t["name"]
+
+
 def _failed(body):
     return [(f["tunnel"], f["code"]) for f in body.get("failed", [])]
 
@@ -378,6 +428,7 @@ def _peers_in_table():
     return sorted(address for ns, address, gw, length in HOMES.values() if address in text)
 
 
+@MODES
 def test_one_tunnel_that_cannot_be_applied_never_breaks_the_others(server, tmp_path):
     """Issue 12, defect 1, as reported: a sit device that is not ours holds r1's (local, remote) pair when
     the VPS boots; `apply` must bring up r2 and r3 in full, load the firewall, name r1's failure, and
@@ -401,7 +452,7 @@ def test_one_tunnel_that_cannot_be_applied_never_breaks_the_others(server, tmp_p
     assert body["applied"] is False and _failed(body) == [("r1", "SIT_PAIR_IN_USE")]
     assert body["error"]["code"] == "TUNNELS_FAILED" and "r1 (sbs-r1)" in body["error"]["message"]
     # everything else is applied: r2 and r3 work both ways, and the firewall is loaded
-    assert vps_devices() == ["sbs-r2", "sbs-r3"]
+    assert vps_devices() == server.devices("r2", "r3")
     assert reachable(tunnels["r2"]) and reachable(tunnels["r3"])
     assert _peers_in_table() == sorted([topo.Y, HOMES["r2"][1], HOMES["r3"][1]])
     assert _states(server) == {"r1": ("failed", "SIT_PAIR_IN_USE"), "r2": ("applied", None),
@@ -419,7 +470,7 @@ def test_one_tunnel_that_cannot_be_applied_never_breaks_the_others(server, tmp_p
     topo.ip("vps", "link", "del", "he-vps")
     body = server.json("apply")
     assert body["applied"] is True and body.get("failed", []) == []
-    assert vps_devices() == ["sbs-r1", "sbs-r2", "sbs-r3"]
+    assert vps_devices() == server.devices("r1", "r2", "r3")
     for t in tunnels.values():
         assert reachable(t), t["name"]
     assert _states(server) == {"r1": ("applied", None), "r2": ("applied", None), "r3": ("applied", None)}
@@ -436,7 +487,7 @@ def test_one_tunnel_that_cannot_be_applied_never_breaks_the_others(server, tmp_p
         # remove always works: what is ours goes with the row, the admin's route stays
         body = server.json("remove", "r2")
         assert body["applied"] is True and body.get("failed", []) == []
-        assert vps_devices() == ["sbs-r1", "sbs-r3"] and "r2" not in _states(server)
+        assert vps_devices() == server.devices("r1", "r3") and "r2" not in _states(server)
         assert "unreachable " + r2_routed in topo.ip("vps", "-6", "route", "show", r2_routed).stdout
         assert reachable(tunnels["r1"]) and reachable(tunnels["r3"])
         # a full compare finds nothing left to do

@@ -27,6 +27,11 @@ ALLOW_PRIVATE = ("accept a private or CGNAT --remote: the router reaches this se
                  "(a VPN, the same LAN), not through NAT")
 
 
+TUNNEL_MODE = ("per-tunnel: a sit device per tunnel; shared: one sit device (%s) for every tunnel, whose "
+               "cost stays flat with thousands of tunnels (default for a new broker: %s; later: keep)"
+               % (service.SHARED_DEVICE, service.DEFAULT_TUNNEL_MODE))
+
+
 class _Usage(Exception):
     pass
 
@@ -86,6 +91,7 @@ def _parser():
                    "behind a reverse proxy with a CA-signed certificate (default: https://PUBLIC-IPV4:%d/nic/update "
                    "with the self-signed certificate made here, which the join line then carries; '' for "
                    "the default)" % updatecli.DEFAULT_PORT)
+    s.add_argument("--tunnel-mode", choices=service.TUNNEL_MODES, default=None, help=TUNNEL_MODE)
     s.add_argument("--ndp-proxy", choices=service.NDP_MODES, default=None,
                    help="answer neighbour solicitations on the uplink for the tunnels' addresses and routed "
                    "prefixes (a provider that treats the VPS's /64 as on-link); auto: when the uplink has "
@@ -133,6 +139,8 @@ def _parser():
     s = sub.add_parser("apply", parents=[common, js], help="bring the kernel and firewall in line with the database")
     s.add_argument("--if-initialised", action="store_true",
                    help="no database yet is not an error: say so and exit 0 (the systemd unit's form)")
+    s.add_argument("--tunnel-mode", choices=service.TUNNEL_MODES, default=None,
+                   help="move every tunnel to this mode, one at a time, printing each one's switch time; " + TUNNEL_MODE)
     s = sub.add_parser("config", parents=[common, js], help="print a tunnel's router configuration again")
     s.add_argument("name")
     s = sub.add_parser("info", parents=[common, js], help="show the server's prefixes, addresses and usage")
@@ -203,6 +211,8 @@ def _server_text(s):
               "uplink          %s%s" % (s["uplink"] or "-", " (accept_ra=2)" if s["uplink_accept_ra"] else ""),
               "ndp proxy       %s" % ("on (the uplink answers for every tunnel address and routed prefix)"
                                       if s.get("ndp_proxy") else "off"),
+              "tunnel mode     %s" % ("shared (one sit device, %s, for every tunnel)" % service.SHARED_DEVICE
+                                      if s.get("tunnel_mode") == "shared" else "per-tunnel (a sit device each)"),
               "netns           %s" % (s["netns"] or "-"),
               "tunnels         %d (room for %s)" % (s["tunnels"], _count(s["usage"]["transfer_total"])),
               "routed /64s     %d used of %s" % (s["usage"]["routed_64s_used"],
@@ -321,7 +331,7 @@ def _forget_first_init(path, lock, new_dir):
 
 def _change(conn, args, cmd, want_json, path):
     result = {}
-    change = lost = None
+    change = lost = moved = None
     if cmd == "init":
         ra = {"auto": None, "yes": True, "no": False}[args.uplink_ra]
         from sixbroker.broker import hostfacts
@@ -330,8 +340,10 @@ def _change(conn, args, cmd, want_json, path):
         new = service.init(conn, prefix=args.prefix, transfer_prefix=args.transfer_prefix, reserve=args.reserve,
                            public_ipv4=args.public_ipv4, local_ipv4=args.local_ipv4, uplink=args.uplink,
                            uplink_ra=ra, netns=args.netns, detect=hostfacts.detect, ndp_proxy=args.ndp_proxy,
-                           onlink=apply_ndp.onlink)
+                           onlink=apply_ndp.onlink, tunnel_mode=args.tunnel_mode)
         reconcile.crash_point("commit")
+        if old is not None and args.tunnel_mode:
+            moved = _switch_mode(conn, args.tunnel_mode, result)
         if hostfacts.ipv4_on_host(new["local_ipv4"], new["netns"]) is False:
             conn.notices.append(("LOCAL_IPV4_NOT_ON_HOST", "%s: behind 1:1 NAT give --local-ipv4 with this host's "
                                  "own address (--public-ipv4 stays the NAT's)" % new["local_ipv4"]))
@@ -379,6 +391,8 @@ def _change(conn, args, cmd, want_json, path):
         db.server(conn)
         text = ""
         lost = _follow_ipv4(conn)
+        if args.tunnel_mode:
+            moved = _switch_mode(conn, args.tunnel_mode, result)
     if cmd == "key":        # no desired state changed: nothing to apply
         _json(result) if want_json else _out(text)
         return 0
@@ -392,6 +406,8 @@ def _change(conn, args, cmd, want_json, path):
         result["apply"] = report
         if cmd == "apply":
             text = _applied_text(report["tunnels"], failed)
+    if moved:
+        text = _moved_text(moved, result["tunnel_mode"]) + text
     if failed:
         result["failed"] = failed
         if err is None:
@@ -411,6 +427,24 @@ def _change(conn, args, cmd, want_json, path):
             _error(err)
         return 3 if err.code == "TUNNELS_FAILED" else 1
     return 0
+
+
+def _switch_mode(conn, mode, result):
+    """The tunnels moved to another mode (reconcile.switch_mode): {tunnel: seconds}, also in result."""
+    moved = reconcile.switch_mode(conn, mode)
+    result["tunnel_mode"] = mode
+    if moved is not None:
+        result["moved"] = dict((name, round(sec, 6)) for name, sec in moved.items())
+    return moved
+
+
+def _moved_text(moved, mode):
+    """One line per tunnel moved: how long its switch took (the kernel's answer to its one send)."""
+    ms = sorted(sec * 1000 for sec in moved.values())
+    lines = ["moved %d tunnel%s to %s mode: switch per tunnel median %.1f ms, max %.1f ms" % (
+        len(ms), "" if len(ms) == 1 else "s", mode, ms[len(ms) // 2], ms[-1])]
+    lines += ["  %s %.1f ms" % (name, moved[name] * 1000) for name in sorted(moved)]
+    return "\n".join(lines) + "\n"
 
 
 def _follow_ipv4(conn):
@@ -446,8 +480,9 @@ def _host_firewall(conn, into):
     if not hasattr(a, "host_firewall"):
         return []
     server, plans = service.plans(conn)
+    shared = service.SHARED_DEVICE if db.tunnel_mode(server) == "shared" else None
     try:
-        found = a.host_firewall(plans, server["uplink"], server["netns"])
+        found = a.host_firewall(plans, server["uplink"], server["netns"], shared=shared)
     except SixbrokerError as e:
         found = [{"code": e.code, "message": "the other tables could not be read: " + e.text}]
     into["host_firewall"] = found
@@ -467,11 +502,14 @@ def _spoofed(conn, t):
     a = reconcile.applier()
     if not hasattr(a, "spoofed"):
         return
+    server = db.server(conn)
+    shared = db.tunnel_mode(server) == "shared"
     try:
-        counts = a.spoofed(db.server(conn)["netns"])
+        counts = a.spoofed(server["netns"], shared=shared)
     except SixbrokerError:
         return
-    t["spoofed_dropped"] = counts.get(t["device"], {"packets": 0, "bytes": 0})
+    # the shared device checks the outer packet: its drops are counted per peer
+    t["spoofed_dropped"] = counts.get(t["remote"] if shared else t["device"], {"packets": 0, "bytes": 0})
 
 
 def _error(e):

@@ -4,10 +4,10 @@ The database is the truth; the kernel and the firewall are made to match it afte
 every change is one transaction and a crash between the commit and the kernel change is repaired by the
 next `sixbroker server apply`.
 
-Layout (schema version 6, `PRAGMA user_version`):
+Layout (schema version 7, `PRAGMA user_version`):
 - `server`: one row, the broker's own facts (its prefix, transfer prefix, IPv4 addresses, uplink, netns,
-  whether it proxies NDP on the uplink, and whether the IPv4 addresses were read from the host, so
-  `apply` may follow them when they change).
+  its tunnel mode (a sit device per tunnel, or one shared), whether it proxies NDP on the uplink, and
+  whether the IPv4 addresses were read from the host, so `apply` may follow them when they change).
 - `tunnels`: one row per tunnel; `transfer_index` numbers its /127 inside the transfer prefix.
 - `blocks`: what is taken out of the broker prefix, counted in /64s from its start (`start` inclusive,
   `stop` exclusive): each tunnel's routed prefix, the transfer prefix and any reserved prefix (tunnel
@@ -165,6 +165,13 @@ MIGRATIONS = [
     );
     CREATE INDEX updates_tunnel ON updates(tunnel, id);
     ALTER TABLE server ADD COLUMN update_url TEXT;
+    """,
+    # 7: how the tunnels map onto the kernel (linux/sit.py): 'per-tunnel', a sit device each (every broker
+    # from before keeps it), or 'shared', one NBMA sit device for all; set by `init --tunnel-mode`, changed
+    # by `apply --tunnel-mode` (which moves every tunnel).  Desired state: the server trigger moves the generation.
+    """
+    ALTER TABLE server ADD COLUMN tunnel_mode TEXT NOT NULL DEFAULT 'per-tunnel'
+        CHECK (tunnel_mode IN ('per-tunnel', 'shared'));
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -353,6 +360,17 @@ def set_server_ipv4(conn, public, local):
     with transaction(conn):
         conn.execute("UPDATE server SET public_ipv4 = ?, local_ipv4 = ?, updated = ? WHERE id = 1",
                      (public, local, now()))
+
+
+def tunnel_mode(server_row):
+    """'per-tunnel' or 'shared' (a database from before schema 7, read and never migrated: per-tunnel)."""
+    return server_row.get("tunnel_mode") or "per-tunnel"
+
+
+def set_tunnel_mode(conn, mode):
+    with transaction(conn):
+        conn.execute("UPDATE server SET tunnel_mode = ?, updated = ? WHERE id = 1 AND tunnel_mode != ?",
+                     (mode, now(), mode))
 
 
 def server_or_none(conn):

@@ -30,6 +30,11 @@ The appliers are reached through one object (`kernel(state)`, `firewall(state)`,
 incremental and fingerprint methods of KernelAndNft), so tests give a fake one (module hook APPLIER, or
 the `applier` argument), which then always gets the full reconcile.
 
+The tunnel mode (db.tunnel_mode: a sit device per tunnel, or one shared NBMA device: linux/sit.py) is
+part of the desired state: the appliers map the same plans either way.  switch_mode() changes it for a
+broker with tunnels: the kernel moves every tunnel one at a time (apply_kernel.migrate, each one's
+switch timed), then the full reconcile runs in the new mode.
+
 Fault injection: SIXBROKER_CRASH_AFTER=commit kills the process (SIGKILL, no clean-up of any kind) right
 after a change is committed, before the kernel is touched; =kernel after the kernel is changed, before
 the firewall.  The real-kernel tests use it to show that `apply` repairs either.
@@ -63,10 +68,25 @@ def desired(conn):
 def _state(server, plans, count):
     return {
         "netns": server["netns"],
+        "tunnel_mode": db.tunnel_mode(server),
+        "shared_device": service.SHARED_DEVICE,
         "device_prefix": service.DEVICE_PREFIX,
         "sysctls": service.base_sysctls(server, count),
         "plans": plans,
     }
+
+
+def mapping(state, mode=None):
+    """The kernel mapping (linux/sit.py) of a state's tunnel mode, or of `mode`."""
+    from sixbroker.linux import sit
+    if (mode or state.get("tunnel_mode")) == "shared":
+        return sit.SharedSit(state.get("shared_device") or service.SHARED_DEVICE)
+    return sit.PerTunnelSit()
+
+
+def shared_device(state):
+    """The shared device's name in shared mode, else None (what the firewall needs to know)."""
+    return state.get("shared_device") or service.SHARED_DEVICE if state.get("tunnel_mode") == "shared" else None
 
 
 class KernelAndNft:
@@ -82,7 +102,7 @@ class KernelAndNft:
         from sixbroker.linux import apply_kernel, sysctl
         try:
             result = apply_kernel.apply(state["plans"], netns=state["netns"], scope=self.SCOPE,
-                                        prefix=state["device_prefix"], isolate=True)
+                                        prefix=state["device_prefix"], isolate=True, mapping=mapping(state))
         except SixbrokerError:
             # the firewall is loaded all the same (reconcile()): it still needs the foreign pairs
             try:
@@ -100,7 +120,8 @@ class KernelAndNft:
 
     def firewall(self, state):
         from sixbroker.linux import apply_nft
-        result = apply_nft.apply(state["plans"], netns=state["netns"], exempt=self.foreign)
+        result = apply_nft.apply(state["plans"], netns=state["netns"], exempt=self.foreign,
+                                 shared=shared_device(state))
         return {"changed": bool(result.changed)}
 
     # ---- one tunnel, and the record -------------------------------------------------------------------
@@ -109,17 +130,18 @@ class KernelAndNft:
         """Apply state["plans"] (of the named devices only); the fingerprint's change."""
         from sixbroker.linux import apply_kernel, sysctl
         result = apply_kernel.apply(state["plans"], netns=state["netns"], scope=self.SCOPE,
-                                    prefix=state["device_prefix"], only=devices, isolate=True)
+                                    prefix=state["device_prefix"], only=devices, isolate=True,
+                                    mapping=mapping(state), before=state.get("before"))
         sysctl.apply(state["sysctls"], state["netns"], result)
         return {"changes": list(result.changes), "failed": _failures(result)}, result.fingerprint
 
-    def firewall_text(self, before, after, other):
+    def firewall_text(self, before, after, other, shared=None):
         from sixbroker.linux import nft_table
-        return nft_table.change_text(before, after, other)
+        return nft_table.change_text(before, after, other, shared=shared)
 
-    def firewall_change(self, netns, before, after, other):
+    def firewall_change(self, netns, before, after, other, shared=None):
         from sixbroker.linux import apply_nft
-        result = self.nft_change = apply_nft.change(before, after, other, netns=netns)
+        result = self.nft_change = apply_nft.change(before, after, other, netns=netns, shared=shared)
         return None if result is None else {"changed": bool(result.changed)}
 
     def sysctls(self, state):
@@ -134,15 +156,25 @@ class KernelAndNft:
         from sixbroker.linux import nft_token
         return nft_token.token(netns, known=known)
 
-    def host_firewall(self, plans, uplink, netns):
+    def host_firewall(self, plans, uplink, netns, shared=None):
         from sixbroker.broker import hostfacts, hostfw
+        if shared:
+            # every tunnel's IPv6 comes and goes through the one device: that is what other tables see
+            plans = [dict(p, tunnel=dict(p["tunnel"], device=shared)) for p in plans]
         if uplink is None and plans:
             uplink = hostfacts.default_route_device4(netns)
         return hostfw.describe(hostfw.check(plans, uplink, netns=netns), netns)
 
-    def spoofed(self, netns):
+    def spoofed(self, netns, shared=False):
         from sixbroker.linux import apply_nft
-        return apply_nft.spoofed(netns=netns)
+        return apply_nft.spoofed(netns=netns, shared=shared)
+
+    def migrate(self, state, old_mode, new_mode):
+        """Move the kernel's tunnels from one mode's devices to the other's: {device: seconds}, failures."""
+        from sixbroker.linux import apply_kernel
+        result, outage = apply_kernel.migrate(state["plans"], mapping(state, old_mode), mapping(state, new_mode),
+                                              netns=state["netns"], scope=self.SCOPE, prefix=state["device_prefix"])
+        return outage, _failures(result)
 
     def nft_token_same(self, a, b):
         from sixbroker.linux import nft_token
@@ -282,10 +314,12 @@ def reconcile_change(conn, change, using=None):
     other = service.another_plan(conn, change.name)
     before = [change.before] if change.before else []
     after_list = [after] if after else []
-    if a.firewall_text(before, after_list, other) is None:
-        return reconcile(conn, a)         # the first or the last tunnel: the table's rules change
     count = db.tunnel_count(conn, active=True)
     state = _state(server, after_list, count)
+    state["before"] = before
+    shared = shared_device(state)
+    if a.firewall_text(before, after_list, other, shared=shared) is None:
+        return reconcile(conn, a)         # the first or the last tunnel: the table's rules change
     devices = set(p["tunnel"]["device"] for p in before + after_list)
     token = a.nft_token(state["netns"], rec["nft"])
     try:
@@ -296,7 +330,7 @@ def reconcile_change(conn, change, using=None):
         return reconcile(conn, a)
     db.record_faults(conn, _by_tunnel(conn, kernel.pop("failed", None) or {}), names=[change.name])
     crash_point("kernel")
-    firewall = a.firewall_change(state["netns"], before, after_list, other)
+    firewall = a.firewall_change(state["netns"], before, after_list, other, shared=shared)
     if firewall is None:
         # the table was not as recorded (deleted, an element gone): the whole of it, and a new record
         return reconcile(conn, a)
@@ -309,6 +343,28 @@ def reconcile_change(conn, change, using=None):
     _record(conn, int(rec["kernel"], 16) + delta, new_token, foreign)
     kernel["foreign_tunnels"] = foreign
     return ndp(conn, a, _with_faults(conn, {"tunnels": count, "kernel": kernel, "firewall": firewall, "incremental": True}))
+
+
+def switch_mode(conn, mode, using=None):
+    """Change the tunnel mode: saved, then every tunnel moved (apply_kernel.migrate); the caller runs the
+    full reconcile after it, which repairs whatever the move left undone.  {tunnel: seconds of its
+    switch}, or None when the mode was this one already."""
+    mode = service.check_tunnel_mode(mode)
+    old = db.tunnel_mode(db.server(conn))
+    if old == mode:
+        return None
+    db.set_tunnel_mode(conn, mode)
+    crash_point("commit")
+    a = using or applier()
+    outage = {}
+    state = desired(conn)
+    if state["plans"] and hasattr(a, "migrate"):
+        try:
+            outage = a.migrate(state, old, mode)[0]
+        except SixbrokerError:
+            pass            # the full reconcile below does it the slow way and says what failed
+    names = dict((r[1], r[0]) for r in conn.execute("SELECT name, device FROM tunnels"))
+    return dict((names.get(dev, dev), seconds) for dev, seconds in outage.items())
 
 
 def abandon(netns, using=None):

@@ -17,6 +17,11 @@ from sixbroker.core.errors import SixbrokerError
 # (`sixbroker router`) and a broker at once must not have one end clean up the other's tunnels.
 DEVICE_PREFIX = "sbs-"
 NAME_MAX = 15 - len(DEVICE_PREFIX)
+# The shared mode's one sit device (linux/sit.py SharedSit): a tunnel's name starts with a letter, so no
+# tunnel's device can ever be called this.
+SHARED_DEVICE = DEVICE_PREFIX + "6in4"
+TUNNEL_MODES = ("per-tunnel", "shared")
+DEFAULT_TUNNEL_MODE = "per-tunnel"
 DEFAULT_MTU = plan.DEFAULT_MTU
 DEFAULT_ROUTED_LENGTH = 64
 TTL = 64
@@ -158,8 +163,14 @@ def _layout_blocks(layout, reserved):
     return out
 
 
+def check_tunnel_mode(mode):
+    if mode not in TUNNEL_MODES:
+        raise SixbrokerError("USAGE", "--tunnel-mode must be one of %s, not %r" % (", ".join(TUNNEL_MODES), mode))
+    return mode
+
+
 def init(conn, prefix=None, transfer_prefix=None, reserve=None, public_ipv4=None, local_ipv4=None,
-         uplink=None, uplink_ra=None, netns=None, detect=None, ndp_proxy=None, onlink=None):
+         uplink=None, uplink_ra=None, netns=None, detect=None, ndp_proxy=None, onlink=None, tunnel_mode=None):
     """Create or update the server row.  On an existing broker, options not given keep their values;
     the prefixes can change only while there are no tunnels.
 
@@ -170,7 +181,10 @@ def init(conn, prefix=None, transfer_prefix=None, reserve=None, public_ipv4=None
     IPv6 default route, when it takes its configuration from RAs.
     ndp_proxy: "on", "off", "auto" (on when `onlink(prefix, uplink, netns)` says the uplink has the
     broker prefix on-link), None (the old value; auto on a first init).
+    tunnel_mode: a first init's (default DEFAULT_TUNNEL_MODE); a later one's is changed by the caller
+    (reconcile.switch_mode: it moves the tunnels).
     """
+    mode = check_tunnel_mode(tunnel_mode or DEFAULT_TUNNEL_MODE)
     old = db.server_or_none(conn)
     if old is None and prefix is None:
         raise SixbrokerError("USAGE", "the first `init` needs --prefix")
@@ -269,6 +283,8 @@ def init(conn, prefix=None, transfer_prefix=None, reserve=None, public_ipv4=None
             (str(net), str(transfer), str(public), str(local), 1 if detected else 0, uplink,
              1 if uplink_ra else 0, netns, stamp, stamp))
         conn.execute("UPDATE server SET ndp_proxy = ? WHERE id = 1 AND ndp_proxy != ?", (ndp, ndp))
+        if old is None:
+            conn.execute("UPDATE server SET tunnel_mode = ? WHERE id = 1", (mode,))
     return db.server(conn)
 
 
@@ -349,6 +365,7 @@ def server_view(conn):
         "uplink": s["uplink"] or None,
         "uplink_accept_ra": bool(s["uplink_ra"]),
         "ndp_proxy": bool(s.get("ndp_proxy")),
+        "tunnel_mode": db.tunnel_mode(s),
         "routed_default_length": layout.default_length,
         "netns": s["netns"],
         "tunnels": db.tunnel_count(conn),
@@ -359,11 +376,12 @@ def server_view(conn):
 # ---- tunnels --------------------------------------------------------------------------------------------
 
 def view(server, layout, t):
-    """One tunnel as the CLI prints it (JSON and text) and as routerconf reads it."""
+    """One tunnel as the CLI prints it (JSON and text) and as routerconf reads it.  device: the kernel
+    device it runs over (in shared mode the one every tunnel shares)."""
     net = layout.transfer_net(t["transfer_index"])
     return {
         "name": t["name"],
-        "device": t["device"],
+        "device": SHARED_DEVICE if db.tunnel_mode(server) == "shared" else t["device"],
         "remote": t["remote"],
         "local": server["local_ipv4"],
         "peeraddr": server["public_ipv4"],

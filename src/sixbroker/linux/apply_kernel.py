@@ -25,9 +25,12 @@ Ownership, which survives a restart and is not a matter of names:
   when its prefix route metric (IFA_RT_PRIORITY) is LAN_METRIC.  An equal address without that mark is the
   admin's: it satisfies the plan and is never removed.
 
-How a plan maps onto devices (one sit per tunnel, keyed by (local, remote)) is sit.PerTunnelSit; the
-reconciler works on its neutral link/address/route specs, so a shared NBMA device (one sit with no
-remote, routes via ::a.b.c.d) can be added as a second mapping without touching the rest.
+How a plan maps onto devices is the mapping's (sit.py): one sit per tunnel, keyed by (local, remote)
+(PerTunnelSit, the default), or one shared NBMA sit whose routes via ::a.b.c.d are the tunnels
+(SharedSit).  The reconciler works on their neutral link/address/route specs.  A one-tunnel change on
+the shared device (apply(only=..., before=...)) reads and changes that tunnel's addresses and routes
+alone, by one get request each (the device holds every tunnel's: a dump would cost what all of them
+cost).  migrate() moves every tunnel from one mapping to the other one tunnel at a time, timing each.
 
 Kernel facts this relies on (seen in the guest, ../../shared/qemu.md): a route via the far tunnel address
 needs the link up (its connected /127 route appears then), so links come up before addresses and routes;
@@ -37,11 +40,12 @@ when it is created or re-keyed, so the MTU is always set explicitly.
 
 import errno
 import hashlib
+import time
 
 from sixbroker.linux import netlink as nl
 from sixbroker.linux import sysctl
 from sixbroker.linux.kernel import MAIN_TABLE, Changes, Kernel, canon6
-from sixbroker.linux.sit import PerTunnelSit, RouteSpec
+from sixbroker.linux.sit import PerTunnelSit, RouteSpec, SharedSit
 from sixbroker.core.errors import SixbrokerError
 
 ALIAS_PREFIX = "sixbroker:"
@@ -158,8 +162,12 @@ class _View:
         return out
 
 
+class FullApplyNeeded(Exception):
+    """A one-tunnel change that only the whole reconcile can make (the shared device gone or changed)."""
+
+
 def apply(plans, netns=None, scope=DEFAULT_SCOPE, prefix=None, lan_addresses=None, mapping=None, only=None,
-          isolate=False):
+          isolate=False, before=None):
     """Make the namespace hold exactly what the plans want of what this scope owns.
 
     netns: a name under /run/netns (or a path), None for our own namespace.  prefix: when given, every
@@ -171,9 +179,13 @@ def apply(plans, netns=None, scope=DEFAULT_SCOPE, prefix=None, lan_addresses=Non
     or with `only`, what the change added to it (fingerprints add up), and foreign_tunnels is None.
     A device that cannot be brought in line never stops the others: with isolate, Result.failures maps
     each such device to its SixbrokerError; without, the first of them is raised once all are done.
+    before: with only and a shared mapping, the plans those tunnels had (what to take away); raises
+    FullApplyNeeded when the shared device itself is not as wanted.
     """
     mark = tag(scope)
     mapping = mapping or PerTunnelSit()
+    if only is not None and mapping.shared:
+        return _apply_shared_only(plans, before or [], netns, mark, prefix, mapping, isolate)
     specs = mapping.links(plans)
     want_addrs = mapping.addresses(plans)
     want_routes = mapping.routes(plans)
@@ -188,7 +200,8 @@ def apply(plans, netns=None, scope=DEFAULT_SCOPE, prefix=None, lan_addresses=Non
     k = Kernel(netns, result)
     try:
         view = _View(k, only)
-        before = _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, prefix)
+        pairs = mapping.pairs(plans) if mapping.shared else {}
+        before = _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, prefix, pairs)
         if only is not None:
             after = _state(_View(k, only), mark, prefix)
             result.foreign_tunnels = None
@@ -209,7 +222,105 @@ def apply(plans, netns=None, scope=DEFAULT_SCOPE, prefix=None, lan_addresses=Non
     return result
 
 
-def _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, prefix):
+def _apply_shared_only(plans, before, netns, mark, prefix, mapping, isolate):
+    """apply(only=...) on the shared device: the named tunnels' addresses and routes, each read by one get
+    request before and after (the fingerprint's change), changed where they differ."""
+    result = Result()
+    result.foreign_tunnels = None
+    k = Kernel(netns, result)
+    try:
+        specs = mapping.links(list(plans) + list(before))
+        if not specs:
+            raise FullApplyNeeded("no tunnel")
+        spec = specs[0]
+        # the namespace's devices: few, with every tunnel on one (and the foreign sit devices are needed)
+        links = k.links()
+        cur = _links_by_name(links).get(spec.name)
+        if (cur is None or not owned(cur, mark, prefix) or cur.kind != spec.kind or not cur.up
+                or cur.mtu != spec.mtu or _params_differ(spec, cur, 0)):
+            raise FullApplyNeeded("%s is not as the last apply left it" % spec.name)
+        idx, dev = cur.index, cur.name
+        want_a, want_r, old_a, old_r = {}, {}, {}, {}
+        for p in before:
+            for a in mapping.tunnel_addresses(p):
+                old_a[a[0]] = (a[1], p["tunnel"]["device"])
+            for r in mapping.tunnel_routes(p):
+                old_r[r.key()] = r
+        held = _held_pairs(links, mark)
+        for p in plans:
+            for a in mapping.tunnel_addresses(p):
+                want_a[a[0]] = (a[1], p["tunnel"]["device"])
+            owner, pair = p["tunnel"]["device"], (p["tunnel"]["local"], p["tunnel"]["remote"])
+            if pair in held:
+                k.failed[owner] = _pair_held(owner, held[pair], pair)
+                continue
+            for r in mapping.tunnel_routes(p):
+                want_r[r.key()] = r
+
+        def read():
+            addrs, routes, fp = {}, {}, 0
+            for address in sorted(set(old_a) | set(want_a)):
+                a = k.addr6(idx, address)
+                if a is not None and a.index == idx:
+                    addrs[address] = a
+                    fp += _addr_hash(dev, a)
+            for key in sorted(set(old_r) | set(want_r), key=str):
+                w = want_r.get(key) or old_r[key]
+                r = k.route6_entry(w.dst, w.dst_len)
+                if r is not None and r.key() == key:
+                    routes[key] = r
+                    if r.proto == RTPROT and r.oif == idx:
+                        fp += _route_hash(dev, r)
+            return addrs, routes, fp
+
+        addrs, routes, fp_before = read()
+        for key in sorted(old_r, key=str):
+            r = routes.get(key)
+            if key not in want_r and r is not None and r.proto == RTPROT and r.oif == idx:
+                spec_r = RouteSpec(dev, r.dst, r.dst_len, r.gateway, r.src, r.src_len, r.metric)
+                k.queue("route del %s for %s" % (spec_r.text(), old_r[key].owner), _route_request("del", spec_r, idx),
+                        owner=old_r[key].owner)
+        for address in sorted(old_a):
+            if address not in want_a and address in addrs:
+                a = addrs[address]
+                k.queue("addr del %s/%d dev %s for %s" % (address, a.length, dev, old_a[address][1]),
+                        nl.addr6(False, idx, address, a.length), owner=old_a[address][1])
+        for address in sorted(want_a):
+            length, owner = want_a[address]
+            a = addrs.get(address)
+            if a is not None and a.length == length:
+                continue
+            if a is not None:
+                k.queue("addr del %s/%d dev %s for %s" % (address, a.length, dev, owner),
+                        nl.addr6(False, idx, address, a.length), owner=owner)
+            k.queue("addr add %s/%d dev %s for %s" % (address, length, dev, owner), nl.addr6(True, idx, address, length),
+                    owner=owner)
+        for key in sorted(want_r, key=str):
+            w = want_r[key]
+            r = routes.get(key)
+            if r is not None and (r.proto != RTPROT or r.oif != idx):
+                k.failed.setdefault(w.owner, SixbrokerError("ROUTE_NOT_OURS", w.text()))
+                continue
+            if r is not None and r.gateway == w.gateway and r.mtu == w.mtu:
+                continue
+            cmd = "add" if r is None else "replace"
+            k.queue("route %s %s for %s" % (cmd, w.text(), w.owner), _route_request(cmd, w, idx),
+                    {errno.EEXIST: SixbrokerError("ROUTE_NOT_OURS", w.text())}, owner=w.owner)
+        k.flush()
+        result.fingerprint = (read()[2] - fp_before) % FP_MOD
+        result.failures = dict(k.failed)
+    finally:
+        k.close()
+    sysctls = []
+    for p in plans:
+        sysctls.extend(p.get("sysctls") or [])
+    sysctl.apply(sysctls, netns, result)
+    if result.failures and not isolate:
+        raise result.failures[sorted(result.failures)[0]]
+    return result
+
+
+def _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, prefix, pairs=None):
     """Queue and send the changes; the fingerprint of what the view showed before them.
 
     Each device is reconciled on its own: what cannot be done for one (a device of that name that is
@@ -271,6 +382,11 @@ def _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, pre
         links = view.links()
         by_name = _links_by_name(links)
     k.result.foreign_tunnels = foreign(links, mark)
+    # (shared device) a foreign sit with a tunnel's very pair gets that peer's packets: the tunnel fails
+    held = _held_pairs(links, mark)
+    for owner, pair in sorted((pairs or {}).items()):
+        if pair in held:
+            failed.setdefault(owner, _pair_held(owner, held[pair], pair))
 
     index_of = {}
     for s in specs:
@@ -296,9 +412,21 @@ def _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, pre
         addrs = view.addrs6(good)
         routes = view.routes6(good)
     _reconcile_addresses(k, by_name, index_of, addrs, good, want_addrs, lan_addresses)
-    _reconcile_routes(k, by_name, index_of, routes, good, [r for r in want_routes if r.device in index_of])
+    _reconcile_routes(k, by_name, index_of, routes, good, [r for r in want_routes if r.device in index_of
+                                                           and r.owner not in failed])
     k.flush()
     return before
+
+
+def _held_pairs(links, mark):
+    """{(local, remote): device name} of the up sit devices that are not ours."""
+    return dict(((li.params["local"], li.params["remote"]), li.name) for li in links
+                if li.kind == "sit" and li.up and li.alias != mark and li.params)
+
+
+def _pair_held(owner, device, pair):
+    return SixbrokerError("SIT_PAIR_IN_USE", "%s: another sit device, %s, runs from %s to %s and takes its packets"
+                          % ((owner, device) + pair))
 
 
 def _not_ours_detail(cur, mark):
@@ -352,7 +480,8 @@ def _reconcile_addresses(k, by_name, index_of, addrs, ours, want_addrs, lan_addr
 
 
 def _route_request(cmd, r, idx):
-    return nl.route6(cmd, idx, r.dst, r.dst_len, r.gateway, r.src, r.src_len, r.metric, RTPROT, MAIN_TABLE)
+    return nl.route6(cmd, idx, r.dst, r.dst_len, r.gateway, r.src, r.src_len, r.metric, RTPROT, MAIN_TABLE,
+                     getattr(r, "mtu", None))
 
 
 def _reconcile_routes(k, by_name, index_of, routes, ours, want_routes):
@@ -371,12 +500,12 @@ def _reconcile_routes(k, by_name, index_of, routes, ours, want_routes):
         w = want[key]
         idx = index_of[w.device]
         cur = have.get(key)
-        if cur is not None and cur.gateway == w.gateway and cur.oif == idx:
+        if cur is not None and cur.gateway == w.gateway and cur.oif == idx and cur.mtu == w.mtu:
             continue
         # add is exclusive: a route of someone else's with this key (destination, source, metric) is EEXIST
         cmd = "add" if cur is None else "replace"
-        k.queue("route %s %s" % (cmd, w.text()), _route_request(cmd, w, idx),
-                {errno.EEXIST: SixbrokerError("ROUTE_NOT_OURS", w.text())}, owner=w.device)
+        k.queue("route %s %s" % (cmd, w.text()) + ("" if w.owner == w.device else " for " + w.owner),
+                _route_request(cmd, w, idx), {errno.EEXIST: SixbrokerError("ROUTE_NOT_OURS", w.text())}, owner=w.owner)
 
 
 # ---- fingerprints ------------------------------------------------------------------------------
@@ -392,21 +521,32 @@ def _hash(data):
     return int.from_bytes(hashlib.sha256(data).digest()[:16], "big")
 
 
+def _addr_hash(dev, a):
+    return _hash(("addr %s %s/%d" % (dev, a.address, a.length)).encode())
+
+
+def _route_hash(dev, r):
+    text = "route %s %s/%d %s/%d %d %s" % (dev, r.dst, r.dst_len, r.src, r.src_len, r.metric, r.gateway)
+    return _hash((text + (" mtu %d" % r.mtu if r.mtu else "")).encode())
+
+
 def _fingerprint(links, addrs, routes, mark, prefix):
-    by_index = {}
-    for a in addrs:
-        if not a.kernel_made:
-            by_index.setdefault(a.index, []).append("%s/%d" % (a.address, a.length))
-    rts = {}
-    for r in routes:
-        rts.setdefault(r.oif, []).append("%s/%d %s/%d %d %s" % (r.dst, r.dst_len, r.src, r.src_len, r.metric, r.gateway))
+    # one hash per device, per address and per route, added up: a shared device's one tunnel changes the
+    # sum by its own addresses and routes
+    ours = {}
     total = 0
     for li in links:
         if owned(li, mark, prefix):
-            text = " ".join(sorted(by_index.get(li.index, ()))) + "\n" + "\n".join(sorted(rts.get(li.index, ())))
-            total += _hash(b"ours\0" + li.facts() + text.encode())
+            ours[li.index] = li.name
+            total += _hash(b"ours\0" + li.facts())
         elif li.kind == "sit" and li.up and li.params:
             total += _hash(("foreign %s %s %s" % (li.name, li.params["local"], li.params["remote"])).encode())
+    for a in addrs:
+        if a.index in ours and not a.kernel_made:
+            total += _addr_hash(ours[a.index], a)
+    for r in routes:
+        if r.oif in ours:
+            total += _route_hash(ours[r.oif], r)
     return total % FP_MOD
 
 
@@ -424,6 +564,140 @@ def fingerprint(netns=None, scope=DEFAULT_SCOPE, prefix=None):
         return _state(_View(k), tag(scope), prefix)
     finally:
         k.close()
+
+
+# ---- moving between mappings ---------------------------------------------------------------------------
+
+def migrate(plans, old, new, netns=None, scope=DEFAULT_SCOPE, prefix=None, clock=time.monotonic):
+    """Move every tunnel of the plans from mapping `old` to mapping `new` (one PerTunnelSit, the other
+    SharedSit) one tunnel at a time: each tunnel's old state goes and its new state comes in one send
+    to the kernel, which handles it within that one system call.  Returns (Result, {tunnel device:
+    seconds}): per tunnel, the time from that send to the kernel's last answer, which bounds the time
+    its packets had no route.  The caller then runs apply() with `new` (which finds little or nothing
+    left to do and repairs whatever this left undone: a tunnel's failure here is in Result.failures).
+
+    The new shared device exists before the first tunnel moves (a per-tunnel device's exact (local,
+    remote) pair wins the kernel's lookup over it, so nothing moves early); new per-tunnel devices are
+    made before the first tunnel moves too (packets from their peer come in through them at once, and
+    are forwarded by the shared device's routes until the tunnel moves), and the shared device goes last.
+    """
+    mark = tag(scope)
+    result = Result()
+    outage = {}
+    k = Kernel(netns, result)
+    try:
+        if new.shared:
+            _to_shared(k, plans, new, mark, prefix, clock, outage)
+        else:
+            _to_per_tunnel(k, plans, old, new, mark, prefix, clock, outage)
+        result.failures = dict(k.failed)
+    finally:
+        k.close()
+    return result, outage
+
+
+def _make_link(k, s, mark):
+    k.queue("link add " + s.name, _sit_request(s, 0), {errno.EEXIST: SixbrokerError(
+        "SIT_PAIR_IN_USE", "%s: another sit device runs from %s to %s" % (s.name, s.params["local"],
+                                                                           s.params["remote"]))},
+        owner=s.name, glue=True)
+    typ, flags, body = nl.link_set(0, mark, None, True)
+    k.queue("link set %s alias %s up" % (s.name, mark), (typ, flags, body + nl.attr_str(nl.IFLA_IFNAME, s.name)),
+            owner=s.name)
+
+
+def _to_shared(k, plans, new, mark, prefix, clock, outage):
+    specs = new.links(plans)
+    if not specs:
+        return
+    spec = specs[0]
+    cur = k.link(spec.name)
+    if cur is None:
+        _make_link(k, spec, mark)
+        k.flush()
+        cur = k.link(spec.name)
+    if cur is None or not owned(cur, mark, prefix):
+        raise k.failed.get(spec.name) or SixbrokerError("DEVICE_NOT_OURS", _not_ours_detail(cur, mark)
+                                                        if cur is not None else spec.name)
+    idx = cur.index
+    if not cur.up or cur.mtu != spec.mtu:
+        k.queue("link set %s mtu %d up" % (spec.name, spec.mtu), nl.link_set(idx, None, spec.mtu, True))
+        k.flush()
+    by_name = _links_by_name(k.links())
+    have_a = set(a.address for a in k.addrs6(idx) if not a.kernel_made)
+    have_r = set(r.key() for r in k.routes6(RTPROT, idx))
+    for p in plans:
+        dev = p["tunnel"]["device"]
+        li = by_name.get(dev)
+        moved = li is not None and owned(li, mark, prefix)
+        if moved:
+            k.queue("link del " + dev, nl.link_del(li.index), owner=dev)
+        for address, length in new.tunnel_addresses(p):
+            if address not in have_a:
+                k.queue("addr add %s/%d dev %s" % (address, length, spec.name), nl.addr6(True, idx, address, length),
+                        owner=dev)
+        for w in new.tunnel_routes(p):
+            if w.key() not in have_r:
+                k.queue("route add " + w.text(), _route_request("add", w, idx),
+                        {errno.EEXIST: SixbrokerError("ROUTE_NOT_OURS", w.text())}, owner=dev)
+        t0 = clock()
+        k.flush()
+        if moved:
+            outage[dev] = clock() - t0
+
+
+def _to_per_tunnel(k, plans, old, new, mark, prefix, clock, outage):
+    links = k.links()
+    by_name = _links_by_name(links)
+    shared = None
+    for s in old.links(plans) or []:
+        li = by_name.get(s.name)
+        if li is not None and owned(li, mark, prefix):
+            shared = li
+    specs = dict((s.name, s) for s in new.links(plans))
+    for name in sorted(specs):
+        if name not in by_name:
+            _make_link(k, specs[name], mark)
+    k.flush()
+    by_name = _links_by_name(k.links())
+    have_a, have_r = {}, {}
+    if shared is not None:
+        have_a = dict((a.address, a.length) for a in k.addrs6(shared.index) if not a.kernel_made)
+        have_r = dict((r.key(), r) for r in k.routes6(RTPROT, shared.index))
+    for p in plans:
+        dev = p["tunnel"]["device"]
+        li = by_name.get(dev)
+        if dev in k.failed or li is None or not owned(li, mark, prefix):
+            continue
+        moving = False
+        if shared is not None:
+            for r in old.tunnel_routes(p):
+                cur = have_r.get(r.key())
+                if cur is not None:
+                    spec_r = RouteSpec(shared.name, cur.dst, cur.dst_len, cur.gateway, cur.src, cur.src_len, cur.metric)
+                    k.queue("route del " + spec_r.text(), _route_request("del", spec_r, shared.index), owner=dev)
+                    moving = True
+        if li.mtu != specs[dev].mtu:
+            k.queue("link set %s mtu %d" % (dev, specs[dev].mtu), nl.link_set(li.index, None, specs[dev].mtu), owner=dev)
+        wanted = new.addresses([p]).get(dev, [])
+        for address, length in wanted:
+            k.queue("addr add %s/%d dev %s" % (address, length, dev), nl.addr6(True, li.index, address, length),
+                    {errno.EEXIST: SixbrokerError("NETLINK_FAIL", "%s is on %s already" % (address, dev))}, owner=dev)
+        for w in new.routes([p]):
+            k.queue("route add " + w.text(), _route_request("add", w, li.index),
+                    {errno.EEXIST: SixbrokerError("ROUTE_NOT_OURS", w.text())}, owner=dev)
+        if shared is not None:
+            for address, length in wanted:
+                if have_a.get(address) is not None:
+                    k.queue("addr del %s/%d dev %s" % (address, have_a[address], shared.name),
+                            nl.addr6(False, shared.index, address, have_a[address]), owner=dev)
+        t0 = clock()
+        k.flush()
+        if moving:
+            outage[dev] = clock() - t0
+    if shared is not None:
+        k.queue("link del " + shared.name, nl.link_del(shared.index))
+        k.flush()
 
 
 # ---- removing -------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import subprocess
 
 from sixbroker.linux import nft_table, nft_token
 from sixbroker.linux.netns import InNetns
-from sixbroker.linux.nft_table import FAMILY, PEERS, SPOOFED, TABLE, check_name, normalise
+from sixbroker.linux.nft_table import FAMILY, PEERS, SPOOFED, SPOOFED4, TABLE, check_name, normalise
 from sixbroker.core.errors import SixbrokerError
 
 
@@ -78,9 +78,10 @@ def _replace_text(table, body):
     return head + (body or "")
 
 
-def apply(plans, netns=None, table=TABLE, exempt=(), mss_clamp=True):
-    """Make our table exactly what the plans want; load nothing when it already is."""
-    desired = nft_table.ruleset(plans, table, exempt, mss_clamp)
+def apply(plans, netns=None, table=TABLE, exempt=(), mss_clamp=True, shared=None):
+    """Make our table exactly what the plans want; load nothing when it already is.  shared: the shared
+    device's name when the tunnels run over one (nft_table.py)."""
+    desired = nft_table.ruleset(plans, table, exempt, mss_clamp, shared)
     current = loaded(table, netns)
     if normalise(current) == normalise(desired):
         return Result(False, desired)
@@ -88,12 +89,12 @@ def apply(plans, netns=None, table=TABLE, exempt=(), mss_clamp=True):
     return Result(True, desired)
 
 
-def change(before, after, other, netns=None, table=TABLE, mss_clamp=True):
+def change(before, after, other, netns=None, table=TABLE, mss_clamp=True, shared=None):
     """Apply nft_table.change_text() as one transaction; a Result, or None when it cannot be done by elements or
     the table refused it (not there, an element already gone): the caller applies the whole table.
     The Result's `delta` is what the change adds to the table's digest (see nft_token.token()), None when an
     element's kernel form is not known here."""
-    parts = nft_table.change_parts(before, after, other, table, mss_clamp)
+    parts = nft_table.change_parts(before, after, other, table, mss_clamp, shared)
     if parts is None:
         return None
     text, moves = parts
@@ -150,8 +151,8 @@ def counters(table=TABLE, netns=None):
         s = item.get("set")
         if s and s.get("name") == PEERS:
             out["peers"] = dict((k, v) for k, v in _element_counters(s).items() if " . " in k)
-        elif s and s.get("name") == SPOOFED:
-            out["spoofed"] = _element_counters(s)
+        elif s and s.get("name") in (SPOOFED, SPOOFED4):
+            out["spoofed"].update(_element_counters(s))
         r = item.get("rule")
         if r:
             chain = r.get("chain")
@@ -166,11 +167,12 @@ def counters(table=TABLE, netns=None):
     return out
 
 
-def spoofed(table=TABLE, netns=None):
-    """Packets dropped per tunnel device for an inner source outside its prefixes: {device: {packets,
-    bytes}}, from one set (cheaper than counters()); {} when there is no table or no guarded tunnel."""
+def spoofed(table=TABLE, netns=None, shared=False):
+    """Packets dropped for an inner source outside the tunnel's prefixes: {device: {packets, bytes}}, or
+    with shared, {peer IPv4: {...}} (the shared device's check is on the outer packet), from one set
+    (cheaper than counters()); {} when there is no table or no guarded tunnel."""
     check_name(table)
-    items = _listed_json(["set", FAMILY, table, SPOOFED], netns)
+    items = _listed_json(["set", FAMILY, table, SPOOFED4 if shared else SPOOFED], netns)
     for item in items or []:
         if "set" in item:
             return _element_counters(item["set"])

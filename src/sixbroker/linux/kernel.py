@@ -154,6 +154,11 @@ class Route:
         self.src_len = src_len
         self.gateway = _ip6(a[nl.RTA_GATEWAY]) if nl.RTA_GATEWAY in a else None
         self.metric = _u32(a[nl.RTA_PRIORITY]) if nl.RTA_PRIORITY in a else 0
+        self.mtu = None
+        if nl.RTA_METRICS in a:
+            m = nl.attrs(a[nl.RTA_METRICS], 0, len(a[nl.RTA_METRICS]))
+            if nl.RTAX_MTU in m:
+                self.mtu = _u32(m[nl.RTAX_MTU])
 
     def key(self):
         return (self.dst, self.dst_len, self.src, self.src_len, self.metric)
@@ -219,6 +224,29 @@ class Kernel:
             if family == AF_INET6 and nl.IFA_ADDRESS in a and (not index or idx == index):
                 out.append(Addr(idx, length, a))
         return out
+
+    def addr6(self, index, address):
+        """The address on device index, as an Addr, or None."""
+        try:
+            buf, start, end = self.sock.request(nl.RTM_GETADDR, nl.addr6_get(index, address))
+        except OSError:
+            return None
+        family, length, _, _, idx = struct.unpack_from("BBBBI", buf, start)
+        a = nl.attrs(buf, start + 8, end)
+        return Addr(idx, length, a) if nl.IFA_ADDRESS in a else None
+
+    def route6_entry(self, dst, dst_len):
+        """The route of the main table with exactly this destination that lookups of it take, or None
+        (one get request: what a dump of thousands would find for it)."""
+        try:
+            buf, start, end = self.sock.request(nl.RTM_GETROUTE, nl.route6_get(dst))
+        except OSError:
+            return None
+        _, rlen, src_len, _, table, proto, _, _, _ = struct.unpack_from("BBBBBBBBI", buf, start)
+        r = Route(rlen, src_len, table, proto, nl.attrs(buf, start + 12, end))
+        if r.dst != canon6(dst) or r.dst_len != dst_len or r.table != MAIN_TABLE or r.src is not None:
+            return None
+        return r
 
     def addrs4(self, universe=False):
         """[(device index, IPv4 address)] in the kernel's order (primary addresses first); with universe,

@@ -32,7 +32,9 @@ IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 IFLA_IPTUN_LINK, IFLA_IPTUN_LOCAL, IFLA_IPTUN_REMOTE, IFLA_IPTUN_TTL, IFLA_IPTUN_TOS = 1, 2, 3, 4, 5
 IFLA_IPTUN_PMTUDISC = 10
 IFA_ADDRESS, IFA_LOCAL, IFA_RT_PRIORITY = 1, 2, 9
-RTA_DST, RTA_SRC, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 2, 4, 5, 6, 7, 15
+RTA_DST, RTA_SRC, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_METRICS, RTA_TABLE = 1, 2, 4, 5, 6, 7, 8, 15
+RTAX_LOCK, RTAX_MTU = 1, 2
+RTM_F_FIB_MATCH = 0x2000     # a route get answers with the table's entry that matched, not a clone
 RTN_UNICAST, RT_SCOPE_UNIVERSE = 1, 0
 
 # nfnetlink (linux/netfilter/nfnetlink.h, nf_tables.h): the ruleset generation
@@ -207,6 +209,18 @@ def link_set(index, alias=None, mtu=None, up=False):
     return RTM_NEWLINK, 0, body
 
 
+def route6_get(dst):
+    """The main table's entry a lookup of dst matches (RTM_F_FIB_MATCH), as one get request."""
+    body = struct.pack("BBBBBBBBI", socket.AF_INET6, 128, 0, 0, 0, 0, 0, 0, RTM_F_FIB_MATCH)
+    return body + attr(RTA_DST, socket.inet_pton(socket.AF_INET6, dst))
+
+
+def addr6_get(index, address):
+    """One IPv6 address of one device, as one get request."""
+    return struct.pack("BBBBI", socket.AF_INET6, 0, 0, 0, index) + attr(IFA_ADDRESS, socket.inet_pton(
+        socket.AF_INET6, address))
+
+
 def link_del(index):
     return RTM_DELLINK, 0, ifinfo(index)
 
@@ -221,8 +235,9 @@ def addr6(add, index, address, length, metric=None):
     return RTM_DELADDR, 0, body
 
 
-def route6(cmd, oif, dst, dst_len, gateway=None, src=None, src_len=0, metric=None, proto=0, table=254):
-    """cmd: "add" (exclusive), "replace" or "del"."""
+def route6(cmd, oif, dst, dst_len, gateway=None, src=None, src_len=0, metric=None, proto=0, table=254, mtu=None):
+    """cmd: "add" (exclusive), "replace" or "del".  mtu: a locked MTU metric (`mtu lock N`): the kernel
+    takes an unlocked one for the packets it sends itself only, and forwards by the device's MTU."""
     body = struct.pack("BBBBBBBBI", socket.AF_INET6, dst_len, src_len if src else 0, 0, table,
                        proto, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
     if dst_len:
@@ -234,6 +249,8 @@ def route6(cmd, oif, dst, dst_len, gateway=None, src=None, src_len=0, metric=Non
     body += attr_u32(RTA_OIF, oif)
     if metric is not None:
         body += attr_u32(RTA_PRIORITY, metric)
+    if mtu is not None and cmd != "del":
+        body += nested(RTA_METRICS, attr_u32(RTAX_LOCK, 1 << RTAX_MTU), attr_u32(RTAX_MTU, mtu))
     body += attr_u32(RTA_TABLE, table)
     if cmd == "add":
         return RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body

@@ -31,6 +31,20 @@ anybody's) source.  Every guarded tunnel shares one rule, first in the forward c
 first, counts the drop on that device's element.  One rule and one lookup per packet at any number of
 tunnels; a packet from a device that is not guarded fails the first lookup and the second one too.
 
+The shared device (sit.SharedSit, `shared=` its name): every tunnel comes in through one device, so the
+device says nothing about the peer, and the inner source is bound to the peer on the outer packet, at
+input, where both are in view.  The peers rule jumps, instead of accepting, to the chain `sources6in4`,
+where `ip saddr . @th,64,N` (the outer source, and the first N bits of the inner IPv6 source: the IPv6
+header follows the IPv4 one, its source starts 64 bits in) is looked up in a hash set of `peer . prefix`
+per prefix length class N, a multiple of 8.  A prefix of length L goes into class ceil8(L), expanded
+into 2**(ceil8(L) - L) elements (a /60: 16 /64s; /48, /56, /64 and the /127's two /128s: as they are),
+so every lookup is an exact hash lookup, whatever the number of tunnels; one per class in use (usually
+two: the routed prefixes' and 128 for the transfer addresses), the routed classes first.  A packet
+found in none is dropped, counted on its peer's element of `spoofed6in4`.  The kernel hands the input
+hook reassembled packets, so the inner header is there; a packet too short for it matches nothing and
+is dropped.  (The raw payload sits in a chain of its own: nft 1.0.6 cannot list `@th` after a
+`meta l4proto ipv6` in the same rule.)
+
 Order within a chain: the ACCEPT rules (aggregated), then the rules with other verdicts in plan order.
 That is the plans' own order as long as no plan puts an ACCEPT after a DROP or REJECT in one chain (plan.py
 never does: a policy is allow-list then default deny); ruleset() refuses such a plan.
@@ -50,6 +64,8 @@ LOCALS = "locals6in4"        # our tunnel endpoints: protocol 41 to them from an
 TUNNELS = "tunnels"          # our tunnel devices, for MSS clamping
 SOURCES = "sources6"         # device . prefix: the inner sources each guarded tunnel may forward
 SPOOFED = "spoofed6"         # guarded devices, one drop counter each
+SOURCES4 = "sources6in4"     # shared device: the chain binding a peer to its inner sources, and its sets' prefix
+SPOOFED4 = "spoofed6in4"     # shared device: the peers, one drop counter each
 
 ANY4 = "0.0.0.0"
 PROTO_6IN4 = 41
@@ -166,20 +182,21 @@ def _check_order(plan):
 
 
 def _set_block(name, typ, elements, flags=()):
-    lines = ["\tset " + name + " {", "\t\ttype " + typ]
+    lines = ["\tset " + name + " {", "\t\t" + (typ if typ.startswith("typeof ") else "type " + typ)]
     lines.extend("\t\t" + f for f in flags)
     lines.append("\t\telements = { " + ",\n\t\t\t     ".join(elements) + " }")
     lines.append("\t}")
     return "\n".join(lines)
 
 
-def ruleset(plans, table=TABLE, exempt=(), mss_clamp=True):
+def ruleset(plans, table=TABLE, exempt=(), mss_clamp=True, shared=None):
     """The whole table as nft text, or None when the plans want no rules at all.
 
     exempt: (local, remote) pairs of sit devices that are not ours; "0.0.0.0" or None is a wildcard.
+    shared: the shared device's name when every tunnel runs over it (see above).
     """
     check_name(table)
-    sets, chains = _build(plans, exempt, mss_clamp)
+    sets, chains = _build(plans, exempt, mss_clamp, shared)
     if not any(chains.values()):
         return None
     out = ["table " + FAMILY + " " + table + " {", "\tcomment " + _quote(COMMENT)]
@@ -191,11 +208,29 @@ def ruleset(plans, table=TABLE, exempt=(), mss_clamp=True):
         out.append("\t\ttype filter hook " + chain + " priority filter; policy accept;")
         out.extend("\t\t" + line for line in chains[chain])
         out.append("\t}")
+    if chains.get(SOURCES4):
+        out.append("\tchain " + SOURCES4 + " {")
+        out.extend("\t\t" + line for line in chains[SOURCES4])
+        out.append("\t}")
     out.append("}")
     return "\n".join(out) + "\n"
 
 
-def _build(plans, exempt, mss_clamp):
+def source_classes(peer, prefixes):
+    """{class N: [`peer . value` elements]} of one peer's inner source prefixes (see above)."""
+    import socket
+    out = {}
+    for net in prefixes:
+        address, _, length = net.partition("/")
+        length = int(length or 128)
+        n = max(8, -(-length // 8) * 8)
+        top = int.from_bytes(socket.inet_pton(socket.AF_INET6, address), "big") >> (128 - length)
+        for i in range(1 << (n - length)):
+            out.setdefault(n, []).append("%s . %#x" % (peer, (top << (n - length)) | i))
+    return out
+
+
+def _build(plans, exempt, mss_clamp, shared=None):
     """([(set name, type, [element], [flag])], {chain: [rule text]}): the table before it is text."""
     peers, locals_, tunnels = [], [], []
     sources, guarded = [], []
@@ -203,11 +238,21 @@ def _build(plans, exempt, mss_clamp):
     groups = {}                                             # shape -> [values]
     others = {"input": [], "forward": [], "output": []}
     singles = set()
+    classes, spoofed4 = {}, []
     for p in plans:
         _check_order(p)
         t = p["tunnel"]
-        tunnels.append(t["device"])
-        if p["firewall"].get("sources") is not None:
+        if shared:
+            # one device for all: its name in every rule the plan writes for the tunnel's own
+            p = _on_device(p, t["device"], shared)
+            tunnels.append(shared)
+            if p["firewall"].get("sources") is not None:
+                spoofed4.append(t["remote"])
+                for n, els in source_classes(t["remote"], p["firewall"]["sources"]).items():
+                    classes.setdefault(n, []).extend(els)
+        else:
+            tunnels.append(t["device"])
+        if p["firewall"].get("sources") is not None and not shared:
             guarded.append(_quote(t["device"]))
             sources.extend(_quote(t["device"]) + " . " + net for net in p["firewall"]["sources"])
         for r in p["firewall"]["rules"]:
@@ -259,8 +304,18 @@ def _build(plans, exempt, mss_clamp):
     sets = []
     if peers:
         sets.append((PEERS, "ipv4_addr . ipv4_addr", [e + " counter" for e in peers], ("counter",)))
-        chains["input"].append("meta l4proto ipv6 ip daddr . ip saddr @" + PEERS + ' counter accept comment "'
-                               + PEERS + '"')
+        verdict = "jump " + SOURCES4 if spoofed4 else "accept"
+        chains["input"].append("meta l4proto ipv6 ip daddr . ip saddr @" + PEERS + " counter " + verdict
+                               + ' comment "' + PEERS + '"')
+    if spoofed4:
+        chains[SOURCES4] = []
+        for n in sorted(classes):
+            name = "%s_%d" % (SOURCES4, n)
+            sets.append((name, "typeof ip saddr . @th,64,%d" % n, list(dict.fromkeys(classes[n])), ()))
+            chains[SOURCES4].append("ip saddr . @th,64,%d @%s accept" % (n, name))
+        sets.append((SPOOFED4, "ipv4_addr", [a + " counter" for a in dict.fromkeys(spoofed4)], ("counter",)))
+        chains[SOURCES4].append("ip saddr @" + SPOOFED4 + " drop")
+        chains[SOURCES4].append("drop")
     if foreign_pairs and drop_locals:
         sets.append((FOREIGN, "ipv4_addr . ipv4_addr", foreign_pairs, ()))
         chains["input"].append("meta l4proto ipv6 ip daddr . ip saddr @" + FOREIGN + " accept")
@@ -299,6 +354,19 @@ def _build(plans, exempt, mss_clamp):
     return sets, chains
 
 
+def _on_device(plan, device, shared):
+    rules = []
+    for r in plan["firewall"]["rules"]:
+        r = dict(r)
+        for key in ("iif", "oif"):
+            if r[key] == device:
+                r[key] = shared
+        rules.append(r)
+    out = dict(plan)
+    out["firewall"] = dict(plan["firewall"], rules=rules)
+    return out
+
+
 # ---- comparing ---------------------------------------------------------------------------------
 
 def normalise(text):
@@ -330,8 +398,8 @@ def normalise(text):
 # whole table again would cost the same at 1000 tunnels as creating it; `nft add/delete element` costs
 # the same at any size.
 
-def _shape_and_elements(plans, mss_clamp):
-    sets, chains = _build(plans, (), mss_clamp)
+def _shape_and_elements(plans, mss_clamp, shared=None):
+    sets, chains = _build(plans, (), mss_clamp, shared)
     shape = ([(name, typ, tuple(flags)) for name, typ, _, flags in sets if name != FOREIGN],
              dict((c, list(rules)) for c, rules in chains.items() if rules))
     elements = dict((name, set(els)) for name, _, els, _ in sets if name != FOREIGN)
@@ -350,7 +418,7 @@ def _key(element):
     return element[:-len(" counter")] if element.endswith(" counter") else element
 
 
-def change_text(before, after, other, table=TABLE, mss_clamp=True):
+def change_text(before, after, other, table=TABLE, mss_clamp=True, shared=None):
     """The nft script that turns the table of (other tunnels + before) into the table of (other tunnels +
     after) by set elements alone, or None when the rules themselves would change (the first tunnel, the
     last one, a tunnel unlike the others): the caller then applies the whole table.
@@ -361,23 +429,24 @@ def change_text(before, after, other, table=TABLE, mss_clamp=True):
     named here: it stays when `other` has it too, and when it does not, nobody can say without all the
     plans, so None.
     """
-    parts = change_parts(before, after, other, table, mss_clamp)
+    parts = change_parts(before, after, other, table, mss_clamp, shared)
     return None if parts is None else parts[0]
 
 
-def change_parts(before, after, other, table, mss_clamp):
+def change_parts(before, after, other, table, mss_clamp, shared=None):
     """(change_text, [(set name, set type, element, +1 added or -1 deleted)]) or None: the text, and the
     moves that nft_token.delta() turns into the digest's change."""
     check_name(table)
     if other is None:
         return None
-    shape, other_els = _shape_and_elements([other], mss_clamp)
-    with_before, before_els = _shape_and_elements([other] + list(before), mss_clamp)
-    with_after, after_els = _shape_and_elements([other] + list(after), mss_clamp)
+    shape, other_els = _shape_and_elements([other], mss_clamp, shared)
+    with_before, before_els = _shape_and_elements([other] + list(before), mss_clamp, shared)
+    with_after, after_els = _shape_and_elements([other] + list(after), mss_clamp, shared)
     if not shape[1] or with_before != shape or with_after != shape:
         return None
     types = dict((name, (typ, flags)) for name, typ, flags in shape[0])
-    own = set(_quote(p["tunnel"]["device"]) for p in before)
+    # (a shared device's per-peer elements start with the peer, which the database keeps unique too)
+    own = set(_quote(p["tunnel"]["device"]) for p in before) | set(p["tunnel"]["remote"] for p in before)
     lines, moves = [], []
     for name in sorted(before_els):
         gone = sorted(before_els[name] - after_els.get(name, set()) - other_els.get(name, set()))

@@ -32,6 +32,7 @@ _SET_NAME, _SET_SKIP, _SET_KNOWN = 2, (14,), 18
 _ELEM_LIST, _ELEM_KEY, _ELEM_FLAGS, _ELEM_KEY_END = 3, 1, 3, 10
 _ELEM_STATE = (5, 7, 8, 11)         # NFTA_SET_ELEM_EXPIRATION, _EXPR, _PAD, _EXPRESSIONS
 IFNAMSIZ = 16
+_TYPEOF = {"ip saddr": "ipv4_addr", "ip daddr": "ipv4_addr"}
 
 
 def _h(*parts):
@@ -58,7 +59,15 @@ def _key_bytes(typ, text):
         return None
     key = end = b""
     for field, value in zip(fields, values):
-        if field in ("ipv4_addr", "ipv6_addr") and "-" not in value:
+        field = _TYPEOF.get(field.replace("typeof ", ""), field.replace("typeof ", ""))
+        if field.startswith("@th,") and value.startswith("0x"):
+            # raw payload: its bits, big-endian, each field of a concatenation padded to 32 bits
+            bits = int(field.split(",")[2])
+            raw = int(value, 16).to_bytes(-(-bits // 8), "big")
+            raw += b"\0" * (-len(raw) % 4)
+            key += raw
+            end += raw
+        elif field in ("ipv4_addr", "ipv6_addr") and "-" not in value:
             family, size = (socket.AF_INET, 32) if field == "ipv4_addr" else (socket.AF_INET6, 128)
             address, _, length = value.partition("/")
             if length and not interval:

@@ -1,8 +1,16 @@
-"""How plans map onto kernel devices: one sit device per tunnel, as neutral link, address and route specs.
+"""How plans map onto kernel devices, as neutral link, address and route specs: one sit device per
+tunnel (PerTunnelSit), or one shared NBMA sit device for all of them (SharedSit).
 
-CPython only.  The reconciler (apply_kernel.py) works on these specs alone, so a shared NBMA device (one
-sit with no remote, routes via ::a.b.c.d) can be added as a second mapping beside PerTunnelSit without
-touching the rest.
+CPython only.  The reconciler (apply_kernel.py) works on these specs alone.
+
+The shared mapping (../../../shared/DESIGN.md, "Scale facts"): one sit device with a `local` address and
+no `remote` takes protocol 41 from any host; what it sends goes to the IPv4 address in the low 32 bits of
+the route's next hop when that is IPv4-compatible (`::a.b.c.d`; the kernel's sit.c reads only that form
+and ISATAP's, never `::ffff:a.b.c.d`).  So each tunnel is its routes alone: its routed prefixes and the
+router's transfer address, each `via ::<remote>` with the tunnel's MTU on the route (locked: the kernel
+forwards by an unlocked route MTU's device, not the route), and the server's transfer address on the
+shared device.  The device's MTU is the most any route may ask for.  A packet's peer cannot be told from
+the device it came in on, so the source checks move to the outer packet (nft_table.py).
 """
 
 from sixbroker.core import addr
@@ -25,8 +33,10 @@ class LinkSpec:
 class RouteSpec:
     """A route a plan wants, through one of its devices."""
 
-    def __init__(self, device, dst, dst_len, gateway, src=None, src_len=0, metric=None):
+    def __init__(self, device, dst, dst_len, gateway, src=None, src_len=0, metric=None, mtu=None, owner=None):
         self.device = device
+        self.mtu = mtu            # a locked route MTU, or None
+        self.owner = owner or device    # the tunnel device name a failure is reported under
         self.dst = dst
         self.dst_len = dst_len
         self.gateway = gateway
@@ -44,7 +54,8 @@ class RouteSpec:
             t += " from " + self.src + "/" + str(self.src_len)
         if self.gateway:
             t += " via " + self.gateway
-        return t + " dev " + self.device + " metric " + str(self.metric)
+        t += " dev " + self.device + " metric " + str(self.metric)
+        return t + (" mtu lock %d" % self.mtu if self.mtu else "")
 
 
 def _tos(value):
@@ -57,6 +68,7 @@ class PerTunnelSit:
     """One sit device per tunnel: the device carries the tunnel's addresses and routes."""
 
     kind = "sit"
+    shared = False
 
     def links(self, plans):
         out = []
@@ -87,3 +99,83 @@ class PerTunnelSit:
                                      r.get("metric")))
         return out
 
+
+
+SHARED_MTU = 65515      # sit's largest (IP6_MAX_MTU less the outer header): the routes carry each MTU
+ANY4 = "0.0.0.0"
+
+
+def compat4(ipv4):
+    """The IPv4-compatible next hop ::a.b.c.d, in the kernel's spelling."""
+    return canon6("::" + ipv4)
+
+
+class SharedSit:
+    """One NBMA sit device for every tunnel: the server's transfer addresses on it, each tunnel's routes
+    via ::<remote>.  Every address and route names its tunnel's device (`owner`), which is no kernel
+    device here but the name the tunnel's failures and one-tunnel changes go by."""
+
+    kind = "sit"
+    shared = True
+
+    def __init__(self, device):
+        self.device = device
+
+    def links(self, plans):
+        if not plans:
+            return []
+        first = plans[0]["tunnel"]
+        params = None
+        for p in plans:
+            t = p["tunnel"]
+            if t.get("mode", "sit") != "sit":
+                raise ValueError("the kernel applier makes sit tunnels only, not %r" % t.get("mode"))
+            mine = {"local": t["local"], "remote": ANY4, "ttl": int(t["ttl"]), "tos": _tos(t.get("tos")),
+                    "link": t.get("link") or None, "pmtudisc": 1}
+            if params is None:
+                params = mine
+            elif mine != params:
+                raise ValueError("one shared device: tunnel %s differs from %s in local, ttl, tos or link"
+                                 % (t["device"], first["device"]))
+        return [LinkSpec(self.device, "sit", params, SHARED_MTU)]
+
+    def pairs(self, plans):
+        """{tunnel device: (local, remote)}: a sit device of someone else's with one of these pairs takes
+        that peer's packets before the shared device can (the kernel's exact match comes first)."""
+        return dict((p["tunnel"]["device"], (p["tunnel"]["local"], p["tunnel"]["remote"])) for p in plans)
+
+    def tunnel_addresses(self, plan):
+        return [(canon6(a["address"]), int(a["length"])) for a in plan["addresses"]]
+
+    def addresses(self, plans):
+        if not plans:
+            return {}
+        out = []
+        for p in plans:
+            out.extend(self.tunnel_addresses(p))
+        return {self.device: out}
+
+    def tunnel_routes(self, plan):
+        t = plan["tunnel"]
+        via = compat4(t["remote"])
+        mtu = int(t["mtu"])
+        out, hops = [], []
+        for r in plan["routes"]:
+            src, src_len = None, 0
+            if r.get("source"):
+                net = addr.Interface.parse(r["source"], 6).network
+                src, src_len = str(net.address), net.length
+            if r.get("gateway") and canon6(r["gateway"]) not in hops:
+                hops.append(canon6(r["gateway"]))
+            out.append(RouteSpec(self.device, canon6(r["target"]), int(r["length"]), via, src, src_len,
+                                 r.get("metric"), mtu, t["device"]))
+        # the router's own end of the transfer prefix, which the plan reaches as an on-link neighbour
+        for hop in hops:
+            out.append(RouteSpec(self.device, hop, 128, via, None, 0, None, mtu, t["device"]))
+        return out
+
+    def routes(self, plans):
+        out = []
+        for p in plans:
+            out.extend(self.tunnel_routes(p))
+        return out
