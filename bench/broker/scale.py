@@ -10,14 +10,13 @@ device (`local` only) with each tunnel's routes `via ::a.b.c.d` (its peer as an 
 and `mtu` on the routes.  The raw baseline of each mode, in a namespace of its own in the same run:
 - per-tunnel: to_commands() of the broker's plans through one `ip -batch`, and one `nft -f` of the table
   the broker itself loads (nft_table.ruleset), as bench/broker/vs_raw.py does;
-- shared: the shared device and one `route add TARGET via ::PEER dev DEV mtu M` line per route of each plan
-  (its routed prefixes and the peer's side of the transfer /127) in one `ip -batch`, and one `nft -f` of a
-  table with a set of peers and a set binding each peer to the upper 64 bits of its routed prefix
-  (`ip saddr . @th,64,64`, the inner IPv6 source), both with per-element counters (raw_shared_table()).
+- shared: the broker's own mapping (sit.SharedSit: the shared device, each tunnel's transfer addresses on it
+  and its routes `via ::PEER ... mtu lock M`) written out as `ip -batch` lines, and one `nft -f` of the
+  broker's own shared table (nft_table.ruleset(shared=)); one tunnel's nft change is the element text
+  nft_table.change_text gives, which is what a person would type (`add element`/`delete element`).
 The broker: `sixbroker server` called in-process (cli.main: the lock, the database, the reconcile with the
 real appliers, the JSON), in its own namespace, initialised with --tunnel-mode when the mode is not the
-default.  Without a shared mode in this checkout (no --tunnel-mode) the shared broker column says so and
-only the raw shared rows are measured.
+default.
 
 Rows at N (the N tunnels installed, the Nth one is the one operated on; ratio = broker / raw):
 - add: the marginal add, one more tunnel on top of N-1 installed (the Nth, removed just before).  Raw
@@ -66,14 +65,13 @@ import tempfile
 import time
 
 from sixbroker.linux import nft_table, sysctl
+from sixbroker.linux.sit import SHARED_MTU, SharedSit
 from sixbroker.broker import db, service
 
 import vs_raw
 from vs_raw import BROKER_NS, LOCAL, PREFIX, RAW_NS, batch_lines, fresh_ns, ratio, run_in, sixbroker, timed
 
 MODES = ("per-tunnel", "shared")
-SHARED_DEV = "sbshared"             # the raw shared device (the broker names its own)
-RAW_TABLE = "sbraw"
 HOME_NS = "sb-home"
 REF_NS = "sb-ref"                   # one tunnel alone: the N = 1 of the packet rate, measured alongside
 HOME_REF = "sb-home-ref"
@@ -94,91 +92,52 @@ def moved(i):
 
 
 # ---- the raw shared mode -------------------------------------------------------------------------------
+# The broker's own mapping (sit.SharedSit: which addresses and routes each plan puts on the shared device)
+# written out as the iproute2 lines a person would type, as plan_commands.to_commands() does for one device
+# per tunnel; the nftables side is the broker's own shared table and, for one tunnel, the element changes.
 
-def _peer_side(plan):
-    """The peer's side of the transfer /127 as a route target (the network of the broker's address)."""
-    a = plan["addresses"][0]
-    return a["address"], a["length"]
-
-
-def shared_routes(plan, via=None):
-    """(target/len, mtu) of every route a tunnel has on the shared device: its routed prefixes and the
-    transfer net."""
-    addr, length = _peer_side(plan)
-    out = [addr + "/" + str(length)]
-    out += [r["target"] + "/" + str(r["length"]) for r in plan["routes"]]
-    return out
-
-
-def shared_lines(plans, verb="add", via=None):
-    """`ip -batch` lines of the tunnels' routes on the shared device; via: the peer to use instead of the
-    plan's (set --remote)."""
-    lines = []
-    for p in plans:
-        peer = via or p["tunnel"]["remote"]
-        for target in shared_routes(p):
-            if verb == "del":
-                lines.append("route del %s dev %s" % (target, SHARED_DEV))
-            else:
-                lines.append("route %s %s via ::%s dev %s mtu %d" % (verb, target, peer, SHARED_DEV,
-                                                                     p["tunnel"]["mtu"]))
-    return lines
+def _mapping():
+    return SharedSit(service.SHARED_DEVICE)
 
 
 def shared_device_lines(plans):
-    t = plans[0]["tunnel"]
-    return ["tunnel add %s mode sit local %s ttl %d" % (SHARED_DEV, t["local"], t["ttl"]),
-            "link set %s mtu %d up" % (SHARED_DEV, max(p["tunnel"]["mtu"] for p in plans))]
+    q = _mapping().links(plans)[0].params
+    return ["tunnel add %s mode sit local %s ttl %d" % (service.SHARED_DEVICE, q["local"], q["ttl"]),
+            "link set %s mtu %d up" % (service.SHARED_DEVICE, SHARED_MTU)]
 
 
-def _upper64(target):
-    return "0x%016x" % (int(ipaddress.IPv6Address(target)) >> 64)
-
-
-def shared_elements(plan, peer=None):
-    """{set: [element]} of one tunnel: its peer, and its peer bound to each routed prefix's upper 64 bits."""
-    peer = peer or plan["tunnel"]["remote"]
-    return {"peers": [peer],
-            "bind": ["%s . %s" % (peer, _upper64(r["target"])) for r in plan["routes"] if r["length"] <= 64]}
-
-
-def raw_shared_table(plans):
-    """The raw shared mode's table: protocol 41 only from peers; from a routed prefix only by its own peer
-    (sources in the transfer net, whose upper 64 bits all tunnels share, pass on the peer check alone).
-    Lookups are positive (`@set`, never `!= @set`): the kernel updates an element's counter only when the
-    lookup matches, so an inverted lookup would leave every tunnel's counters at zero."""
-    transfer = _upper64(_peer_side(plans[0])[0])
-    elements = {"peers": [], "bind": []}
+def shared_lines(plans, verb="add", via=None):
+    """`ip -batch` lines of the tunnels' addresses and routes on the shared device (verb add, del or
+    replace; via: the peer to route to instead of the plan's, as after `set --remote`)."""
+    m, dev, lines = _mapping(), service.SHARED_DEVICE, []
     for p in plans:
-        for k, v in shared_elements(p).items():
-            elements[k] += v
-
-    def block(name, typ, items):
-        body = "  set %s { %s; counter;" % (name, typ)
-        if items:
-            body += " elements = { %s }" % ", ".join(items)
-        return body + " }"
-    return "\n".join([
-        "table inet %s {" % RAW_TABLE,
-        block("peers", "type ipv4_addr", elements["peers"]),
-        block("bind", "typeof ip saddr . @th,64,64", elements["bind"]),
-        "  chain peer41 {",
-        "    @th,64,64 %s accept" % transfer,
-        "    ip saddr . @th,64,64 @bind accept",
-        "    counter drop",
-        "  }",
-        "  chain input {",
-        "    type filter hook input priority 0; policy accept;",
-        "    meta l4proto 41 ip saddr @peers goto peer41",
-        "    meta l4proto 41 counter drop",
-        "  }",
-        "}", ""])
+        if via:
+            p = dict(p, tunnel=dict(p["tunnel"], remote=via))
+        if verb != "replace":
+            lines += ["addr %s %s/%d dev %s" % (verb, a, n, dev) for a, n in m.tunnel_addresses(p)]
+        for r in m.tunnel_routes(p):
+            line = "route %s %s/%d" % (verb, r.dst, r.dst_len)
+            if verb == "del":
+                lines.append(line + " dev %s" % dev)
+                continue
+            if r.src:
+                line += " from %s/%d" % (r.src, r.src_len)
+            line += " via %s dev %s" % (r.gateway, dev)
+            if r.metric is not None:
+                line += " metric %d" % r.metric
+            lines.append(line + " mtu lock %d" % r.mtu)
+    return lines
 
 
-def nft_elements(verb, elements):
-    """One `nft -f` text adding or deleting a tunnel's elements of the raw shared table."""
-    return "".join("%s element inet %s %s { %s }\n" % (verb, RAW_TABLE, s, e)
-                   for s, items in elements.items() for e in items)
+def shared_table(plans):
+    return nft_table.ruleset(plans, shared=service.SHARED_DEVICE)
+
+
+def shared_change(before, after, other):
+    """The nft text of one tunnel's element changes (the broker's own, nft_table.change_text)."""
+    text = nft_table.change_text(before, after, other, shared=service.SHARED_DEVICE)
+    assert text is not None, "a one-tunnel change that is not elements alone"
+    return text
 
 
 # ---- measuring -----------------------------------------------------------------------------------------
@@ -229,7 +188,7 @@ def raw_build(mode, plans, ns=RAW_NS):
     if mode == "per-tunnel":
         lines, table = batch_lines(plans), nft_table.ruleset(plans)
     else:
-        lines, table = shared_device_lines(plans) + shared_lines(plans), raw_shared_table(plans)
+        lines, table = shared_device_lines(plans) + shared_lines(plans), shared_table(plans)
     before = kmem_kb()
     ip_s, _ = timed(lambda: run_in(ns, ["ip", "-batch", "-"], "\n".join(lines) + "\n"))
     nft_s, _ = timed(lambda: run_in(ns, ["nft", "-f", "-"], table))
@@ -238,7 +197,7 @@ def raw_build(mode, plans, ns=RAW_NS):
     return ip_s, nft_s, grown
 
 
-def raw_ops(mode, last, window):
+def raw_ops(mode, last, other, window):
     """([remove s], [add s], [set --remote s]) of the last tunnel in the raw namespace, window rounds."""
     ip_batch = ["ip", "-batch", "-"]
     if mode == "per-tunnel":
@@ -263,18 +222,20 @@ def raw_ops(mode, last, window):
             run_in(RAW_NS, ["nft", "-f", "-"], "delete element %s %s\nadd element %s %s\n" % (
                 ref, peer_at(old), ref, peer_at(new)))
     else:
+        def at(peer):
+            return dict(last, tunnel=dict(last["tunnel"], remote=peer))
+
         def remove():
             run_in(RAW_NS, ip_batch, "\n".join(shared_lines([last], "del")) + "\n")
-            run_in(RAW_NS, ["nft", "-f", "-"], nft_elements("delete", shared_elements(last)))
+            run_in(RAW_NS, ["nft", "-f", "-"], shared_change([last], [], other))
 
         def add():
             run_in(RAW_NS, ip_batch, "\n".join(shared_lines([last])) + "\n")
-            run_in(RAW_NS, ["nft", "-f", "-"], nft_elements("add", shared_elements(last)))
+            run_in(RAW_NS, ["nft", "-f", "-"], shared_change([], [last], other))
 
-        def set_remote(new):
+        def set_remote(new, old=last["tunnel"]["remote"]):
             run_in(RAW_NS, ip_batch, "\n".join(shared_lines([last], "replace", via=new)) + "\n")
-            run_in(RAW_NS, ["nft", "-f", "-"], nft_elements("delete", shared_elements(last))
-                   + nft_elements("add", shared_elements(last, new)))
+            run_in(RAW_NS, ["nft", "-f", "-"], shared_change([at(old)], [at(new)], other))
 
     removes, adds, sets = [], [], []
     for k in range(window):
@@ -283,12 +244,7 @@ def raw_ops(mode, last, window):
         new = moved(k)
         sets.append(timed(lambda: set_remote(new))[0])
         # back to the plan's peer, untimed, so the next round removes what the plan says
-        if mode == "per-tunnel":
-            set_remote(last["tunnel"]["remote"], new)
-        else:
-            run_in(RAW_NS, ip_batch, "\n".join(shared_lines([last], "replace")) + "\n")
-            run_in(RAW_NS, ["nft", "-f", "-"], nft_elements("delete", shared_elements(last, new))
-                   + nft_elements("add", shared_elements(last)))
+        set_remote(last["tunnel"]["remote"], new)
     return removes, adds, sets
 
 
@@ -380,8 +336,9 @@ def packet_rate(mode, plans, rounds=9):
     homes = [(HOME_NS, home_of(RAW_NS, HOME_NS, plans[0])), (HOME_REF, home_of(REF_NS, HOME_REF, plans[0]))]
     rates, loss = ([], []), 0
     try:
-        for _ in range(rounds):
-            for k, (home, src) in enumerate(homes):
+        for i in range(rounds):
+            # ABBA: whichever goes first in a round is not always the same one
+            for k, (home, src) in (enumerate(homes) if i % 2 == 0 else reversed(list(enumerate(homes)))):
                 pps, lost = flood(home, src)
                 rates[k].append(pps)
                 loss += lost
@@ -446,7 +403,10 @@ def main(sizes, window, src, modes=MODES, per_tunnel_broker_max=1000, per_tunnel
                 broker_run(mode, tmp, 1, 1)
                 drop_ns(BROKER_NS)
         for n in sizes:
-            plans = plans_of(tmp, n)
+            plans = plans_of(tmp, n + 1)
+            # one more, never installed: the tunnel that "stays" when the raw shared side works out one
+            # tunnel's element changes (nft_table.change_text needs one; at N = 1 there is no other)
+            plans, phantom = plans[:n], plans[n]
             for mode in modes:
                 if mode == "per-tunnel" and n > per_tunnel_max:
                     print("%6d  %-10s  not run: above --per-tunnel-max %d (building N sit devices is O(N^2))" % (
@@ -455,8 +415,9 @@ def main(sizes, window, src, modes=MODES, per_tunnel_broker_max=1000, per_tunnel
                 t0 = time.perf_counter()
                 settle()
                 ip_s, nft_s, raw_kb = raw_build(mode, plans)
-                r_rm, r_add, r_set = raw_ops(mode, plans[-1], window)
+                # the packets first, onto the namespace as built (the ops below churn its last tunnel)
                 pps, pps_alone, loss = packet_rate(mode, plans)
+                r_rm, r_add, r_set = raw_ops(mode, plans[-1], phantom, window)
                 drop_ns(RAW_NS)
                 b = None
                 if (mode == "per-tunnel" and n <= per_tunnel_broker_max) or (mode == "shared" and with_shared):
