@@ -434,7 +434,8 @@ def main(sizes, window, src, modes=MODES, per_tunnel_broker_max=1000, per_tunnel
                     ("kmem/tunnel", raw_kb / n, b and b[3] / n, "KB"),
                 ]
                 for op, raw, brk, unit in rows:
-                    r = "%7.2fx" % ratio(brk, raw) if brk is not None else "%8s" % "-"
+                    # (a kernel reading that did not move at N = 1 has no ratio)
+                    r = "%7.2fx" % ratio(brk, raw) if brk is not None and raw > 0 else "%8s" % "-"
                     print("%6d  %-10s  %-13s %10s %10s %s" % (n, mode, op + (" KB" if unit == "KB" else " s"),
                                                               fmt(raw, unit), fmt(brk, unit), r))
                     results[(n, mode, op)] = (raw, brk)
