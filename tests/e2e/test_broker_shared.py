@@ -10,9 +10,11 @@ and its routed prefix's ::1 on that device; the VPS pings each home's ::1 from t
 address, so every answer crosses that tunnel's routes both ways.
 """
 
+import json
 import os
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -106,32 +108,94 @@ def _homes_up(tunnels):
     topo.batch("many", lines)
 
 
+def _echo_all(s, tunnels, seq=0):
+    """An echo request to each home's ::1 from its tunnel's server address; {target bytes: name}."""
+    by_target = {}
+    for i, t in enumerate(tunnels):
+        target = lan_address(t)
+        by_target[socket.inet_pton(socket.AF_INET6, target)] = t["name"]
+        msg = struct.pack("!BBHHH", 128, 0, 0, 0x5b, seq & 0xFFFF) + b"sixbroker"
+        info = socket.inet_pton(socket.AF_INET6, t["server_address"]) + struct.pack("I", 0)
+        try:
+            s.sendmsg([msg], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)], 0, (target, 0))
+        except OSError:
+            pass        # no route this moment (a move), or the send buffer full: no answer, as a loss
+    return by_target
+
+
+def _replies(s, by_target, until):
+    """(name, time, sequence number) of the echo replies that come before `until`."""
+    out = []
+    while time.time() < until:
+        try:
+            data, src = s.recvfrom(2048)
+        except socket.timeout:
+            continue
+        if data[:1] == b"\x81":
+            name = by_target.get(socket.inet_pton(socket.AF_INET6, src[0]))
+            if name:
+                out.append((name, time.time(), struct.unpack("!H", data[6:8])[0]))
+    return out
+
+
 def answered(tunnels, timeout=3.0):
     """The names of the tunnels whose home's ::1 answered an echo from that tunnel's server address."""
     s = topo.ns_socket("vps", socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
     try:
-        s.settimeout(0.2)
-        by_target = {}
-        for i, t in enumerate(tunnels):
-            target = lan_address(t)
-            by_target[socket.inet_pton(socket.AF_INET6, target)] = t["name"]
-            msg = struct.pack("!BBHHH", 128, 0, 0, 0x5b, i) + b"sixbroker"
-            info = socket.inet_pton(socket.AF_INET6, t["server_address"]) + struct.pack("I", 0)
-            s.sendmsg([msg], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)], 0, (target, 0))
+        s.settimeout(0.05)
+        by_target = _echo_all(s, tunnels)
         got = set()
         end = time.time() + timeout
         while time.time() < end and len(got) < len(tunnels):
-            try:
-                data, src = s.recvfrom(2048)
-            except socket.timeout:
-                continue
-            if data[:1] == b"\x81":
-                name = by_target.get(socket.inet_pton(socket.AF_INET6, src[0]))
-                if name:
-                    got.add(name)
+            got.update(name for name, _, _ in _replies(s, by_target, min(end, time.time() + 0.2)))
         return got
     finally:
         s.close()
+
+
+class Prober(threading.Thread):
+    """Echo requests to every home, round after round, while a move runs (each numbered by its round):
+    per tunnel, the rounds it alone lost, unanswered in a round that nine in ten of the others answered
+    (a round most lost is the guest stalling, the prober or the network, not the move of one tunnel)."""
+
+    def __init__(self, tunnels):
+        threading.Thread.__init__(self)
+        self.elapsed = 0.0
+        self.tunnels = tunnels
+        self.done = threading.Event()
+        self.names = [t["name"] for t in tunnels]
+        self.rounds = 0
+        self.answers = {}           # round -> names that answered it
+
+    def lost_alone(self):
+        """({name: rounds it lost while nine in ten of the others answered}, rounds most lost)."""
+        lost = dict((name, 0) for name in self.names)
+        stalled = 0
+        for r in range(1, self.rounds + 1):
+            got = self.answers.get(r, set())
+            if len(got) < 0.9 * len(lost):
+                stalled += 1
+                continue
+            for name in lost:
+                if name not in got:
+                    lost[name] += 1
+        return lost, stalled
+
+    def run(self):
+        s = topo.ns_socket("vps", socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        s.settimeout(0.01)
+        start = time.time()
+        try:
+            while not self.done.is_set():
+                self.rounds += 1
+                by_target = _echo_all(s, self.tunnels, self.rounds)
+                for name, at, seq in _replies(s, by_target, time.time() + 0.05):
+                    self.answers.setdefault(seq, set()).add(name)
+            for name, at, seq in _replies(s, by_target, time.time() + 1.0):
+                self.answers.setdefault(seq, set()).add(name)
+        finally:
+            self.elapsed = time.time() - start
+            s.close()
 
 
 @pytest.fixture
@@ -163,9 +227,18 @@ def test_live_tunnels_move_between_the_modes_both_ways(many_server):
 
     times, lines = {}, []
     for mode, devices in (("shared", [SHARED]), ("per-tunnel", sorted(service.device_of(n) for n in names))):
+        probe = Prober(tunnels)
+        probe.start()
+        time.sleep(1.0)
         t0 = time.time()
-        body = server.json("apply", "--tunnel-mode", mode)
+        # in a process of its own: the prober's thread must not wait for this one's Python
+        p = server.process("apply", "--tunnel-mode", mode, "--json")
         times[mode] = time.time() - t0
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        body = json.loads(p.stdout)
+        time.sleep(1.0)
+        probe.done.set()
+        probe.join()
         assert body["applied"] is True and body["tunnel_mode"] == mode
         assert sorted(body["moved"]) == sorted(names), body.get("moved")
         assert vps_devices() == devices
@@ -173,8 +246,13 @@ def test_live_tunnels_move_between_the_modes_both_ways(many_server):
         assert answered(tunnels) == names, mode
         _full_apply_finds_nothing(server)
         switch = sorted(body["moved"].values())
-        lines.append("shared e2e: %d live tunnels to %s in %.2f s; switch per tunnel median %.1f ms, max %.1f ms"
-                     % (MANY, mode, times[mode], 1000 * switch[len(switch) // 2], 1000 * switch[-1]))
+        alone, stalled = probe.lost_alone()
+        lines.append("shared e2e: %d live tunnels to %s in %.2f s; switch per tunnel median %.1f ms, max %.1f ms; "
+                     "echo rounds to every home during the move: %d of %.0f ms, %d lost by most (the guest "
+                     "stalling), most lost by one tunnel alone %d, tunnels that lost any alone %d"
+                     % (MANY, mode, times[mode], 1000 * switch[len(switch) // 2], 1000 * switch[-1], probe.rounds,
+                        1000 * probe.elapsed / max(probe.rounds, 1), stalled, max(alone.values()),
+                        sum(1 for v in alone.values() if v)))
     # the text form names every tunnel's switch
     rc, out, err = server.run("apply", "--tunnel-mode", "shared")
     assert rc == 0 and out.startswith("moved %d tunnels to shared mode: " % MANY), (out, err)

@@ -227,11 +227,12 @@ def _apply_shared_only(plans, before, netns, mark, prefix, mapping, isolate):
     request before and after (the fingerprint's change), changed where they differ."""
     result = Result()
     result.foreign_tunnels = None
+    if not plans and not before:
+        result.fingerprint = 0          # (a pending tunnel: nothing of it is in the kernel)
+        return result
     k = Kernel(netns, result)
     try:
         specs = mapping.links(list(plans) + list(before))
-        if not specs:
-            raise FullApplyNeeded("no tunnel")
         spec = specs[0]
         # the namespace's devices: few, with every tunnel on one (and the foreign sit devices are needed)
         links = k.links()
@@ -570,11 +571,13 @@ def fingerprint(netns=None, scope=DEFAULT_SCOPE, prefix=None):
 
 def migrate(plans, old, new, netns=None, scope=DEFAULT_SCOPE, prefix=None, clock=time.monotonic):
     """Move every tunnel of the plans from mapping `old` to mapping `new` (one PerTunnelSit, the other
-    SharedSit) one tunnel at a time: each tunnel's old state goes and its new state comes in one send
-    to the kernel, which handles it within that one system call.  Returns (Result, {tunnel device:
-    seconds}): per tunnel, the time from that send to the kernel's last answer, which bounds the time
-    its packets had no route.  The caller then runs apply() with `new` (which finds little or nothing
-    left to do and repairs whatever this left undone: a tunnel's failure here is in Result.failures).
+    SharedSit) one tunnel at a time: each tunnel's new state comes and its old state goes in one send to
+    the kernel, which handles it within that one system call, new before old (a route of the same key is
+    replaced in place; the old device, or the shared device's other routes of the tunnel, go after).
+    Returns (Result, {tunnel device: seconds}): per tunnel, the time from that send to the kernel's last
+    answer, a bound on the time its packets could find no route.  The caller then runs apply() with
+    `new`, which finds little or nothing left to do and repairs whatever this left undone (a tunnel's
+    failure here is in Result.failures).
 
     The new shared device exists before the first tunnel moves (a per-tunnel device's exact (local,
     remote) pair wins the kernel's lookup over it, so nothing moves early); new per-tunnel devices are
@@ -625,21 +628,35 @@ def _to_shared(k, plans, new, mark, prefix, clock, outage):
         k.flush()
     by_name = _links_by_name(k.links())
     have_a = set(a.address for a in k.addrs6(idx) if not a.kernel_made)
-    have_r = set(r.key() for r in k.routes6(RTPROT, idx))
+    # every route of ours, by key: a key held by the tunnel's old device is replaced in place
+    ours = dict((r.key(), r.oif) for r in k.routes6(RTPROT))
     for p in plans:
         dev = p["tunnel"]["device"]
         li = by_name.get(dev)
         moved = li is not None and owned(li, mark, prefix)
-        if moved:
-            k.queue("link del " + dev, nl.link_del(li.index), owner=dev)
+        # make before break: the new address and routes first (a route replaced takes the next packet),
+        # the old device last (deleting a device waits for the kernel's grace period)
         for address, length in new.tunnel_addresses(p):
             if address not in have_a:
                 k.queue("addr add %s/%d dev %s" % (address, length, spec.name), nl.addr6(True, idx, address, length),
                         owner=dev)
         for w in new.tunnel_routes(p):
-            if w.key() not in have_r:
-                k.queue("route add " + w.text(), _route_request("add", w, idx),
-                        {errno.EEXIST: SixbrokerError("ROUTE_NOT_OURS", w.text())}, owner=dev)
+            oif = ours.get(w.key())
+            if oif == idx:
+                continue
+            cmd = "replace" if moved and oif == li.index else "add"
+            k.queue("route %s %s" % (cmd, w.text()), _route_request(cmd, w, idx),
+                    {errno.EEXIST: SixbrokerError("ROUTE_NOT_OURS", w.text())}, owner=dev)
+        if moved:
+            # a device going away stops taking packets (it is closed) a grace period before it stops
+            # matching its peer's (local, remote) pair: re-keyed first to a pair nobody sends from (the
+            # kernel unlinks it at once, so the peer's packets find the shared device), it then goes
+            # without taking any with it
+            q = li.params
+            nobody = "0.%d.%d.%d" % ((li.index >> 16) & 255, (li.index >> 8) & 255, li.index & 255)
+            k.queue("link set %s remote %s" % (dev, nobody), nl.link_change_sit(
+                li.index, q["local"], nobody, q["ttl"], q["tos"], q["link"], q["pmtudisc"]), owner=dev)
+            k.queue("link del " + dev, nl.link_del(li.index), owner=dev)
         t0 = clock()
         k.flush()
         if moved:
@@ -669,23 +686,28 @@ def _to_per_tunnel(k, plans, old, new, mark, prefix, clock, outage):
         li = by_name.get(dev)
         if dev in k.failed or li is None or not owned(li, mark, prefix):
             continue
-        moving = False
-        if shared is not None:
-            for r in old.tunnel_routes(p):
-                cur = have_r.get(r.key())
-                if cur is not None:
-                    spec_r = RouteSpec(shared.name, cur.dst, cur.dst_len, cur.gateway, cur.src, cur.src_len, cur.metric)
-                    k.queue("route del " + spec_r.text(), _route_request("del", spec_r, shared.index), owner=dev)
-                    moving = True
         if li.mtu != specs[dev].mtu:
             k.queue("link set %s mtu %d" % (dev, specs[dev].mtu), nl.link_set(li.index, None, specs[dev].mtu), owner=dev)
         wanted = new.addresses([p]).get(dev, [])
         for address, length in wanted:
             k.queue("addr add %s/%d dev %s" % (address, length, dev), nl.addr6(True, li.index, address, length),
                     {errno.EEXIST: SixbrokerError("NETLINK_FAIL", "%s is on %s already" % (address, dev))}, owner=dev)
+        # make before break: a route the shared device holds is replaced in place, the rest of its go after
+        moving = False
+        keys = set()
         for w in new.routes([p]):
-            k.queue("route add " + w.text(), _route_request("add", w, li.index),
+            keys.add(w.key())
+            cmd = "replace" if w.key() in have_r else "add"
+            moving = moving or cmd == "replace"
+            k.queue("route %s %s" % (cmd, w.text()), _route_request(cmd, w, li.index),
                     {errno.EEXIST: SixbrokerError("ROUTE_NOT_OURS", w.text())}, owner=dev)
+        if shared is not None:
+            for r in old.tunnel_routes(p):
+                cur = have_r.get(r.key())
+                if cur is not None and r.key() not in keys:
+                    spec_r = RouteSpec(shared.name, cur.dst, cur.dst_len, cur.gateway, cur.src, cur.src_len, cur.metric)
+                    k.queue("route del " + spec_r.text(), _route_request("del", spec_r, shared.index), owner=dev)
+                    moving = True
         if shared is not None:
             for address, length in wanted:
                 if have_a.get(address) is not None:
