@@ -5,6 +5,10 @@
     .venv/bin/python tests/guest.py run -- .venv/bin/python bench/broker/bench_broker.py --real --sizes 100,300
     .venv/bin/python tests/guest.py run --timeout 900 -- .venv/bin/python bench/broker/bench_broker.py --vs-raw
 
+--scale (make bench-scale) is issue 15's: both tunnel modes (one sit per tunnel, one shared NBMA sit) side by
+side at 1, 1000 and 10,000 tunnels, ops, kernel memory and packets per second, as ratios to the raw commands of
+each mode (scale.py says how).
+
 --vs-raw (make bench-broker-guest) is issue 5's comparison: add, remove and apply at 1, 100 and 1000 tunnels as
 a ratio to the raw ip/nft commands for the same plans, in the same guest run (vs_raw.py says how).
 
@@ -82,10 +86,23 @@ def main():
     ap.add_argument("--real", action="store_true", help="reconcile the real kernel and nftables (root, sit)")
     ap.add_argument("--vs-raw", action="store_true",
                     help="add/remove/apply as ratios to the raw ip -batch and nft commands (root, sit)")
+    ap.add_argument("--scale", action="store_true",
+                    help="both tunnel modes side by side, ratios to their raw commands (root, sit, memory; issue 15)")
+    ap.add_argument("--modes", default="per-tunnel,shared", help="with --scale: the modes to measure")
+    ap.add_argument("--per-tunnel-broker-max", type=int, default=1000,
+                    help="with --scale: above this N the per-tunnel broker is not run (O(N^2) to build), raw only")
+    ap.add_argument("--per-tunnel-max", type=int, default=1000,
+                    help="with --scale: above this N the per-tunnel mode is not run at all")
     ap.add_argument("--neighbour", action="store_true",
                     help="with --vs-raw: the broker's commands with another nftables user changing its own table "
                     "before each, as ratios to the same without (issue 12)")
     args = ap.parse_args()
+    if args.scale:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import scale
+        sizes = [int(s) for s in (args.sizes or "1,1000,10000").split(",")]
+        return scale.main(sizes, args.window or 3, SRC, args.modes.split(","), args.per_tunnel_broker_max,
+                          args.per_tunnel_max)
     if args.vs_raw:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import vs_raw
