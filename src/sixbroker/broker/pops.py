@@ -34,6 +34,10 @@ def notify(conn, pops):
             pass
 
 
+def _generation(conn):
+    return conn.execute("SELECT n FROM generation WHERE id = 1").fetchone()[0]
+
+
 class Follower:
     """A thread that reconciles this PoP whenever its channel says so, and at every (re)connection.
 
@@ -77,20 +81,27 @@ class Follower:
                 self.stopping.wait(self.retry)
                 continue
             try:
+                pending = threading.Event()
                 conn.execute('LISTEN "%s"' % channel(self.pop))
                 # what changed while nobody listened (a start, the database away)
-                self._reconcile("database back" if down else "listening")
+                why = "database back" if down else "listening"
                 down = False
+                pending.set()
                 while not self.stopping.is_set():
-                    # notifies() with a timeout returns at the timeout, so stop() is seen within a second
-                    seen = False
-                    for _ in conn.raw.notifies(timeout=1.0, stop_after=1):
-                        seen = True
-                    if seen:
-                        time.sleep(0.05)        # a burst of changes is one reconcile
-                        for _ in conn.raw.notifies(timeout=0.01):
-                            pass
-                        self._reconcile("notified")
+                    if not pending.is_set():
+                        # returns at the timeout, so stop() is seen within a second
+                        for _ in conn.raw.notifies(timeout=1.0, stop_after=1):
+                            pending.set()
+                        continue
+                    time.sleep(0.05)            # a burst of changes is one reconcile
+                    pending.clear()
+                    before = _generation(conn)
+                    self._reconcile(why)
+                    why = "notified"
+                    # a change committed while the reconcile ran, whose news may have come and gone
+                    # before this connection read it: once more
+                    if _generation(conn) != before:
+                        pending.set()
             except Exception as e:
                 if not self.stopping.is_set():
                     self.log("database connection lost, the kernel keeps what was last applied: %s"
