@@ -283,7 +283,7 @@ def _crash(w, fault, argv, expect_after):
 def test_kill_9_at_each_step(w):
     # remove r3, killed after the commit: the kernel still has it, apply finishes the removal
     _crash(w, "remove@commit", ["remove", "r3"], ["r1", "r2"])
-    assert vps_devices() == ["sbs-r1", "sbs-r2"]
+    assert vps_devices() == w.server.devices("r1", "r2")
     r3 = w.tunnels.pop("r3")
     # add r3 again, killed after the commit: the database has it, the kernel not yet
     w.tunnels["r3"] = r3
@@ -298,8 +298,9 @@ def test_kill_9_at_each_step(w):
     assert w.server.json("show", "r3")["tunnel"]["routed"] == r3["routed"]
     _crash(w, "set@commit", ["set", "r2", "--mtu", "1400"], ALL)
     _crash(w, "set@kernel", ["set", "r2", "--mtu", "1480"], ALL)
-    # an apply with work to do (a device deleted by hand), killed between the kernel and the firewall
-    topo.ip("vps", "link", "del", "sbs-r1")
+    # an apply with work to do (a device deleted by hand: in the shared mode, every tunnel's), killed between
+    # the kernel and the firewall
+    topo.ip("vps", "link", "del", w.server.devices("r1")[0])
     topo.nft("vps", "delete", "element", "inet", "sixbroker", "peers6in4", "{ %s . %s }" % (topo.X, topo.Y))
     _crash(w, "apply@kernel", ["apply"], ALL)
 

@@ -11,6 +11,7 @@ routed /80.
 """
 
 import os
+import shutil
 import signal
 import time
 
@@ -116,7 +117,9 @@ def _reboot():
     if pid is not None:
         os.kill(pid, signal.SIGKILL)
     for name in os.listdir(apply_ndp.RUN_DIR):
-        os.unlink(os.path.join(apply_ndp.RUN_DIR, name))
+        path = os.path.join(apply_ndp.RUN_DIR, name)
+        # all of /run goes, the plain-Linux routers' records and holds (directories) too
+        shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
     topo.run(["ip", "netns", "del", "vps"])
     topo.run(["ip", "netns", "add", "vps"])
     topo.batch("inet", ["link add to-vps type veth peer name v-vps netns vps",

@@ -495,7 +495,8 @@ def check(plans, uplink=None, ruleset=None, netns=None):
             if k not in found:
                 found[k] = []
                 order.append(k)
-            found[k].append(device)
+            if device not in found[k]:      # the shared device stands for every tunnel once
+                found[k].append(device)
     out = []
     for k in order:
         (family, table, chain), handle, kind = k
