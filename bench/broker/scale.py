@@ -254,18 +254,7 @@ def broker_run(mode, tmp, n, window):
     fresh_ns(BROKER_NS)
     path = tempfile.mkstemp(suffix=".db", prefix="broker-%s-%d-" % (mode, n), dir=tmp)[1]
     os.unlink(path)
-    init = ["init", "--prefix", PREFIX, "--public-ipv4", LOCAL, "--netns", BROKER_NS]
-    if mode != "per-tunnel":
-        init += ["--tunnel-mode", mode]
-    sixbroker(path, *init)
-    conn = db.connect(path)
-    try:
-        # how the database gets its n tunnels is not what is measured
-        for i in range(n):
-            service.add(conn, "t%d" % i, remote(i), allow_private=True)
-        _, plans = service.plans(conn)
-    finally:
-        conn.close()
+    plans = vs_raw.seed(path, n, remote, ["--tunnel-mode", mode] if mode != "per-tunnel" else [])
     before = kmem_kb()
     cold, _ = timed(lambda: sixbroker(path, "apply"))
     grown = kmem_kb() - before

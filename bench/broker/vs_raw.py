@@ -161,15 +161,7 @@ def broker_round(tmp, n, window, tag="run", before=None, paths=None):
     the path each of those commands took ("unchanged", "incremental" or "full")."""
     fresh_ns(BROKER_NS)
     path = os.path.join(tmp, "broker-%s-%d.db" % (tag, n))
-    sixbroker(path, "init", "--prefix", PREFIX, "--public-ipv4", LOCAL, "--netns", BROKER_NS)
-    conn = db.connect(path)
-    try:
-        # how the database gets its n tunnels is not what is measured
-        for i in range(n):
-            service.add(conn, "t%d" % i, remote(i), allow_private=True)
-        _, plans = service.plans(conn)
-    finally:
-        conn.close()
+    plans = seed(path, n)
     before = before or (lambda: None)
     paths = paths if paths is not None else []
 
@@ -364,3 +356,18 @@ def neighbour_main(sizes, window, src):
         subprocess.run(["ip", "netns", "del", BROKER_NS], stderr=subprocess.DEVNULL)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def seed(path, n, peer=None, init=()):
+    """A broker database at path with n tunnels t0.. (the database's making is not what is measured), tunnel i's
+    remote peer(i) (default remote(i)): its plans.  init: more `server init` arguments."""
+    peer = peer or remote
+    sixbroker(path, "init", "--prefix", PREFIX, "--public-ipv4", LOCAL, "--netns", BROKER_NS, *init)
+    conn = db.connect(path)
+    try:
+        for i in range(n):
+            service.add(conn, "t%d" % i, peer(i), allow_private=True)
+        _, plans = service.plans(conn)
+    finally:
+        conn.close()
+    return plans

@@ -213,6 +213,11 @@ def apply(plans, netns=None, scope=DEFAULT_SCOPE, prefix=None, lan_addresses=Non
         result.failures = dict(k.failed)
     finally:
         k.close()
+    return _finish(plans, netns, result, isolate)
+
+
+def _finish(plans, netns, result, isolate):
+    """The plans' sysctls, then the first failure raised unless each tunnel's failure is to stand alone."""
     sysctls = []
     for p in plans:
         sysctls.extend(p.get("sysctls") or [])
@@ -312,13 +317,7 @@ def _apply_shared_only(plans, before, netns, mark, prefix, mapping, isolate):
         result.failures = dict(k.failed)
     finally:
         k.close()
-    sysctls = []
-    for p in plans:
-        sysctls.extend(p.get("sysctls") or [])
-    sysctl.apply(sysctls, netns, result)
-    if result.failures and not isolate:
-        raise result.failures[sorted(result.failures)[0]]
-    return result
+    return _finish(plans, netns, result, isolate)
 
 
 def _reconcile(k, view, specs, want_addrs, want_routes, lan_addresses, mark, prefix, pairs=None):
