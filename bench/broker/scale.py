@@ -10,8 +10,8 @@ device (`local` only) with each tunnel's routes `via ::a.b.c.d` (its peer as an 
 and `mtu` on the routes.  The raw baseline of each mode, in a namespace of its own in the same run:
 - per-tunnel: to_commands() of the broker's plans through one `ip -batch`, and one `nft -f` of the table
   the broker itself loads (nft_table.ruleset), as bench/broker/vs_raw.py does;
-- shared: the broker's own mapping (sit.SharedSit: the shared device, each tunnel's transfer addresses on it
-  and its routes `via ::PEER ... mtu lock M`) written out as `ip -batch` lines, and one `nft -f` of the
+- shared: the broker's own mapping (sit.SharedSit: the shared device, each tunnel's server transfer
+  address as a local route and its routes `via ::PEER ... mtu lock M`) written out as `ip -batch` lines, and one `nft -f` of the
   broker's own shared table (nft_table.ruleset(shared=)); one tunnel's nft change is the element text
   nft_table.change_text gives, which is what a person would type (`add element`/`delete element`).
 The broker: `sixbroker server` called in-process (cli.main: the lock, the database, the reconcile with the
@@ -92,7 +92,7 @@ def moved(i):
 
 
 # ---- the raw shared mode -------------------------------------------------------------------------------
-# The broker's own mapping (sit.SharedSit: which addresses and routes each plan puts on the shared device)
+# The broker's own mapping (sit.SharedSit: which routes each plan puts on the shared device)
 # written out as the iproute2 lines a person would type, as plan_commands.to_commands() does for one device
 # per tunnel; the nftables side is the broker's own shared table and, for one tunnel, the element changes.
 
@@ -107,25 +107,13 @@ def shared_device_lines(plans):
 
 
 def shared_lines(plans, verb="add", via=None):
-    """`ip -batch` lines of the tunnels' addresses and routes on the shared device (verb add, del or
-    replace; via: the peer to route to instead of the plan's, as after `set --remote`)."""
-    m, dev, lines = _mapping(), service.SHARED_DEVICE, []
+    """`ip -batch` lines of the tunnels' routes on the shared device (verb add, del or replace; via: the
+    peer to route to instead of the plan's, as after `set --remote`, which changes no local route)."""
+    m, lines = _mapping(), []
     for p in plans:
         if via:
             p = dict(p, tunnel=dict(p["tunnel"], remote=via))
-        if verb != "replace":
-            lines += ["addr %s %s/%d dev %s" % (verb, a, n, dev) for a, n in m.tunnel_addresses(p)]
-        for r in m.tunnel_routes(p):
-            line = "route %s %s/%d" % (verb, r.dst, r.dst_len)
-            if verb == "del":
-                lines.append(line + " dev %s" % dev)
-                continue
-            if r.src:
-                line += " from %s/%d" % (r.src, r.src_len)
-            line += " via %s dev %s" % (r.gateway, dev)
-            if r.metric is not None:
-                line += " metric %d" % r.metric
-            lines.append(line + " mtu lock %d" % r.mtu)
+        lines += ["route %s %s" % (verb, r.text()) for r in m.tunnel_routes(p) if not (via and r.local)]
     return lines
 
 

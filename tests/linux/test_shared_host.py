@@ -30,13 +30,17 @@ def test_one_device_for_all_routes_via_the_ipv4_compatible_peer_with_the_tunnels
     (link,) = m.links(plans)
     assert (link.name, link.kind, link.mtu) == (SHARED, "sit", sit.SHARED_MTU)
     assert link.params == {"local": X, "remote": "0.0.0.0", "ttl": 64, "tos": 1, "link": None, "pmtudisc": 1}
-    assert m.addresses(plans) == {SHARED: [("2001:db8:5b00::", 127), ("2001:db8:5b00::2", 127)]}
+    # no addresses: the server's transfer addresses are local routes (a device's address list costs
+    # more with every address; routes do not)
+    assert m.addresses(plans) == {} and m.tunnel_addresses(plans[0]) == []
     routes = [(r.text(), r.owner) for r in m.routes(plans)]
     assert routes == [
         ("2001:db8:5b01::/48 via ::198.51.100.20 dev sbs-6in4 metric 1024 mtu lock 1480", "sbs-t0"),
         ("2001:db8:5b00::1/128 via ::198.51.100.20 dev sbs-6in4 metric 1024 mtu lock 1480", "sbs-t0"),
+        ("local 2001:db8:5b00::/128 dev sbs-6in4 table main metric 1024", "sbs-t0"),
         ("2001:db8:5b00:200::/56 via ::203.0.113.99 dev sbs-6in4 metric 1024 mtu lock 1400", "sbs-t1"),
-        ("2001:db8:5b00::3/128 via ::203.0.113.99 dev sbs-6in4 metric 1024 mtu lock 1400", "sbs-t1")]
+        ("2001:db8:5b00::3/128 via ::203.0.113.99 dev sbs-6in4 metric 1024 mtu lock 1400", "sbs-t1"),
+        ("local 2001:db8:5b00::2/128 dev sbs-6in4 table main metric 1024", "sbs-t1")]
     assert m.links([]) == [] and m.addresses([]) == {} and m.routes([]) == []
     # the per-tunnel mapping's routes carry no MTU (the device's is the tunnel's)
     assert all(r.mtu is None for r in sit.PerTunnelSit().routes(plans))

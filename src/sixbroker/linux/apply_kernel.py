@@ -283,7 +283,7 @@ def _apply_shared_only(plans, before, netns, mark, prefix, mapping, isolate):
         for key in sorted(old_r, key=str):
             r = routes.get(key)
             if key not in want_r and r is not None and r.proto == RTPROT and r.oif == idx:
-                spec_r = RouteSpec(dev, r.dst, r.dst_len, r.gateway, r.src, r.src_len, r.metric)
+                spec_r = _spec_of(dev, r)
                 k.queue("route del %s for %s" % (spec_r.text(), old_r[key].owner), _route_request("del", spec_r, idx),
                         owner=old_r[key].owner)
         for address in sorted(old_a):
@@ -307,7 +307,7 @@ def _apply_shared_only(plans, before, netns, mark, prefix, mapping, isolate):
             if r is not None and (r.proto != RTPROT or r.oif != idx):
                 k.failed.setdefault(w.owner, SixbrokerError("ROUTE_NOT_OURS", w.text()))
                 continue
-            if r is not None and r.gateway == w.gateway and r.mtu == w.mtu:
+            if r is not None and _same_route(r, w):
                 continue
             cmd = "add" if r is None else "replace"
             k.queue("route %s %s for %s" % (cmd, w.text(), w.owner), _route_request(cmd, w, idx),
@@ -481,7 +481,16 @@ def _reconcile_addresses(k, by_name, index_of, addrs, ours, want_addrs, lan_addr
 
 def _route_request(cmd, r, idx):
     return nl.route6(cmd, idx, r.dst, r.dst_len, r.gateway, r.src, r.src_len, r.metric, RTPROT, MAIN_TABLE,
-                     getattr(r, "mtu", None))
+                     getattr(r, "mtu", None), r.local)
+
+
+def _same_route(cur, w):
+    return cur.gateway == w.gateway and cur.mtu == w.mtu and cur.local == w.local
+
+
+def _spec_of(device, r):
+    """A RouteSpec for a route the kernel showed (to delete it as it is)."""
+    return RouteSpec(device, r.dst, r.dst_len, r.gateway, r.src, r.src_len, r.metric, local=r.local)
 
 
 def _reconcile_routes(k, by_name, index_of, routes, ours, want_routes):
@@ -494,13 +503,13 @@ def _reconcile_routes(k, by_name, index_of, routes, ours, want_routes):
     for key in sorted(have, key=str):
         if key not in want:
             r = have[key]
-            spec = RouteSpec(name_of.get(r.oif, str(r.oif)), r.dst, r.dst_len, r.gateway, r.src, r.src_len, r.metric)
+            spec = _spec_of(name_of.get(r.oif, str(r.oif)), r)
             k.queue("route del " + spec.text(), _route_request("del", spec, r.oif), owner=spec.device)
     for key in sorted(want, key=str):
         w = want[key]
         idx = index_of[w.device]
         cur = have.get(key)
-        if cur is not None and cur.gateway == w.gateway and cur.oif == idx and cur.mtu == w.mtu:
+        if cur is not None and cur.oif == idx and _same_route(cur, w):
             continue
         # add is exclusive: a route of someone else's with this key (destination, source, metric) is EEXIST
         cmd = "add" if cur is None else "replace"
@@ -527,7 +536,7 @@ def _addr_hash(dev, a):
 
 def _route_hash(dev, r):
     text = "route %s %s/%d %s/%d %d %s" % (dev, r.dst, r.dst_len, r.src, r.src_len, r.metric, r.gateway)
-    return _hash((text + (" mtu %d" % r.mtu if r.mtu else "")).encode())
+    return _hash((text + (" mtu %d" % r.mtu if r.mtu else "") + (" local" if r.local else "")).encode())
 
 
 def _fingerprint(links, addrs, routes, mark, prefix):
@@ -704,7 +713,7 @@ def _to_per_tunnel(k, plans, old, new, mark, prefix, clock, outage):
             for r in old.tunnel_routes(p):
                 cur = have_r.get(r.key())
                 if cur is not None and r.key() not in keys:
-                    spec_r = RouteSpec(shared.name, cur.dst, cur.dst_len, cur.gateway, cur.src, cur.src_len, cur.metric)
+                    spec_r = _spec_of(shared.name, cur)
                     k.queue("route del " + spec_r.text(), _route_request("del", spec_r, shared.index), owner=dev)
                     moving = True
         if shared is not None:

@@ -144,7 +144,8 @@ class Addr:
 class Route:
     """One route of a route dump."""
 
-    def __init__(self, dst_len, src_len, table, proto, a):
+    def __init__(self, dst_len, src_len, table, proto, a, rtype=nl.RTN_UNICAST):
+        self.local = rtype == nl.RTN_LOCAL
         self.table = _u32(a[nl.RTA_TABLE]) if nl.RTA_TABLE in a else table
         self.proto = proto
         self.oif = _u32(a[nl.RTA_OIF]) if nl.RTA_OIF in a else None
@@ -242,8 +243,8 @@ class Kernel:
             buf, start, end = self.sock.request(nl.RTM_GETROUTE, nl.route6_get(dst))
         except OSError:
             return None
-        _, rlen, src_len, _, table, proto, _, _, _ = struct.unpack_from("BBBBBBBBI", buf, start)
-        r = Route(rlen, src_len, table, proto, nl.attrs(buf, start + 12, end))
+        _, rlen, src_len, _, table, proto, _, rtype, _ = struct.unpack_from("BBBBBBBBI", buf, start)
+        r = Route(rlen, src_len, table, proto, nl.attrs(buf, start + 12, end), rtype)
         if r.dst != canon6(dst) or r.dst_len != dst_len or r.table != MAIN_TABLE or r.src is not None:
             return None
         return r
@@ -279,8 +280,8 @@ class Kernel:
             body += nl.attr_u32(nl.RTA_OIF, oif)
         out = []
         for buf, start, end in self.dump("route dump", nl.RTM_GETROUTE, body):
-            family, dst_len, src_len, _, table, rproto, _, _, _ = struct.unpack_from("BBBBBBBBI", buf, start)
-            r = Route(dst_len, src_len, table, rproto, nl.attrs(buf, start + 12, end))
+            family, dst_len, src_len, _, table, rproto, _, rtype, _ = struct.unpack_from("BBBBBBBBI", buf, start)
+            r = Route(dst_len, src_len, table, rproto, nl.attrs(buf, start + 12, end), rtype)
             if (family == AF_INET6 and r.table == MAIN_TABLE and (proto is None or rproto == proto)
                     and (not oif or r.oif == oif)):
                 out.append(r)

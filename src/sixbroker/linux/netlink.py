@@ -36,6 +36,7 @@ RTA_DST, RTA_SRC, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_METRICS, 
 RTAX_LOCK, RTAX_MTU = 1, 2
 RTM_F_FIB_MATCH = 0x2000     # a route get answers with the table's entry that matched, not a clone
 RTN_UNICAST, RT_SCOPE_UNIVERSE = 1, 0
+RTN_LOCAL, RT_SCOPE_HOST = 2, 254
 
 # nfnetlink (linux/netfilter/nfnetlink.h, nf_tables.h): the ruleset generation
 NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN, NFTA_GEN_ID = 10, 16, 1
@@ -235,11 +236,13 @@ def addr6(add, index, address, length, metric=None):
     return RTM_DELADDR, 0, body
 
 
-def route6(cmd, oif, dst, dst_len, gateway=None, src=None, src_len=0, metric=None, proto=0, table=254, mtu=None):
+def route6(cmd, oif, dst, dst_len, gateway=None, src=None, src_len=0, metric=None, proto=0, table=254, mtu=None,
+           local=False):
     """cmd: "add" (exclusive), "replace" or "del".  mtu: a locked MTU metric (`mtu lock N`): the kernel
-    takes an unlocked one for the packets it sends itself only, and forwards by the device's MTU."""
-    body = struct.pack("BBBBBBBBI", socket.AF_INET6, dst_len, src_len if src else 0, 0, table,
-                       proto, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
+    takes an unlocked one for the packets it sends itself only, and forwards by the device's MTU.
+    local: a `local` route (delivered to this host, as an address's own route is, without the address)."""
+    body = struct.pack("BBBBBBBBI", socket.AF_INET6, dst_len, src_len if src else 0, 0, table, proto,
+                       RT_SCOPE_HOST if local else RT_SCOPE_UNIVERSE, RTN_LOCAL if local else RTN_UNICAST, 0)
     if dst_len:
         body += attr(RTA_DST, socket.inet_pton(socket.AF_INET6, dst))
     if src:
