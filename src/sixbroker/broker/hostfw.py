@@ -493,17 +493,18 @@ def check(plans, uplink=None, ruleset=None, netns=None):
             where = (key[0], key[1], rule["chain"]) if rule else key
             k = (where, rule.get("handle") if rule else None, kind)
             if k not in found:
-                found[k] = []
+                found[k] = {}
                 order.append(k)
-            if device not in found[k]:      # the shared device stands for every tunnel once
-                found[k].append(device)
+            # a dict, first seen first: a drop that meets every one of 10,000 tunnels must not search a
+            # list of them each time; the shared device stands for every tunnel once
+            found[k][device] = None
     out = []
     for k in order:
         (family, table, chain), handle, kind = k
         who = owner(rs, family, table)
         where = "%s %s %s" % (family, table, chain)
         rule = "policy drop" if handle is None else "rule handle %d" % handle
-        devices = found[k]
+        devices = list(found[k])
         out.append({
             "code": CODE, "table": "%s %s" % (family, table), "chain": chain, "handle": handle, "rule": rule,
             "kind": kind, "traffic": _WORDS[kind], "tunnels": devices, "owner": who,
