@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 MPY     := .venv/bin/micropython
 PYTEST  := $(PY) -m pytest
 
-.PHONY: all test test-unit test-micropython test-e2e test-e2e-broker test-e2e-rest test-e2e-shared lab ipk bench bench-handler bench-broker bench-broker-pg bench-broker-guest bench-scale bench-update bench-follow bench-ndp bench-dataplane bootstrap clean guest
+.PHONY: all test test-unit test-micropython test-e2e test-e2e-broker test-e2e-rest test-e2e-shared lab ipk bench bench-handler bench-broker bench-broker-pg bench-broker-guest bench-scale bench-pyside bench-update bench-follow bench-ndp bench-dataplane bootstrap clean guest
 
 all: test
 
@@ -80,6 +80,12 @@ bench-broker-guest: guest
 # shared 10,000 row was not reached in 30 min more (1000 transfer addresses on one device took 7-34 s to add).
 bench-scale: guest
 	$(PY) tests/guest.py run --mem 3G --timeout 3600 -- $(PY) bench/broker/bench_broker.py --scale --sizes 1,1000,10000 --window 5
+
+# Issue 15 (bench/broker/pyside.py), on the host: the Python side of `sixbroker server` (cold and no-op apply, one
+# add/remove/set --remote) at 1, 1000 and 10,000 tunnels in both modes, as ratios to N = 1; real SQLite, nftables
+# (a namespace) and host-firewall check, the kernel applier left out (no sit on the host).  Root; ~10 min.
+bench-pyside: bootstrap
+	$(PY) bench/broker/pyside.py --sizes 1,1000,10000
 
 # The update service (bench/broker_update): a re-keying update's latency at 1 and 1000 tunnels and the
 # requests/s `serve` sustains, as ratios to nochg; the real kernel, so in the guest.

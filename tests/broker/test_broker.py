@@ -348,6 +348,29 @@ def test_add_hands_the_plan_to_the_appliers(broker):
     assert broker.applier.firewall_state == expected["firewall"]["rules"]
 
 
+def test_the_plans_kept_on_a_connection_follow_every_change_of_the_database(db_target):
+    # service.plans() is kept for the database generation (an apply needs them twice): a change through
+    # this connection, through another one, or of the server row gives new plans; nothing changed, the same
+    conn = db.connect(db_target)
+    other = db.connect(db_target)
+    try:
+        service.init(conn, prefix="2001:db8:5b00::/48", public_ipv4=X)
+        service.add(conn, "home", Y)
+        first = service.plans(conn)[1]
+        assert service.plans(conn)[1] is first and [p["tunnel"]["remote"] for p in first] == [Y]
+        service.update(conn, "home", mtu=1400)
+        assert [p["tunnel"]["mtu"] for p in service.plans(conn)[1]] == [1400]
+        service.add(other, "away", "198.51.100.77")
+        assert [p["tunnel"]["device"] for p in service.plans(conn)[1]] == ["sbs-away", "sbs-home"]
+        service.init(other, public_ipv4="192.0.2.200")
+        assert set(p["tunnel"]["local"] for p in service.plans(conn)[1]) == {"192.0.2.200"}
+        service.remove(other, "away")
+        assert [p["tunnel"]["device"] for p in service.plans(conn)[1]] == ["sbs-home"]
+    finally:
+        other.close()
+        conn.close()
+
+
 def test_json_shapes(broker):
     broker.init()
     body = broker.json("add", "home", "--remote", Y)

@@ -23,9 +23,12 @@ the last 64 (the top 128 interface identifiers of a /64 are reserved anycast, RF
 
 "Lowest free first" is a function of what is allocated now, not of history: the same set of tunnels
 always gets the same next prefix, whatever order they were added and removed in.  A routed prefix of
-length L is the lowest L-aligned block that overlaps nothing taken.  The searches run in the database over its
-indexes: each candidate is checked with one index lookup, so an add costs O(N log N) in C at worst, and
-nothing is scanned in Python.
+length L is the lowest L-aligned block that overlaps nothing taken.  The searches run in the database: first
+one aggregate over the PoP's rows (a count and a maximum) says whether there is any hole at all; with
+none (tunnels only added, or every hole filled again) the answer is the end.  Only with a hole are the
+candidates walked, in index order, each checked with one index lookup, the first free one ending the
+walk.  Nothing is scanned in Python.  (Still O(N) in C per add; a persisted lower bound of the first
+hole would make it O(log N).)
 """
 
 from sixbroker.core import addr
@@ -108,34 +111,57 @@ class Layout:
 
 def next_transfer_index(conn, layout, pop=None):
     """The lowest /127 index of the PoP's transfer prefix that none of its tunnels has (pop: conn.pop)."""
-    row = conn.execute(
-        "SELECT c FROM (SELECT :lo AS c UNION ALL SELECT transfer_index + 1 FROM tunnels WHERE pop = :pop) AS candidates"
-        " WHERE c >= :lo AND c < :hi"
-        " AND NOT EXISTS (SELECT 1 FROM tunnels WHERE pop = :pop AND transfer_index = c)"
-        " ORDER BY c LIMIT 1",
-        {"lo": layout.transfer_lo, "hi": layout.transfer_hi, "pop": pop or conn.pop}).fetchone()
-    if row is None:
+    p = {"lo": layout.transfer_lo, "pop": pop or conn.pop}
+    count, top = conn.execute("SELECT COUNT(*), MAX(transfer_index) FROM tunnels WHERE pop = :pop"
+                              " AND transfer_index >= :lo", p).fetchone()
+    if not count:
+        index = layout.transfer_lo
+    elif top - layout.transfer_lo + 1 == count:
+        # no hole (tunnels only ever added, or the holes filled again): the one after the last.  One pass
+        # over the index in C, not a lookup per tunnel
+        index = top + 1
+    else:
+        # the lowest free index follows the first taken one whose successor is free (lo taken: a hole
+        # somewhere above it), walked in the index's order and stopped at the first
+        row = conn.execute(
+            "SELECT MIN(c) FROM (SELECT :lo AS c WHERE NOT EXISTS (SELECT 1 FROM tunnels WHERE pop = :pop"
+            " AND transfer_index = :lo) UNION ALL SELECT * FROM (SELECT t.transfer_index + 1 FROM tunnels t"
+            " WHERE t.pop = :pop AND t.transfer_index >= :lo AND NOT EXISTS (SELECT 1 FROM tunnels u"
+            " WHERE u.pop = :pop AND u.transfer_index = t.transfer_index + 1) ORDER BY t.transfer_index LIMIT 1)"
+            " AS gap) AS candidates", p).fetchone()
+        index = row[0]
+    if index >= layout.transfer_hi:
         raise SixbrokerError("POOL_EXHAUSTED", "all %d transfer /127s of %s are in use"
                              % (layout.transfer_capacity, layout.transfer))
-    return row[0]
+    return index
 
 
 def next_block(conn, layout, length, pop=None):
     """The start (in units) of the lowest free `length`-aligned block of the PoP's pool (pop: conn.pop)."""
     layout.check_length(length)
     size = layout.block_size(length)
-    # Candidates: the pool's start and, after every taken block, the first aligned start at or after its
-    # end; the lowest free block is always one of them.  A candidate is free when the block starting
-    # last before the candidate's end ends at or before the candidate.
-    row = conn.execute(
-        "SELECT c FROM (SELECT 0 AS c UNION ALL SELECT ((stop + :s - 1) / :s) * :s FROM blocks WHERE pop = :pop)"
-        " AS candidates WHERE c + :s <= :units"
-        " AND COALESCE((SELECT stop FROM blocks WHERE pop = :pop AND start < c + :s ORDER BY start DESC LIMIT 1), 0) <= c"
-        " ORDER BY c LIMIT 1",
-        {"s": size, "units": layout.units, "pop": pop or conn.pop}).fetchone()
-    if row is None:
+    p = {"s": size, "pop": pop or conn.pop}
+    used, top = conn.execute("SELECT COALESCE(SUM(stop - start), 0), COALESCE(MAX(stop), 0) FROM blocks"
+                             " WHERE pop = :pop", p).fetchone()
+    if used == top:
+        # no free unit below the last block's end: the first aligned start after it
+        start = -(-top // size) * size
+    else:
+        # Candidates: the pool's start and, after every taken block, the first aligned start at or after
+        # its end; the lowest free block is always one of them.  A candidate is free when the block
+        # starting last before the candidate's end ends at or before the candidate.  The candidates after
+        # blocks rise with the blocks' ends, so they are walked in the (pop, stop) index's order and the
+        # first free one ends the walk.
+        free = ("COALESCE((SELECT stop FROM blocks WHERE pop = :pop AND start < {c} + :s ORDER BY start DESC"
+                " LIMIT 1), 0) <= {c}")
+        c = "((b.stop + :s - 1) / :s) * :s"
+        row = conn.execute("SELECT MIN(c) FROM (SELECT 0 AS c WHERE " + free.format(c="0")
+                           + " UNION ALL SELECT * FROM (SELECT " + c + " FROM blocks b WHERE b.pop = :pop AND "
+                           + free.format(c=c) + " ORDER BY b.stop LIMIT 1) AS gap) AS candidates", p).fetchone()
+        start = row[0]
+    if start + size > layout.units:
         raise SixbrokerError("POOL_EXHAUSTED", "no free /%d left in %s" % (length, layout.prefix))
-    return row[0]
+    return start
 
 
 def take_block(conn, start, length, tunnel=None, kind="routed", layout=None, pop=None):

@@ -875,8 +875,18 @@ def faults(conn):
     if not has_table(conn, "faults"):
         return {}
     return dict((r["tunnel"], {"code": r["code"], "message": r["message"], "at": r["at"]})
-                for r in conn.execute("SELECT faults.* FROM faults JOIN tunnels ON tunnels.name = faults.tunnel"
-                                      " WHERE tunnels.pop = ? ORDER BY faults.tunnel", (conn.pop,)))
+                # from the faults (few) to their tunnels, never from every tunnel of the PoP to its fault
+                for r in conn.execute("SELECT f.* FROM faults f WHERE EXISTS (SELECT 1 FROM tunnels t"
+                                      " WHERE t.name = f.tunnel AND t.pop = ?) ORDER BY f.tunnel", (conn.pop,)))
+
+
+def _existing(conn, names):
+    """The set of those names that are tunnels of this PoP: a lookup each while they are few (one tunnel's
+    change), one read of the PoP's names when they are many."""
+    if len(names) > 100:
+        return set(r[0] for r in conn.execute("SELECT name FROM tunnels WHERE pop = ?", (conn.pop,)))
+    return set(n for n in names
+               if conn.execute("SELECT 1 FROM tunnels WHERE name = ? AND pop = ?", (n, conn.pop)).fetchone())
 
 
 def record_faults(conn, failed, names=None):
@@ -887,7 +897,7 @@ def record_faults(conn, failed, names=None):
     keep = {} if names is None else dict((t, f) for t, f in old.items() if t not in names)
     want = dict(keep)
     want.update((n, tuple(f)) for n, f in failed.items())
-    tunnels = set(r[0] for r in conn.execute("SELECT name FROM tunnels WHERE pop = ?", (conn.pop,)))
+    tunnels = _existing(conn, list(want))
     if old == dict((n, f) for n, f in want.items() if n in tunnels):
         return
     stamp = now()

@@ -429,6 +429,7 @@ class _Classes:
                 self._scan(elems)
         self.wildcards = sorted(x[:-1] for x in self.strings if x.endswith("*"))
         self.spans = sorted(self.spans)
+        self.names = {}
 
     def _span(self, lo, hi):
         a, b = _ip(lo), _ip(hi)
@@ -462,13 +463,26 @@ class _Classes:
         for field in ("iifname", "oifname"):
             v = pkt[field]
             if isinstance(v, str):
-                v = (v if v in self.strings else None, tuple(w for w in self.wildcards if v.startswith(w)))
+                v = self._name(v)
             key.append(v)
         for field in ("saddr", "daddr"):
-            a = _ip(pkt[field]) if isinstance(pkt[field], str) else None
-            key.append(None if a is None else
-                       tuple(v == a[0] and lo <= a[1] <= hi for v, lo, hi in self.spans))
+            v = pkt[field]
+            key.append(self._address(v) if isinstance(v, str) else None)
         return tuple(key)
+
+    def _name(self, v):
+        # every tunnel's probes carry the same few names (the uplink, the shared device): each classed once
+        if v not in self.names:
+            self.names[v] = (v if v in self.strings else None, tuple(w for w in self.wildcards if v.startswith(w)))
+        return self.names[v]
+
+    def _address(self, v):
+        a = _ip(v)
+        if a is None:
+            return None
+        if not self.spans:
+            return ()
+        return tuple(ver == a[0] and lo <= a[1] <= hi for ver, lo, hi in self.spans)
 
 
 def check(plans, uplink=None, ruleset=None, netns=None):
@@ -478,6 +492,8 @@ def check(plans, uplink=None, ruleset=None, netns=None):
         return []
     rs = ruleset if ruleset is not None else read(netns)
     chains = dict((kind, rs.base_chains(_SEES[kind], _HOOKS[kind])) for kind in _SEES)
+    if not any(chains.values()):
+        return []           # no other firewall on our hooks: no probe to send, whatever the tunnels
     classes = _Classes(rs)
     walked = {}
     found = {}
@@ -493,17 +509,18 @@ def check(plans, uplink=None, ruleset=None, netns=None):
             where = (key[0], key[1], rule["chain"]) if rule else key
             k = (where, rule.get("handle") if rule else None, kind)
             if k not in found:
-                found[k] = []
+                found[k] = {}
                 order.append(k)
-            if device not in found[k]:      # the shared device stands for every tunnel once
-                found[k].append(device)
+            # a dict, first seen first: a drop that meets every one of 10,000 tunnels must not search a
+            # list of them each time; the shared device stands for every tunnel once
+            found[k][device] = None
     out = []
     for k in order:
         (family, table, chain), handle, kind = k
         who = owner(rs, family, table)
         where = "%s %s %s" % (family, table, chain)
         rule = "policy drop" if handle is None else "rule handle %d" % handle
-        devices = found[k]
+        devices = list(found[k])
         out.append({
             "code": CODE, "table": "%s %s" % (family, table), "chain": chain, "handle": handle, "rule": rule,
             "kind": kind, "traffic": _WORDS[kind], "tunnels": devices, "owner": who,

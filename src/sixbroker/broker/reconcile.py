@@ -213,6 +213,8 @@ def applier():
 def _by_tunnel(conn, failed):
     """{device: [code, message]} from an applier as {tunnel: (code, message)}; a device that is no
     tunnel's (one of ours that could not be deleted) under its own name."""
+    if not failed:
+        return {}           # the common case reads no tunnel at all
     names = dict((r[1], r[0]) for r in conn.execute("SELECT name, device FROM tunnels WHERE pop = ?", (conn.pop,)))
     return dict((names.get(dev, dev), (c, m)) for dev, (c, m) in failed.items())
 

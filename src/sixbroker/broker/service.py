@@ -521,9 +521,21 @@ def update(conn, name, remote=None, mtu=None, allow_private=False):
 # ---- the desired kernel state --------------------------------------------------------------------------------
 
 def plans(conn):
-    """(server row, [plan]) for every tunnel, in name order."""
+    """(server row, [plan]) for every tunnel, in name order.
+
+    Kept on the connection for the database generation it was built from (every change of the server,
+    tunnels or blocks moves it): an `apply` needs the plans for the reconcile and again for the
+    host-firewall check, and at 10,000 tunnels building them is the larger part of its Python.  The same
+    objects are returned while the generation stands: callers read them and never change them.  (Not
+    called inside a transaction that may roll back: a generation number would then mean two states.)"""
+    key = (conn.pop, db.generation(conn))
+    memo = getattr(conn, "plans_memo", None)
+    if memo is not None and memo[0] == key:
+        return memo[1]
     s = db.server(conn)
-    return s, _plans(s, db.tunnels(conn))
+    out = s, _plans(s, db.tunnels(conn))
+    conn.plans_memo = (key, out)
+    return out
 
 
 def _plans(s, rows):

@@ -289,29 +289,51 @@ def parse_ipv6(text):
 _MAPPED = 0xFFFF  # value >> 32 of ::ffff:0:0/96, IPv4-mapped addresses
 
 
+def _zero_run(mask):
+    """(start, length) of the longest run of two or more zero groups (the first on a tie) in an
+    address whose zero groups are the set bits of mask (bit 7: the first group), or (-1, 1)."""
+    best, best_len = -1, 1
+    i = 0
+    while i < 8:
+        if not mask >> (7 - i) & 1:
+            i += 1
+            continue
+        j = i
+        while j < 8 and mask >> (7 - j) & 1:
+            j += 1
+        if j - i > best_len:
+            best, best_len = i, j - i
+        i = j
+    return best, best_len
+
+
+def _zero_form(mask):
+    """(format, start, stop) for an address whose zero groups are the set bits of mask: the text with
+    groups start..stop-1 as '::', filled in with the other groups."""
+    best, best_len = _zero_run(mask)
+    if best < 0:
+        return ":".join(["%x"] * 8), 0, 0
+    return ":".join(["%x"] * best) + "::" + ":".join(["%x"] * (8 - best - best_len)), best, best + best_len
+
+
+# every pattern of zero groups worked out once: an address is then one % of its groups (50,000 addresses
+# in a broker's plans at 10,000 tunnels)
+_ZERO_FORMS = [_zero_form(m) for m in range(256)]
+
+
 def format_ipv6(n):
     """RFC 5952: lowercase, no leading zeros, the longest (first on a tie) run of two or more
     zero groups as '::', and IPv4-mapped addresses with a dotted tail (section 5)."""
     _int_check(n, 6)
     if n >> 32 == _MAPPED:
         return "::ffff:" + format_ipv4(n & 0xFFFFFFFF)
-    groups = [(n >> (112 - 16 * i)) & 0xFFFF for i in range(8)]
-    best, best_len = -1, 1
-    i = 0
-    while i < 8:
-        if groups[i]:
-            i += 1
-            continue
-        j = i
-        while j < 8 and not groups[j]:
-            j += 1
-        if j - i > best_len:
-            best, best_len = i, j - i
-        i = j
-    if best < 0:
-        return ":".join(["%x" % g for g in groups])
-    return (":".join(["%x" % g for g in groups[:best]]) + "::"
-            + ":".join(["%x" % g for g in groups[best + best_len:]]))
+    groups = ((n >> 112) & 0xFFFF, (n >> 96) & 0xFFFF, (n >> 80) & 0xFFFF, (n >> 64) & 0xFFFF,
+              (n >> 48) & 0xFFFF, (n >> 32) & 0xFFFF, (n >> 16) & 0xFFFF, n & 0xFFFF)
+    mask = 0
+    for g in groups:
+        mask = mask + mask + (0 if g else 1)
+    form, start, stop = _ZERO_FORMS[mask]
+    return form % (groups[:start] + groups[stop:])
 
 
 def _format(version, n):
