@@ -31,13 +31,16 @@ def test_peers_are_distinct_in_one_slash8_and_moved_ones_are_nobodys():
 
 def test_shared_lines_put_a_tunnel_on_the_shared_device_via_its_peer(plans):
     dev = scale.service.SHARED_DEVICE
+    # the server's end as a local route in the main table, as sit.SharedSit puts it
     assert scale.shared_lines(plans[:1]) == [
-        "addr add 2001:db8:5b00::2/127 dev " + dev,
         "route add 2001:db8:5b00:1::/64 via ::100.0.0.1 dev %s metric 1024 mtu lock 1480" % dev,
-        "route add 2001:db8:5b00::3/128 via ::100.0.0.1 dev %s metric 1024 mtu lock 1480" % dev]
-    assert scale.shared_lines(plans[:1], "replace", via="100.1.2.3")[0].startswith(
-        "route replace 2001:db8:5b00:1::/64 via ::100.1.2.3 ")
-    assert scale.shared_lines(plans[:1], "del")[1] == "route del 2001:db8:5b00:1::/64 dev " + dev
+        "route add 2001:db8:5b00::3/128 via ::100.0.0.1 dev %s metric 1024 mtu lock 1480" % dev,
+        "route add local 2001:db8:5b00::2/128 dev %s table main metric 1024" % dev]
+    # a new peer replaces the routes via it and leaves the local route be
+    assert scale.shared_lines(plans[:1], "replace", via="100.1.2.3") == [
+        "route replace 2001:db8:5b00:1::/64 via ::100.1.2.3 dev %s metric 1024 mtu lock 1480" % dev,
+        "route replace 2001:db8:5b00::3/128 via ::100.1.2.3 dev %s metric 1024 mtu lock 1480" % dev]
+    assert scale.shared_lines(plans[:1], "del")[2] == "route del local 2001:db8:5b00::2/128 dev %s table main metric 1024" % dev
 
 
 def test_one_tunnels_nft_change_added_and_removed_leaves_the_table_as_it_was(nets, plans):  # noqa: F811
