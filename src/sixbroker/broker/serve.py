@@ -98,6 +98,7 @@ class Service:
         self.lock_of = lambda: Lock(db.local_path(path))
         self.log = log or (lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush()))
         self.metrics = Metrics(path, self.log, pop=self.pop)
+        self.published = None       # the certificate this PoP publishes (run(): tls.publish)
 
     def conn(self):
         c = getattr(self.local, "conn", None)
@@ -351,7 +352,7 @@ def follower(service):
         with service.lock_of():
             conn = db.connect(service.path, create=False, pop=service.pop)
             try:
-                if getattr(service, "published", None):
+                if service.published:
                     _publish(conn, service.published)       # a serve that started while the database was away
                 report = metrics.timed_reconcile(conn, "serve")
             finally:
