@@ -269,6 +269,61 @@ def test_a_scrape_without_the_database_answers_cleanly(world):
     assert value(body, "sixbroker_tunnels", state="applied") == 2
 
 
+def _promtool_ok(body):
+    p = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout + p.stderr == "", p.stdout + p.stderr
+
+
+def test_the_last_apply_of_each_command_is_exported_whatever_process_made_it(world):
+    """`sixbroker server apply` (and add, set, ...) run outside `serve`: each command's last apply on this
+    PoP is read from the database at the scrape, with its duration, end time and outcome."""
+    n, b, service, listener, keys, lines = world
+    kernel = b.applier.kernel
+    slow = []
+
+    def kernel_taking_time(state):
+        time.sleep(0.3)             # a kernel that takes its time: the duration is measured, not made up
+        out = kernel(state)
+        if slow:
+            out["failed"] = {"sbs-a": ["DEVICE_NOT_OURS", "sbs-a exists and is not ours"]}
+        return out
+    b.applier.kernel = kernel_taking_time
+    t0 = time.time()
+    b.ok("apply")
+    status, kind, body = listener.get()
+    _promtool_ok(body)
+    assert value(body, "sixbroker_last_apply_successful", command="apply") == 1
+    assert value(body, "sixbroker_last_apply_failed_tunnels", command="apply") == 0
+    assert 0.3 <= value(body, "sixbroker_last_apply_duration_seconds", command="apply") < 60
+    assert int(t0) <= value(body, "sixbroker_last_apply_timestamp_seconds", command="apply") <= time.time() + 1
+    # the world's own commands left theirs: init, and add (before the slow kernel)
+    assert value(body, "sixbroker_last_apply_successful", command="add") == 1
+    assert value(body, "sixbroker_last_apply_duration_seconds", command="add") < 0.3
+    assert value(body, "sixbroker_last_apply_successful", command="init") == 1
+    # one tunnel refused by the kernel: apply exits 3, and its gauges say so; add's stay as they were
+    slow.append(1)
+    rc, out, err = b.run("apply")
+    assert rc == 3 and "TUNNELS_FAILED" in err, err
+    status, kind, body = listener.get()
+    _promtool_ok(body)
+    assert value(body, "sixbroker_last_apply_successful", command="apply") == 0
+    assert value(body, "sixbroker_last_apply_failed_tunnels", command="apply") == 1
+    assert value(body, "sixbroker_last_apply_successful", command="add") == 1
+    # the kernel step failing outright (APPLY_FAILED): nothing applied, set's record says 0
+    b.applier.fail = RuntimeError("netlink said no")
+    rc, out, err = b.run("set", "b", "--mtu", "1400")
+    assert rc == 1 and "APPLY_FAILED" in err, err
+    status, kind, body = listener.get()
+    assert value(body, "sixbroker_last_apply_successful", command="set") == 0
+    assert value(body, "sixbroker_last_apply_failed_tunnels", command="set") == 0
+    b.applier.fail = None
+    slow.clear()
+    b.ok("apply")
+    status, kind, body = listener.get()
+    assert value(body, "sixbroker_last_apply_successful", command="apply") == 1
+    assert value(body, "sixbroker_last_apply_successful", command="set") == 0      # set's last one did fail
+
+
 def test_metrics_never_on_the_public_port(world, tmp_path):
     n, b, service, listener, keys, lines = world
     app = serve.app(service)

@@ -3,32 +3,49 @@ addresses, each applying only its own tunnels; move; concurrent adds; an update 
 the database going away and coming back.  Each PoP's kernel is a FakeApplier of its own here
 (tests/e2e has the real kernel)."""
 
+import base64
+import hashlib
+import os
+import signal
+import ssl
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from sixbroker.broker import alloc, db, pops, reconcile, serve, service, update
+from sixbroker.broker import alloc, db, pops, reconcile, serve, service, tls, update
 from sixbroker.broker.lock import Lock
-from sixbroker.core import addr
-from test_broker import Broker, FakeApplier, Y, Y2, Y3, _broker
+from sixbroker.core import addr, joinline, options
+from test_broker import REPO, Broker, FakeApplier, Y, Y2, Y3, _broker, batch_to_network, file_broker, heredoc_body  # noqa: F401 (file_broker: the fixture)
 
 A = ("pa", "2001:db8:a00::/48", "203.0.113.10")
 B = ("pb", "2001:db8:b00::/48", "203.0.113.20")
 
 
 class PoP(Broker):
-    """The CLI as one PoP runs it: SIXBROKER_POP set, its own applier."""
+    """The CLI as one PoP runs it: SIXBROKER_POP set, its own applier (state: its own state directory,
+    where its writer lock and certificate live, as on a host of its own)."""
 
-    def __init__(self, url, capsys, monkeypatch, name):
+    def __init__(self, url, capsys, monkeypatch, name, state=None):
         Broker.__init__(self, url, capsys, FakeApplier())
         self.name = name
         self.monkeypatch = monkeypatch
+        self.state = state
 
     def run(self, *args):
         self.monkeypatch.setenv(db.ENV_POP, self.name)
         self.monkeypatch.setattr(reconcile, "APPLIER", self.applier)
+        if self.state is not None:
+            self.monkeypatch.setenv(db.ENV_STATE_DIR, self.state)
         return Broker.run(self, *args)
+
+    def cert(self):
+        """This PoP's certificate file (on SQLite: the one beside the file, which every PoP on it shares)."""
+        if self.state is not None:
+            self.monkeypatch.setenv(db.ENV_STATE_DIR, self.state)
+        return tls.paths(db.local_path(self.path))[0]
 
 
 @pytest.fixture
@@ -252,3 +269,182 @@ def test_apply_if_initialised_on_an_empty_postgresql_database(pg_url, capsys, mo
     b.fails("BROKER_NOT_INITIALISED", "apply")
     b.init()
     b.fails("BROKER_NOT_INITIALISED", "apply", "--pop", "elsewhere")
+
+
+# ---- every PoP's updater printed by any PoP (move, add --pop, key --rotate) ---------------------------------
+
+@pytest.fixture
+def pair(db_target, capsys, monkeypatch, tmp_path):
+    """Two PoPs on db_target.  On PostgreSQL each has a state directory, so a certificate, of its own, as
+    two hosts have; a SQLite file is one host's: its PoPs share the certificate beside it."""
+    _broker(db_target, capsys, monkeypatch)
+    out = []
+    for name, prefix, ipv4 in (A, B):
+        state = None
+        if db_target.startswith("postgresql"):
+            state = str(tmp_path / name)
+            os.makedirs(state, mode=0o700)
+        p = PoP(db_target, capsys, monkeypatch, name, state)
+        p.ok("init", "--prefix", prefix, "--public-ipv4", ipv4)
+        out.append(p)
+    return out
+
+
+def _der(pem):
+    return ssl.PEM_cert_to_DER_cert(pem)
+
+
+def _updater(body, pop):
+    """The updater the printout gives the router, checked against the join line and the router's validator."""
+    opts = body["router"]["options"]
+    fields = joinline.decode(body["join"])
+    assert opts["updatekey"] == body["key"] == fields["key"] and opts["updateurl"] == fields["url"]
+    o = options.validate(opts, strict=True)
+    assert str(o.peer) == pop[2] and o.update["key"] == body["key"]
+    return opts, fields
+
+
+def test_move_prints_the_new_pops_whole_updater_with_a_new_key(pair, monkeypatch):
+    a, b = pair
+    first = a.json("add", "home", "--remote", Y)
+    # moved from pa's host: pb's URL and pb's certificate (published by pb's init), a new key
+    body = a.json("move", "home", "--pop", "pb")
+    assert body["key"] != first["key"]
+    opts, fields = _updater(body, B)
+    assert opts["updateurl"] == "https://%s:8443/nic/update" % B[2] and opts["updatecert"] == "/etc/sixbroker/home.pem"
+    assert body["router"]["cert_file"]["path"] == "/etc/sixbroker/home.pem"
+    with open(b.cert()) as f:
+        pb_der = _der(f.read())
+    assert _der(body["router"]["cert_file"]["pem"]) == pb_der
+    assert fields["fp"] == hashlib.sha256(pb_der).hexdigest() and base64.b64decode(fields["cert"]) == pb_der
+    if b.postgresql:
+        with open(a.cert()) as f:
+            assert _der(f.read()) != pb_der         # two hosts, two certificates: the right one was printed
+    # the old key is refused at once; the new one is pb's tunnel's, wherever the request lands
+    served = serve.Service(b.path, log=[].append, pop="pb")
+    monkeypatch.setattr(reconcile, "APPLIER", b.applier)
+    query = [("hostname", "home"), ("myip", Y3)]
+    assert served.answer(Y3, _basic("home", first["key"]), query).word == "badauth"
+    assert served.answer(Y3, _basic("home", body["key"]), query).word == "good"
+    assert [p["tunnel"]["remote"] for p in b.applier.kernel_state["plans"]] == [Y3]
+
+    # and back, as text: the paste-ready section with pa's certificate's here-document and the key
+    out = b.ok("move", "home", "--pop", "pa")
+    script, after = heredoc_body(out)
+    config = dict(batch_to_network(script).get("home").options)
+    assert config["updateurl"] == "https://%s:8443/nic/update" % A[2] and config["peeraddr"] == A[2]
+    assert "/etc/sixbroker/home.pem' <<'EOF'\n-----BEGIN CERTIFICATE-----" in out and "no updater" not in out
+    key = [line for line in out.splitlines() if line.startswith("# update key")][0].rsplit(" ", 1)[1]
+    assert config["updatekey"] == key != body["key"]
+    assert update.authenticate(db.connect(b.path, create=False), "home", body["key"]) is None
+
+
+def test_add_for_another_pop_prints_that_pops_url_and_an_unpublished_certificate_is_said(pair):
+    a, b = pair
+    body = a.json("add", "far", "--remote", Y, "--pop", "pb")
+    opts, fields = _updater(body, B)
+    assert opts["updateurl"] == "https://%s:8443/nic/update" % B[2] and "notices" not in body
+    # pb's certificate unknown (a database from before pb published it): the section is still whole
+    # but for the certificate, and the command says so
+    conn = db.connect(a.path, create=False)
+    with db.transaction(conn):
+        conn.execute("DELETE FROM pop_certs WHERE pop = 'pb'")
+    conn.close()
+    body = a.json("key", "far", "--rotate")
+    assert [n["code"] for n in body["notices"]] == ["POP_CERT_UNKNOWN"]
+    assert "updatecert" not in body["router"]["options"] and "cert_file" not in body["router"]
+    assert body["router"]["options"]["updateurl"] == "https://%s:8443/nic/update" % B[2]
+    # pb's next init publishes it again (so does its serve: test_serve_publishes_its_certificate)
+    b.ok("init")
+    assert "notices" not in a.json("key", "far", "--rotate")
+    # pb behind a reverse proxy with a CA's certificate: its URL, and no certificate to carry
+    b.ok("init", "--update-url", "https://pb.example.net/nic/update")
+    body = a.json("key", "far", "--rotate")
+    assert body["router"]["options"]["updateurl"] == "https://pb.example.net/nic/update"
+    assert "updatecert" not in body["router"]["options"] and "notices" not in body
+
+
+def test_a_pop_that_remakes_its_certificate_publishes_the_new_one(pair):
+    """pb's VPS renumbered: its init remakes the certificate for the new address (TLS_CERT_REMADE), and
+    what pa prints for pb's tunnels from then on carries the new one."""
+    a, b = pair
+    a.json("add", "far", "--remote", Y, "--pop", "pb")
+    before = joinline.decode(a.json("key", "far", "--rotate")["join"])["fp"]
+    rc, out, err = b.run("init", "--public-ipv4", "203.0.113.21")
+    assert rc == 0 and "notice TLS_CERT_REMADE" in err, err
+    body = a.json("key", "far", "--rotate")
+    fields = joinline.decode(body["join"])
+    with open(b.cert()) as f:
+        now = _der(f.read())
+    assert fields["fp"] == hashlib.sha256(now).hexdigest() != before
+    assert fields["url"] == "https://203.0.113.21:8443/nic/update" and body["tunnel"]["peeraddr"] == "203.0.113.21"
+
+
+def test_serve_publishes_its_certificate(file_broker, tmp_path):
+    """`serve` publishes the certificate it has when it starts (a database from before schema 9, a file put
+    there by hand): a process of its own, as the unit runs it (on SQLite: its PostgreSQL follower would
+    reconcile this host's own kernel)."""
+    b = file_broker
+    b.init()
+    conn = db.connect(b.path, create=False)
+    with db.transaction(conn):
+        conn.execute("DELETE FROM pop_certs")
+    conn.close()
+    port = serve_port()
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
+    entry = "import sys\nfrom sixbroker.cli import main\nsys.exit(main())"
+    p = subprocess.Popen([sys.executable, "-c", entry, "server", "serve", "--db", b.path, "--plain-http",
+                          "--listen", "127.0.0.1:%d" % port], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env)
+    try:
+        def published():
+            c = db.connect_readonly(b.path)
+            try:
+                return db.pop_cert(c, "main")
+            finally:
+                c.close()
+        assert _wait(lambda: published() is not None, 60)
+        with open(tls.paths(b.path)[0]) as f:
+            assert published()["fp"] == hashlib.sha256(_der(f.read())).hexdigest()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    assert "published the certificate of PoP main" in err and "Traceback" not in err, err
+
+
+def serve_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_each_pop_exports_its_own_last_applies(two, pg_url):
+    """The record of the last applies is per PoP, on PostgreSQL as on SQLite (test_metrics.py): pb's
+    failing apply is not pa's, and the follower's applies are `serve`'s."""
+    pytest.importorskip("prometheus_client")
+    from sixbroker.broker import metrics
+    from test_metrics import value
+    a, b = two
+    a.ok("add", "home", "--remote", Y)
+    a.ok("add", "far", "--remote", Y2, "--pop", "pb")
+    b.applier.fail = RuntimeError("netlink said no")
+    rc, out, err = b.run("apply")
+    assert rc == 1 and "APPLY_FAILED" in err
+    b.applier.fail = None
+    pa = metrics.Metrics(pg_url, pop="pa").text()[0].decode()
+    pb = metrics.Metrics(pg_url, pop="pb").text()[0].decode()
+    assert value(pa, "sixbroker_last_apply_successful", command="add") == 1
+    assert value(pa, "sixbroker_last_apply_successful", command="apply") is None
+    assert value(pb, "sixbroker_last_apply_successful", command="apply") == 0
+    assert value(pb, "sixbroker_last_apply_successful", command="add") is None     # placed by pa, applied by nobody yet
+    # serve's own follower (serve.follower), on pb's kernel
+    b.monkeypatch.setattr(reconcile, "APPLIER", b.applier)
+    follower = serve.follower(serve.Service(pg_url, log=[].append, pop="pb"))
+    try:
+        assert _wait(lambda: value(metrics.Metrics(pg_url, pop="pb").text()[0].decode(),
+                                   "sixbroker_last_apply_successful", command="serve") == 1)
+    finally:
+        follower.stop()
+    assert value(metrics.Metrics(pg_url, pop="pa").text()[0].decode(), "sixbroker_last_apply_successful",
+                 command="serve") is None

@@ -1,9 +1,12 @@
 """Two points of presence on one PostgreSQL on a real kernel (the QEMU guest): PostgreSQL runs in the guest
 from the host's binaries (tests/pgserver.py), `vps` is PoP pa and `vps2` PoP pb, each with its own prefix
-and public address, each running `sixbroker server serve` as a process of its own.  Three homes: a home on
-each PoP works; `move` takes one to the other PoP and it works again from the printed configuration; the
-database stopped leaves both PoPs forwarding, and an add made when it is back is applied; an update sent
-to the wrong PoP re-keys the tunnel on the right one.
+and public address, each running `sixbroker server serve` as a process of its own (pb's in its namespace,
+on its public address with the certificate its `init` made, as a VPS runs it).  Three homes: a home on
+each PoP works; `move` takes one to the other PoP and it works again from the printed configuration, whose
+updater (new key, pb's URL and certificate) pb accepts; the database stopped leaves both PoPs forwarding,
+and an add made when it is back is applied; an update sent to the wrong PoP re-keys the tunnel on the
+right one; 20 `add` processes at once across both PoPs never collide, each PoP's kernel and nftables
+table end up holding exactly its own tunnels, and a home on each PoP pings through all the while.
 
     home  (Y)             --+                    +-- vps  (203.0.113.10): PoP pa, 2001:db8:a00::/48
     home2 (192.0.2.20/25) --+-- inet (router) ---+
@@ -13,6 +16,8 @@ to the wrong PoP re-keys the tunnel on the right one.
 import base64
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -22,8 +27,12 @@ import urllib.request
 import pytest
 
 import topo
-from sixbroker.linux import apply_kernel, apply_nft, nft_table
-from test_broker import HOMES, REPO, Server, homes, router_up  # noqa: F401  (homes: the fixture)
+from sixbroker import cli
+from sixbroker.broker import db, service
+from sixbroker.linux import apply_kernel, apply_nft, netns, nft_table
+from sixbroker.linuxrouter import router, update
+from test_broker import HOMES, REPO, Server, homes, router_file, router_up  # noqa: F401  (homes: the fixture)
+from test_update_clients import _listening
 
 X2 = "203.0.113.30"
 POPS = {"pa": ("vps", "2001:db8:a00::/48", topo.X), "pb": ("vps2", "2001:db8:b00::/48", X2)}
@@ -51,10 +60,12 @@ class PoP(Server):
                    SIXBROKER_STATE_DIR=self.state)
         return env
 
-    def cmd(self, *args):
+    def argv(self, *args, db=None, out=("--json",)):
         entry = "import sys\nfrom sixbroker.cli import main\nsys.exit(main())"
-        p = subprocess.run([sys.executable, "-c", entry, "server"] + list(args) + ["--db", self.path, "--json"],
-                           capture_output=True, text=True, env=self.env(), timeout=300)
+        return [sys.executable, "-c", entry, "server"] + list(args) + ["--db", db or self.path] + list(out)
+
+    def cmd(self, *args):
+        p = subprocess.run(self.argv(*args), capture_output=True, text=True, env=self.env(), timeout=300)
         assert "Traceback" not in p.stderr, p.stderr
         return p.returncode, json.loads(p.stdout) if p.stdout.strip() else None, p.stderr
 
@@ -64,11 +75,20 @@ class PoP(Server):
         return body
 
     def serve(self, port):
+        """Plain HTTP on loopback (behind a reverse proxy, as it were)."""
         log = open(os.path.join(self.state, "serve.log"), "w")
-        entry = "import sys\nfrom sixbroker.cli import main\nsys.exit(main())"
-        self.proc = subprocess.Popen([sys.executable, "-c", entry, "server", "serve", "--plain-http", "--listen",
-                                      "127.0.0.1:%d" % port, "--db", self.path], env=self.env(),
-                                     stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.argv("serve", "--plain-http", "--listen", "127.0.0.1:%d" % port, out=()),
+                                     env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+        self.port = port
+        return self
+
+    def serve_public(self, ns, address, port, url):
+        """HTTPS on the PoP's public address in its namespace, with its own certificate; url: the database as
+        reached from there (PostgreSQL's unix socket: its TCP port is on the root namespace's loopback)."""
+        log = open(os.path.join(self.state, "serve.log"), "w")
+        with netns.InNetns(ns):
+            self.proc = subprocess.Popen(self.argv("serve", "--listen", "%s:%d" % (address, port), db=url, out=()),
+                                         env=self.env(), stdout=log, stderr=subprocess.STDOUT)
         self.port = port
         return self
 
@@ -134,6 +154,8 @@ def two(homes, pg, tmp_path, capsys):  # noqa: F811
         if getattr(p, "proc", None) is not None:
             p.proc.terminate()
             p.proc.wait(30)
+    if os.path.exists("/etc/sixbroker/r3.pem"):         # the guest's own overlay: what the home wrote
+        os.unlink("/etc/sixbroker/r3.pem")
     for ns in ("vps", "vps2"):
         apply_kernel.remove_all(ns, scope="broker")
         apply_nft.remove(nft_table.TABLE, ns)
@@ -147,6 +169,84 @@ def _update(port, name, key, myip):
         return r.read().decode().strip()
 
 
+def _socket_url(pg, url):
+    """The same database through PostgreSQL's unix socket, which every network namespace reaches."""
+    import pgserver
+    return "postgresql://%s@/%s?host=%s&port=%d" % (pgserver.USER, url.rsplit("/", 1)[1], pg.dir, pg.port)
+
+
+def _take_section(tmp_path, name, body):
+    """What the home does with the section `add`/`move` printed: the certificate's here-document, then the
+    section (router_file reads the `uci batch`), then `sixbroker router up`, which sends the first update.
+    The router's config, and its record of that update."""
+    cert = body["router"]["cert_file"]
+    os.makedirs(os.path.dirname(cert["path"]), exist_ok=True)
+    with open(cert["path"], "w") as f:
+        f.write(cert["pem"])
+    path = router_file(tmp_path, name, body["router"])
+    ns = HOMES[name][0]
+    assert router.main(["up", "--config", path, "--netns", ns]) == 0
+    return path, update.records(ns)[name]
+
+
+def _send(config, ns, key=None, myip=None):
+    """One update with the router's own client and its printed updater (url, certificate; key unless given)."""
+    (_, o, _), = router.read_config(config)
+    u = dict(o.update, key=key or o.update["key"])
+    body, status, errors = update.fetch(u, myip, timeout=60, netns=ns)
+    return body.strip() or "status %d: %s" % (status, errors)
+
+
+def _peers(ns, local):
+    """The peers in a PoP's nftables table (the `local . peer` elements of its protocol-41 accept set)."""
+    text = topo.nft(ns, "list", "set", "inet", "sixbroker", "peers6in4").stdout
+    return sorted(set(re.findall(r"\b\d+\.\d+\.\d+\.\d+\b", text)) - {local})
+
+
+def _routed(ns):
+    """The routed prefixes the PoP's kernel sends into a tunnel device of ours: {prefix: device}."""
+    routes = json.loads(topo.run(["ip", "-6", "-j", "route", "show"], ns=ns).stdout)
+    return dict((r["dst"] if "/" in r["dst"] else r["dst"] + "/128", r["dev"]) for r in routes
+                if r.get("dev", "").startswith("sbs-") and r.get("gateway"))
+
+
+def _ping_while(ns, target):
+    """A ping every 0.2 s from ns until stopped: stop() -> (sent, answered)."""
+    with netns.InNetns(ns):
+        p = subprocess.Popen(["ping", "-6", "-n", "-q", "-i", "0.2", target], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+
+    def stop():
+        p.send_signal(signal.SIGINT)
+        out = p.communicate(timeout=30)[0]
+        m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+        assert m, out
+        return int(m.group(1)), int(m.group(2))
+    return stop
+
+
+def _fork_cli(pop, args, out):
+    """`sixbroker server ARGS --json` as PoP pop's host runs it, in a process of its own forked from this one,
+    its stdout to out: its own database connection, writer lock and kernel work, as one started from a
+    shell has, without an interpreter's start and imports each (~10 s under TCG) - the writers' concurrency
+    is the point, and forked they overlap far more.  The pid."""
+    pid = os.fork()
+    if pid == 0:
+        rc = 70
+        try:
+            os.environ.update(pop.env())
+            sys.stdout = open(out, "w")
+            sys.stderr = open(out + ".err", "w")
+            rc = cli.main(pop.argv(*args)[3:])
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(rc)
+    return pid
+
+
 def test_two_pops_three_homes_move_database_gone_and_wrong_pop_update(two, pg, tmp_path):
     pa, pb = two["pa"], two["pb"]
     for name, (ns, prefix, ipv4) in POPS.items():
@@ -158,9 +258,15 @@ def test_two_pops_three_homes_move_database_gone_and_wrong_pop_update(two, pg, t
     r3 = pa.ok("add", "r3", "--remote", HOMES["r3"][1])
     assert r2["applied_by"] == ["pb"] and devices("vps2") == []
     assert devices("vps") == ["sbs-r1", "sbs-r3"]
+    # placed from pa, r2 is given pb's updater: pb's URL and the certificate pb's init made and published
+    assert r2["router"]["options"]["updateurl"] == "https://%s:8443/nic/update" % X2
+    with open(os.path.join(pb.state, "tls-cert.pem")) as f:
+        assert r2["router"]["cert_file"]["pem"].split() == f.read().split()
     pa.serve(_free_port())
-    pb.serve(_free_port())
-    assert _wait(lambda: devices("vps2") == ["sbs-r2"], 120), pb.log()
+    pb.serve_public("vps2", X2, 8443, _socket_url(pg, pb.path))
+    # bounds, not timings: the interpreter's start and FastAPI's imports under TCG on a loaded machine
+    assert _wait(lambda: devices("vps2") == ["sbs-r2"], 300), pb.log()
+    assert _wait(lambda: _listening("home3", X2, 8443), 300), pb.log()
     t0 = time.time()
     for body in (r1, r2, r3):
         router_up(tmp_path, body["tunnel"]["name"], body["router"])
@@ -169,14 +275,27 @@ def test_two_pops_three_homes_move_database_gone_and_wrong_pop_update(two, pg, t
         assert reachable(body["tunnel"]), body["tunnel"]["name"]
 
     # move r3 to pb: pa's kernel lets go at once (the move ran on pa), pb's follower takes it
+    t_move = time.time()
     moved = pa.ok("move", "r3", "--pop", "pb")
     t3 = moved["tunnel"]
     assert t3["pop"] == "pb" and t3["peeraddr"] == X2 and t3["routed"][0].startswith("2001:db8:b00:")
     assert devices("vps") == ["sbs-r1"]
     assert _wait(lambda: devices("vps2") == ["sbs-r2", "sbs-r3"], 60), pb.log()
-    router_up(tmp_path, "r3", moved["router"])        # the printed configuration, as the home would take it
+    # the printed section, as the home takes it: pb's certificate and URL, a new key; its first update
+    # reaches pb over TLS, checked against that certificate, and is accepted
+    assert moved["key"] != r3["key"] and moved["router"]["options"]["updatekey"] == moved["key"]
+    config, rec = _take_section(tmp_path, "r3", moved)
+    assert rec["word"] in ("nochg", "good") and rec["url"] == "https://%s:8443/nic/update" % X2, rec
     assert reachable(t3)
     assert reachable(r1["tunnel"]) and reachable(r2["tunnel"])
+    # the old key is dead; the new one moves the tunnel, applied by pb itself, and back
+    assert _send(config, "home3", key=r3["key"], myip="192.0.2.131") == "badauth"
+    assert _send(config, "home3", myip="192.0.2.131") == "good 192.0.2.131"
+    assert remote_of("vps2", "sbs-r3") == "192.0.2.131"
+    assert _send(config, "home3", myip=HOMES["r3"][1]) == "good " + HOMES["r3"][1]
+    assert reachable(t3)
+
+    t_move = time.time() - t_move
 
     # the database gone: both PoPs keep forwarding with what they applied
     pg.stop()
@@ -196,7 +315,58 @@ def test_two_pops_three_homes_move_database_gone_and_wrong_pop_update(two, pg, t
     assert answer == "good 192.0.2.21"
     t1 = time.monotonic()
     assert _wait(lambda: remote_of("vps2", "sbs-r2") == "192.0.2.21", 60), pb.log()
-    print("\npops e2e: %.1f s up to the first pings; wrong-PoP update re-keyed after %.2f s"
-          % (time.time() - t0, time.monotonic() - t1))
+    print("\npops e2e: %.1f s up to the first pings; move and its updater %.1f s; wrong-PoP update re-keyed after %.2f s"
+          % (time.time() - t0, t_move, time.monotonic() - t1))
     assert remote_of("vps", "sbs-r2") is None
+    assert reachable(r1["tunnel"]) and reachable(t3)
+
+    # 20 `add` processes at once, from both PoPs' hosts, for both PoPs (a quarter each way), while a home
+    # on each PoP pings through its tunnel
+    pings = [_ping_while("home", r1["tunnel"]["server_address"]), _ping_while("home3", t3["server_address"])]
+    # what an add imports as it goes, imported before the forks: each child has it
+    import psycopg  # noqa: F401
+    from sixbroker.linux import nft_token, sit, sysctl  # noqa: F401
+    t2 = time.monotonic()
+    procs = []
+    for i in range(20):
+        by, to = ("pa", "pb")[i % 2], ("pa", "pb")[(i // 2) % 2]
+        out = str(tmp_path / ("add-c%d" % i))
+        procs.append((to, out, _fork_cli(two[by], ("add", "c%d" % i, "--remote", "198.51.100.%d" % (100 + i),
+                                                   "--pop", to), out)))
+    added = {"pa": [], "pb": []}
+    for to, out, pid in procs:
+        rc = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        with open(out) as f, open(out + ".err") as e:
+            body, err = f.read(), e.read()
+        assert rc == 0 and "Traceback" not in err, (body, err)
+        added[to].append(json.loads(body)["tunnel"])
+    took = time.monotonic() - t2
+    views = {}
+    for name in POPS:
+        # read here, not by `list` processes: an interpreter's start under TCG is ~10 s; the same views
+        conn = db.connect_readonly(pa.path, name)
+        try:
+            views[name] = service.views(conn)
+        finally:
+            conn.close()
+    everything = [t for v in views.values() for t in v]
+    assert sorted(t["name"] for t in everything) == sorted(["r1", "r2", "r3", "r4"] + ["c%d" % i for i in range(20)])
+    for name, (ns, prefix, ipv4) in POPS.items():
+        mine = views[name]
+        assert len(mine) == {"pa": 1, "pb": 3}[name] + 10 and all(t["pop"] == name for t in mine)
+        for key in ("transfer", "device", "remote"):
+            assert len(set(t[key] for t in mine)) == len(mine), key
+        assert sorted(t["name"] for t in added[name]) == sorted(t["name"] for t in mine if t["name"].startswith("c"))
+    routed = sorted(r for t in everything for r in t["routed"])
+    assert len(set(routed)) == len(routed) == len(everything)
+    # each PoP's kernel and table: exactly its own tunnels (those added from the other host by its follower)
+    for name, (ns, prefix, ipv4) in POPS.items():
+        mine = views[name]
+        assert _wait(lambda: devices(ns) == sorted(t["device"] for t in mine), 120), two[name].log()
+        assert _wait(lambda: _peers(ns, ipv4) == sorted(t["remote"] for t in mine), 60), two[name].log()
+        assert _routed(ns) == dict((r, t["device"]) for t in mine for r in t["routed"])
+    sent = [stop() for stop in pings]
+    print("pops e2e: 20 concurrent adds in %.1f s; pings sent/answered meanwhile %s" % (took, sent))
+    for n, answered in sent:
+        assert n >= 5 and answered == n, sent
     assert reachable(r1["tunnel"]) and reachable(t3)

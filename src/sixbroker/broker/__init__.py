@@ -54,6 +54,7 @@ CODES.update({
     "SERVE_PLAIN_NOT_LOOPBACK": "Plain HTTP (--plain-http) is served only on a loopback address (behind a reverse proxy that does TLS)",
     "TLS_CERT_MISSING": "No TLS certificate: give --cert and --key, or run `sixbroker server init` to make a self-signed one",
     "TLS_CERT_FAIL": "The TLS certificate or key cannot be read or made",
+    "POP_CERT_UNKNOWN": "That point of presence has not published its update service's certificate yet: the printed updater checks the broker against the router's system CAs, which a self-signed certificate fails",
     "TLS_CERT_REMADE": "The self-signed TLS certificate named the old public address and was made anew",
     "INVALID_LISTEN": "The listen address must be an IP address and port, e.g. 0.0.0.0:8443 or [::]:8443",
     "METRICS_LISTEN_PUBLIC": "Metrics are served on a loopback or private address only (they name every tunnel, unauthenticated): e.g. 127.0.0.1:9468, or the VPS's address on a VPN",

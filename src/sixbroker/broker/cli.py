@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from sixbroker.broker import db, health, pg, pops, update, updatecli, reconcile, routerconf, service
+from sixbroker.broker import db, health, metrics, pg, pops, update, updatecli, reconcile, routerconf, service
 from sixbroker.broker.lock import Lock
 from sixbroker.core.errors import CODES, SixbrokerError
 
@@ -116,7 +116,8 @@ def _parser():
                    % (db.ENV_POP, db.DEFAULT_POP))
     s = sub.add_parser("move", parents=[common, js], help="re-home a tunnel on another point of presence",
                        description="Give the tunnel a transfer /127 and routed prefixes from another PoP's "
-                       "prefixes (the old ones are freed) and print the router's new configuration; each PoP's "
+                       "prefixes (the old ones are freed) and print the router's new configuration, with a new "
+                       "update key (the old one stops working) and the other PoP's updater; each PoP's "
                        "`serve` (or its next `apply`) brings its own kernel in line.")
     s.add_argument("name")
     s.add_argument("--pop", metavar="NAME", required=True, dest="to_pop", help="the PoP it moves to")
@@ -270,13 +271,11 @@ NO_SLAAC = ("note: a /64 broker prefix routes prefixes longer than /64: a home's
 
 # ---- running ----------------------------------------------------------------------------------------------
 
-def _apply(conn, change=None):
-    """Reconcile (just the changed tunnel, when there is one); (report, None) or (None, SixbrokerError
-    APPLY_FAILED) - the change itself is saved."""
+def _apply(conn, command, change=None):
+    """Reconcile (just the changed tunnel, when there is one), recorded for /metrics as `command`'s last
+    apply; (report, None) or (None, SixbrokerError APPLY_FAILED) - the change itself is saved."""
     try:
-        if change is not None:
-            return reconcile.reconcile_change(conn, change), None
-        return reconcile.reconcile(conn), None
+        return metrics.timed_reconcile(conn, command, change), None
     except SixbrokerError as e:
         cause, why = e.code, e.text
     except Exception as e:
@@ -425,11 +424,13 @@ def _change(conn, args, cmd, want_json, path):
         t, text = updatecli.rotate(conn, path, args.name, result)
     elif cmd == "move":
         old = db.tunnel(conn, args.name)["pop"]
-        t = service.move(conn, args.name, args.to_pop)
+        # the router needs a new section anyway (new addresses, another PoP's updater): it gets a new key
+        # with it, the one moment a key can be shown (only its hash is kept)
+        key, key_hash = updatecli.new_key()
+        t = service.move(conn, args.name, args.to_pop, key_hash=key_hash)
         reconcile.crash_point("commit")
         result["tunnel"] = t
-        result["router"] = routerconf.as_json(t)
-        text = _tunnel_text(t) + routerconf.shell(t)
+        text = _tunnel_text(t) + updatecli.with_key(conn, path, t, key, result)
         touched = (old, t["pop"])
     elif cmd == "remove":
         change = reconcile.Change(conn, args.name)
@@ -463,11 +464,12 @@ def _change(conn, args, cmd, want_json, path):
         if cmd != "key":
             result["applied_by"] = [p for p in touched if p != conn.pop]
             text += "# applied by PoP %s (its serve, or its next apply)\n" % ", ".join(result["applied_by"])
+        _notices(conn, result)
         _json(result) if want_json else _out(text)
         return 0
     if cmd == "move":
         change = None       # this PoP lost or gained a tunnel: all of it compared
-    report, err = _apply(conn, change)
+    report, err = _apply(conn, cmd, change)
     failed = report.pop("failed", []) if report is not None else []
     found = _host_firewall(conn, result) if cmd in ("apply", "init") else []
     result["applied"] = err is None and not failed

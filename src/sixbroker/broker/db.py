@@ -4,7 +4,7 @@ The database is the truth; the kernel and the firewall are made to match it afte
 every change is one transaction and a crash between the commit and the kernel change is repaired by the
 next `sixbroker server apply`.
 
-Layout (schema version 7, `PRAGMA user_version`):
+Layout (schema version 10, `PRAGMA user_version`; on PostgreSQL the table `schema_version`):
 - `server`: one row, the broker's own facts (its prefix, transfer prefix, IPv4 addresses, uplink, netns,
   its tunnel mode (a sit device per tunnel, or one shared), whether it proxies NDP on the uplink, and
   whether the IPv4 addresses were read from the host, so `apply` may follow them when they change).
@@ -22,6 +22,8 @@ Integers are /64 counts and /127 indexes rather than addresses because SQLite's 
   fingerprint and the nftables token seen then (reconcile.py: how `apply` tells "nothing to do" cheaply).
 - `faults`: the tunnels that last apply left out of line, with the error code (reconcile.py).
 - `update_keys`, `updates`: each tunnel's update key (a hash) and its recent updates (update.py).
+- `pop_certs`: each PoP's update-service certificate, as routers are given it (tls.publish).
+- `apply_runs`: the last apply of each command on each PoP, for /metrics (record_apply_run).
 """
 
 import os
@@ -400,6 +402,34 @@ MIGRATIONS = [
     """
     ALTER TABLE server ADD COLUMN tunnel_mode TEXT NOT NULL DEFAULT 'per-tunnel'
         CHECK (tunnel_mode IN ('per-tunnel', 'shared'));
+    """,
+    # 9: each PoP's update-service certificate as the router's updater needs it (tls.for_join: its SHA-256,
+    # and the certificate itself, base64 DER, when it is self-signed), published by the PoP's own `init`
+    # and `serve` (tls.publish): the file lives on that PoP's host only, and `add --pop` and `move` on any
+    # PoP print that PoP's updater.  A table beside `server`, not columns of it: no desired state, so no
+    # generation trigger (a certificate published must not make every tunnel pending).  Both dialects.
+    """
+    CREATE TABLE pop_certs (
+        pop TEXT PRIMARY KEY REFERENCES server(pop) ON UPDATE CASCADE ON DELETE CASCADE,
+        fingerprint TEXT NOT NULL,
+        cert TEXT,
+        updated TEXT NOT NULL
+    );
+    """,
+    # 10: the last apply each command made on each PoP (`apply`, `add`, ..., and `serve`'s follower): when,
+    # how long, and how it ended ('ok'; 'failed': some tunnels, `failed` of them; 'error': none applied,
+    # `code`), for /metrics (metrics.py), which runs in another process.  No desired state, no trigger.
+    """
+    CREATE TABLE apply_runs (
+        pop TEXT NOT NULL,
+        command TEXT NOT NULL,
+        at TEXT NOT NULL,
+        seconds DOUBLE PRECISION NOT NULL,
+        result TEXT NOT NULL CHECK (result IN ('ok', 'failed', 'error')),
+        failed INTEGER NOT NULL DEFAULT 0,
+        code TEXT,
+        PRIMARY KEY (pop, command)
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -862,6 +892,56 @@ def _write_or_notice(conn, words, write):
         if e.code != "DB_READ_ONLY" or not hasattr(conn, "notices"):
             raise
         conn.notices.append(("DB_READ_ONLY", words % e))
+
+
+def store_key(conn, name, key_hash):
+    """Tunnel name's update key (its hash) is now this one, inside the caller's transaction."""
+    conn.execute("INSERT INTO update_keys (tunnel, hash, created) VALUES (?, ?, ?) ON CONFLICT (tunnel)"
+                 " DO UPDATE SET hash = excluded.hash, created = excluded.created", (name, key_hash, now()))
+
+
+def pop_cert(conn, pop):
+    """{"fp", "cert"} (cert only when self-signed) that PoP `pop` last published, or None."""
+    if not has_table(conn, "pop_certs"):
+        return None
+    row = conn.execute("SELECT fingerprint, cert FROM pop_certs WHERE pop = ?", (pop,)).fetchone()
+    if row is None:
+        return None
+    return dict([("fp", row[0])] + ([("cert", row[1])] if row[1] else []))
+
+
+def set_pop_cert(conn, fp, cert):
+    """This PoP's certificate as published (tls.publish); written only when it differs."""
+    if pop_cert(conn, conn.pop) == dict([("fp", fp)] + ([("cert", cert)] if cert else [])):
+        return False
+    with transaction(conn):
+        conn.execute("INSERT INTO pop_certs (pop, fingerprint, cert, updated) VALUES (?, ?, ?, ?) ON CONFLICT (pop)"
+                     " DO UPDATE SET fingerprint = excluded.fingerprint, cert = excluded.cert, updated = excluded.updated",
+                     (conn.pop, fp, cert, now()))
+    return True
+
+
+def record_apply_run(conn, command, seconds, result, failed=0, code=None):
+    """The last apply `command` made on this PoP: for /metrics.  Best effort: a database that cannot be
+    written (an apply on a read-only file system, which must still work) keeps the older record, whose
+    timestamp says how old it is; nothing is said about it, the apply's own record speaks for that."""
+    try:
+        with transaction(conn):
+            conn.execute("INSERT INTO apply_runs (pop, command, at, seconds, result, failed, code)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pop, command) DO UPDATE SET at = excluded.at,"
+                         " seconds = excluded.seconds, result = excluded.result, failed = excluded.failed,"
+                         " code = excluded.code", (conn.pop, command, now(), seconds, result, failed, code))
+    except SixbrokerError as e:
+        if e.code not in ("DB_READ_ONLY", "DB_UNAVAILABLE"):
+            raise
+
+
+def apply_runs(conn):
+    """[{command, at, seconds, result, failed, code}] of this PoP, by command (none before schema 10)."""
+    if not has_table(conn, "apply_runs"):
+        return []
+    return [dict(r) for r in conn.execute("SELECT command, at, seconds, result, failed, code FROM apply_runs"
+                                          " WHERE pop = ? ORDER BY command", (conn.pop,))]
 
 
 def forget_applied(conn):

@@ -15,6 +15,10 @@ Per broker:
   sixbroker_tunnels{state}                 applied, pending, failed, waiting (for a first update)
   sixbroker_pool_used{pool}, sixbroker_pool_size{pool}   pool "transfer" (/127s), "routed" (/64s, or the unit)
   sixbroker_apply_duration_seconds         applies made by update requests here (a histogram)
+  sixbroker_last_apply_duration_seconds{command}, _timestamp_seconds{command}, _successful{command},
+  sixbroker_last_apply_failed_tunnels{command}   the last apply each command made on this PoP, in any
+                                           process (`sixbroker server apply`, add, ..., and `serve` for what
+                                           its follower applied): read from the database (db.apply_runs)
   sixbroker_update_requests_total{answer}  every answer word
   sixbroker_update_refused_total{reason}   refused requests by REASONS
   sixbroker_database_up, sixbroker_traffic_up
@@ -23,7 +27,7 @@ Per broker:
 import sqlite3
 import time
 
-from sixbroker.broker import db, health, service, update
+from sixbroker.broker import db, health, reconcile, service, update
 from sixbroker.core.errors import SixbrokerError
 
 DB_TIMEOUT = 2.0
@@ -107,6 +111,14 @@ class _Collector:
              "since the firewall table was loaded, or within 30 days)", ["tunnel"]),
             ("sixbroker_tunnel_last_update_timestamp_seconds", "When the tunnel's last update request came, labelled "
              "with its answer", ["tunnel", "answer"]),
+            ("sixbroker_last_apply_duration_seconds", "How long the last apply of each command on this PoP took "
+             "(`sixbroker server apply`, add, ...; serve: its follower's)", ["command"]),
+            ("sixbroker_last_apply_timestamp_seconds", "When the last apply of each command on this PoP ended",
+             ["command"]),
+            ("sixbroker_last_apply_successful", "1 when the last apply of each command brought every tunnel in line",
+             ["command"]),
+            ("sixbroker_last_apply_failed_tunnels", "Tunnels the last apply of each command could not bring in line",
+             ["command"]),
         ))
         c = dict((name, CounterMetricFamily(name, text, labels=["tunnel"])) for name, text in (
             ("sixbroker_tunnel_receive_packets", "Protocol-41 packets from the peer (outer IPv4)"),
@@ -135,8 +147,15 @@ class _Collector:
             tunnels = update.with_updates(conn, service.with_state(conn, service.views(conn)), 1)
             usage = service.server_view(conn)["usage"]
             read, why = health.reading(conn)
+            runs = db.apply_runs(conn)
         finally:
             conn.close()
+        for r in runs:
+            label = [r["command"]]
+            g["sixbroker_last_apply_duration_seconds"].add_metric(label, r["seconds"])
+            g["sixbroker_last_apply_timestamp_seconds"].add_metric(label, health.unix(r["at"]))
+            g["sixbroker_last_apply_successful"].add_metric(label, 1 if r["result"] == "ok" else 0)
+            g["sixbroker_last_apply_failed_tunnels"].add_metric(label, r["failed"])
         if why is not None:
             self.log("sixbroker-serve: metrics: no traffic counters: " + why)
         g["sixbroker_traffic_up"].add_metric([], 0 if read is None else 1)
@@ -165,3 +184,21 @@ class _Collector:
             for family, key in (("receive_packets", "rx_packets"), ("receive_bytes", "rx_bytes"),
                                 ("transmit_packets", "tx_packets"), ("transmit_bytes", "tx_bytes")):
                 c["sixbroker_tunnel_" + family].add_metric(name, counts[key])
+
+
+def timed_reconcile(conn, command, change=None):
+    """reconcile.reconcile (or reconcile_change), with its duration and outcome recorded for /metrics
+    (db.record_apply_run; exported as sixbroker_last_apply_*): the report, or the exception it raised."""
+    started = time.monotonic()
+    try:
+        report = reconcile.reconcile(conn) if change is None else reconcile.reconcile_change(conn, change)
+    except Exception as e:
+        try:
+            db.record_apply_run(conn, command, time.monotonic() - started, "error",
+                                code=getattr(e, "code", None) or "INTERNAL_ERROR")
+        except Exception:
+            pass        # the apply's own error is the one to tell
+        raise
+    failed = len(report.get("failed") or [])
+    db.record_apply_run(conn, command, time.monotonic() - started, "failed" if failed else "ok", failed)
+    return report

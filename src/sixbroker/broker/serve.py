@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 
-from sixbroker.broker import db, pg, pops, reconcile, update
+from sixbroker.broker import db, pg, pops, reconcile, tls, update
 from sixbroker.core.errors import SixbrokerError
 
 REQUEST_SECONDS = 5.0
@@ -98,6 +98,7 @@ class Service:
         self.lock_of = lambda: Lock(db.local_path(path))
         self.log = log or (lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush()))
         self.metrics = Metrics(path, self.log, pop=self.pop)
+        self.published = None       # the certificate this PoP publishes (run(): tls.publish)
 
     def conn(self):
         c = getattr(self.local, "conn", None)
@@ -345,12 +346,15 @@ def follower(service):
     """On PostgreSQL, the thread that applies what other PoPs commit for this one (pops.py), else None."""
     if not pg.is_url(service.path):
         return None
+    from sixbroker.broker import metrics
 
     def reconcile_here():
         with service.lock_of():
             conn = db.connect(service.path, create=False, pop=service.pop)
             try:
-                report = reconcile.reconcile(conn)
+                if service.published:
+                    _publish(conn, service.published)       # a serve that started while the database was away
+                report = metrics.timed_reconcile(conn, "serve")
             finally:
                 conn.close()
         if report.get("failed"):
@@ -360,20 +364,39 @@ def follower(service):
                          lambda line: service.log("%s %s" % (LOG_PREFIX, line))).start()
 
 
+def _publish(conn, cert):
+    """tls.publish, and a line when it cannot be (the service works; only other PoPs' printouts miss it)."""
+    try:
+        if tls.publish(conn, cert):
+            sys.stderr.write("%s published the certificate of PoP %s (SHA-256 %s)\n" % (
+                LOG_PREFIX, conn.pop, tls.fingerprint(cert)))
+    except SixbrokerError as e:
+        if e.code not in ("DB_READ_ONLY", "TLS_CERT_FAIL"):
+            raise
+        sys.stderr.write("%s the certificate could not be published: %s: %s\n" % (LOG_PREFIX, e.code, e.text))
+
+
 def run(path, listen, cert, key, plain=False, rate_source=RATE_SOURCE, rate_tunnel=RATE_TUNNEL,
         metrics_listen=None, pop=None):
     """Serve until SIGTERM/SIGINT (the metrics listener, if any, in a thread: the main one takes the signals)."""
     import uvicorn
     host, port = check_listen(listen)
     mhost, mport = check_metrics_listen(metrics_listen) if metrics_listen else (None, None)
+    # the certificate routers are given for this PoP (--plain-http: a reverse proxy's, or the one `init` made)
+    published = cert if cert is not None and not plain else tls.paths(db.local_path(path))[0]
     try:
-        db.connect(path, create=False, pop=pop).close()      # migrated and there, before the first request
+        conn = db.connect(path, create=False, pop=pop)      # migrated and there, before the first request
+        try:
+            _publish(conn, published)
+        finally:
+            conn.close()
     except SixbrokerError as e:
         # a PoP's serve starts without its database all the same: its follower catches up when it is back
         if e.code != "DB_UNAVAILABLE":
             raise
         sys.stderr.write("%s %s: serving, and following the database when it is back\n" % (LOG_PREFIX, e.text))
     service = Service(path, rate_source, rate_tunnel, pop=pop)
+    service.published = published
     server = Server(config(service, host, port, cert, key, plain))
     if metrics_listen:
         side = uvicorn.Server(metrics_config(service, mhost, mport))

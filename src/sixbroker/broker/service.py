@@ -467,9 +467,10 @@ def _pop_server(conn, pop):
     return s
 
 
-def move(conn, name, pop):
+def move(conn, name, pop, key_hash=None):
     """Re-home a tunnel on PoP `pop`: a transfer /127 and routed prefixes of the same lengths from that
-    PoP's pools, the old ones freed, in one transaction; the remote and the update key stay."""
+    PoP's pools, the old ones freed, in one transaction; the remote stays, and the update key too unless
+    key_hash gives the new one's hash (update.new_key), stored in the same transaction."""
     pop = db.pop_from_env(pop)
     s = _pop_server(conn, pop)
     layout = alloc.Layout.of(s)
@@ -490,6 +491,8 @@ def move(conn, name, pop):
                      (pop, index, db.now(), name))
         for length in lengths:
             alloc.take_block(conn, alloc.next_block(conn, layout, length, pop), length, name, layout=layout, pop=pop)
+        if key_hash is not None:
+            db.store_key(conn, name, key_hash)
     return show(conn, name)
 
 

@@ -5,6 +5,10 @@ without gets this one, which `init` makes and `info` fingerprints, and which the
 routers (uclient-fetch --ca-certificate).  P-256 keeps the certificate short (about 400 bytes of DER), and
 so the join line.  openssl(1) makes it, run with an argument list: the stdlib has no X.509 writer, and
 the `cryptography` wheel would be a large dependency for a file made once.
+
+The file is on this host only; several PoPs sharing a database each have their own.  publish() puts what
+routers are given of it into the database, so that `add --pop` and `move` on any PoP can print another
+PoP's updater: each PoP's `init` (which makes or remakes it) and `serve` publish theirs.
 """
 
 import base64
@@ -14,6 +18,7 @@ import shutil
 import ssl
 import subprocess
 
+from sixbroker.broker import db
 from sixbroker.core.errors import SixbrokerError
 
 CERT = "tls-cert.pem"
@@ -98,3 +103,12 @@ def _self_signed(cert_path):
     except Exception:
         return True
     return info.get("subject") == info.get("issuer")
+
+
+def publish(conn, cert_path):
+    """This PoP's certificate at cert_path, as for_join gives it, into the database (db.set_pop_cert;
+    written only when it differs).  Whether it was written; False without a certificate file."""
+    if not os.path.exists(cert_path):
+        return False
+    j = for_join(cert_path)
+    return db.set_pop_cert(conn, j["fp"], j.get("cert"))

@@ -64,8 +64,7 @@ def rotate(conn, name):
     key, h = new_key()
     with db.transaction(conn):
         db.tunnel(conn, name)
-        conn.execute("INSERT INTO update_keys (tunnel, hash, created) VALUES (?, ?, ?) ON CONFLICT (tunnel)"
-                     " DO UPDATE SET hash = excluded.hash, created = excluded.created", (name, h, db.now()))
+        db.store_key(conn, name, h)
     return key
 
 

@@ -36,6 +36,8 @@ def after_init(conn, path, update_url):
                                  "prints each tunnel's join line with it" % (tls.fingerprint(cert), before)))
     except SixbrokerError as e:
         conn.notices.append(("TLS_CERT_FAIL", "%s; `serve` then needs --cert and --key" % e.detail))
+    # made, remade or as it was: the other PoPs print it for the tunnels they place here
+    tls.publish(conn, cert)
 
 
 def server_extra(conn, path, view):
@@ -54,14 +56,28 @@ def server_text(view):
 
 
 def join_fields(conn, path, t, key):
-    s = db.server(conn)
+    """The join line's fields of tunnel t: its own PoP's update URL and certificate, whichever PoP prints them."""
+    s = db.server(conn, t["pop"])
     fields = routerconf.fields(t)
     fields.update({"url": update.update_url(s), "key": key})
-    cert, _ = tls.paths(db.local_path(path))
-    if not s.get("update_url") and os.path.exists(cert):
-        # the default URL is served with the self-signed certificate: the router must be given it
-        fields.update(tls.for_join(cert))
+    if not s.get("update_url"):
+        # the default URL is served with the PoP's self-signed certificate: the router must be given it
+        fields.update(_cert_of(conn, path, t["pop"]))
     return fields
+
+
+def _cert_of(conn, path, pop):
+    """{"fp", "cert"} of PoP pop's update service: this PoP's own file, another's as it published it (tls.publish);
+    {} and a notice when that PoP has published none (its init or serve has not run since schema 9)."""
+    if pop == conn.pop:
+        cert = None if path == ":memory:" else tls.paths(db.local_path(path))[0]
+        return tls.for_join(cert) if cert is not None and os.path.exists(cert) else {}
+    got = db.pop_cert(conn, pop)
+    if got is None:
+        conn.notices.append(("POP_CERT_UNKNOWN", "PoP %s: its `sixbroker server serve` (or `init`) publishes it; "
+                             "then `sixbroker server key NAME --rotate` prints the section again" % pop))
+        return {}
+    return got
 
 
 def _key_text(t, key, line):
