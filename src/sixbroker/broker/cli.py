@@ -458,7 +458,9 @@ def _change(conn, args, cmd, want_json, path):
     elif cmd != "move":
         touched = (conn.pop,)
     if cmd != "key":
-        pops.notify(conn, touched)
+        # this PoP's own change is applied below by this process; its `serve` hears of it only if that
+        # fails (a full reconcile per add would cost every add what an apply costs)
+        pops.notify(conn, [p for p in touched if p != conn.pop])
     if cmd == "key" or conn.pop not in touched:
         # no desired state changed here (key), or another PoP's: its `serve` (or its next apply) applies it
         if cmd != "key":
@@ -471,6 +473,8 @@ def _change(conn, args, cmd, want_json, path):
         change = None       # this PoP lost or gained a tunnel: all of it compared
     report, err = _apply(conn, cmd, change)
     failed = report.pop("failed", []) if report is not None else []
+    if err is not None or failed:
+        pops.notify(conn, [conn.pop])       # this PoP's `serve` tries again
     found = _host_firewall(conn, result) if cmd in ("apply", "init") else []
     result["applied"] = err is None and not failed
     if cmd == "apply" and err is None and lost is not None:

@@ -2,8 +2,10 @@
 NOTIFY), and X's `serve` listens there and reconciles its kernel within moments (Follower).
 
 Only the news travels this way, never the state: the database stays the truth, a notification only says
-"look again".  So a lost one costs nothing but time: the follower reconciles in full whenever its
-connection (re)starts, which is also how a PoP catches up after the database was away.  While the
+"look again".  A command run on PoP X applies X's own change itself and announces it on X's channel
+only when that failed (then X's `serve` tries again); a crash between its commit and its apply is
+repaired, as on SQLite, by the next `apply` or `serve` start.  So a lost one costs nothing but time:
+the follower reconciles in full whenever its connection (re)starts, which is also how a PoP catches up after the database was away.  While the
 database is away the follower touches nothing: the kernel keeps forwarding with what was last applied.
 On SQLite there is one broker and nobody to tell: notify() does nothing.
 """
