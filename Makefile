@@ -27,7 +27,9 @@ guest: bootstrap
 # The real-kernel suite (tests/e2e) in two guests at once, each one boot with its pytest session inside: the
 # broker's suites, and the rest.  Much of each session waits on the network (timers, pings, a NAT's interval),
 # so two share the machine's two cores well: ~10 min instead of ~17 for one session.
-E2E_BROKER := $(sort $(wildcard tests/e2e/test_broker*.py))
+# two guests at once, of about equal length: the broker's suites, and the rest with the two-PoP suite
+E2E_POPS   := tests/e2e/test_broker_pops.py
+E2E_BROKER := $(filter-out $(E2E_POPS),$(sort $(wildcard tests/e2e/test_broker*.py)))
 E2E_REST   := $(filter-out $(E2E_BROKER),$(sort $(wildcard tests/e2e/test_*.py)))
 
 test-e2e: guest

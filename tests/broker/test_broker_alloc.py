@@ -183,7 +183,7 @@ def _same_but_times(a, b):
     return strip(service.views(a)) == strip(service.views(b))
 
 
-Allocator.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None,
+Allocator.TestCase.settings = settings(max_examples=100, stateful_step_count=60, deadline=None,
                                        suppress_health_check=[HealthCheck.too_slow])
 TestAllocator = Allocator.TestCase
 
