@@ -125,6 +125,11 @@ def _broker(db_target, capsys, monkeypatch):
     return Broker(db_target, capsys, fake)
 
 
+# For a test that takes db_target (through a fixture) but whose subject never reaches the database (a
+# refusal before it is opened, a TLS handshake, the router end's own timers): SQLite alone, each use says why.
+ONE_BACKEND = pytest.mark.parametrize("db_target", ["sqlite"], indirect=True)
+
+
 @pytest.fixture
 def broker(db_target, capsys, monkeypatch):
     """The CLI on a fake applier, on SQLite and on PostgreSQL (db_target)."""
