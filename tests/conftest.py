@@ -26,7 +26,8 @@ def pg_server():
     why = pgserver.available()
     if why:
         pytest.skip(why)
-    server = pgserver.Server(base=pgserver.memory_base()).start()
+    # (a generous start timeout: the e2e suites start it in the QEMU guest, 10-20x slower)
+    server = pgserver.Server(base=pgserver.memory_base()).start(timeout=240)
     try:
         yield server
     finally:

@@ -127,7 +127,7 @@ def _broker(db_target, capsys, monkeypatch):
 
 # For a test that takes db_target (through a fixture) but whose subject never reaches the database (a
 # refusal before it is opened, a TLS handshake, the router end's own timers): SQLite alone, each use says why.
-ONE_BACKEND = pytest.mark.parametrize("db_target", ["sqlite"], indirect=True)
+ONE_BACKEND = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
