@@ -134,13 +134,13 @@ class Server:
         with psycopg.connect(self.dsn(), autocommit=True) as c:
             c.execute(sql)
 
-    def create_db(self, template="template0"):
+    def create_db(self, template="template0", options=""):
         """The URL of a new database, a copy of `template` (template0, the default: empty, nothing a test
-        left in template1).  FILE_COPY: a whole-directory copy, faster than PostgreSQL 15's default
+        left in template1); options: more of CREATE DATABASE (a locale).  FILE_COPY: a whole-directory copy, faster than PostgreSQL 15's default
         WAL_LOG for databases this small."""
         self.count += 1
         name = "t%d_%d" % (os.getpid(), self.count)
-        self._admin("CREATE DATABASE %s TEMPLATE %s STRATEGY file_copy" % (name, template))
+        self._admin("CREATE DATABASE %s TEMPLATE %s STRATEGY file_copy %s" % (name, template, options))
         return self.dsn(name)
 
     def make_template(self, name, prepare):

@@ -593,6 +593,31 @@ def test_a_newer_or_unreachable_postgresql_database_is_an_error_not_a_traceback(
     assert [t["name"] for t in broker.json("list")["tunnels"]] == ["home"]
 
 
+def test_names_are_listed_in_the_same_order_whatever_the_postgresql_databases_locale(pg_server, capsys,
+                                                                                    monkeypatch, tmp_path):
+    """An operator's database takes the locale it was created with; PostgreSQL's ORDER BY follows it (ICU
+    en-US: "a_b" < "ab" < "B"), SQLite's is by code point.  `list` and the PoPs read the same on both."""
+    monkeypatch.setenv("SIXBROKER_STATE_DIR", str(tmp_path))
+    url = pg_server.create_db(options="LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'")
+    try:
+        broker = _broker(url, capsys, monkeypatch)
+        broker.init()
+        names = ["alpha", "B", "a_b", "Zed", "ab"]
+        for i, name in enumerate(names):
+            broker.ok("add", name, "--remote", "198.51.100.%d" % (30 + i))
+        assert [t["name"] for t in broker.json("list")["tunnels"]] == sorted(names) == ["B", "Zed", "a_b", "ab", "alpha"]
+        assert [ln.split()[0] for ln in broker.ok("list").strip().split("\n")[1:]] == sorted(names)
+        broker.ok("init", "--pop", "Pb", "--prefix", "2001:db8:6b00::/56", "--public-ipv4", "203.0.113.11")
+        broker.ok("init", "--pop", "p_a", "--prefix", "2001:db8:7b00::/56", "--public-ipv4", "203.0.113.12")
+        conn = db.connect(url, create=False)
+        try:
+            assert db.pops(conn) == ["Pb", "main", "p_a"]
+        finally:
+            conn.close()
+    finally:
+        pg_server.drop_db(url)
+
+
 # ---- applying ---------------------------------------------------------------------------------------------
 
 def test_a_failed_apply_keeps_the_change_and_apply_repairs_it(broker):
