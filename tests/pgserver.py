@@ -136,8 +136,8 @@ class Server:
 
     def create_db(self, template="template0", options=""):
         """The URL of a new database, a copy of `template` (template0, the default: empty, nothing a test
-        left in template1); options: more of CREATE DATABASE (a locale).  FILE_COPY: a whole-directory copy, faster than PostgreSQL 15's default
-        WAL_LOG for databases this small."""
+        left in template1); options: more of CREATE DATABASE (a locale).  FILE_COPY: a whole-directory
+        copy, faster than PostgreSQL 15's default WAL_LOG for databases this small."""
         self.count += 1
         name = "t%d_%d" % (os.getpid(), self.count)
         self._admin("CREATE DATABASE %s TEMPLATE %s STRATEGY file_copy %s" % (name, template, options))
