@@ -15,6 +15,7 @@ if os.environ.get("CI") == "true":
 
 
 # ---- a throw-away PostgreSQL (tests/pgserver.py): one server for the session, a new database per test ----
+# (kept in memory, each database dropped after its test; the broker's tests copy one migrated template)
 
 import pytest
 
@@ -25,7 +26,8 @@ def pg_server():
     why = pgserver.available()
     if why:
         pytest.skip(why)
-    server = pgserver.Server().start()
+    # (a generous start timeout: the e2e suites start it in the QEMU guest, 10-20x slower)
+    server = pgserver.Server(base=pgserver.memory_base()).start(timeout=240)
     try:
         yield server
     finally:
@@ -35,4 +37,22 @@ def pg_server():
 @pytest.fixture
 def pg_url(pg_server):
     """postgresql://... of a new, empty database on the session's server."""
-    return pg_server.create_db()
+    url = pg_server.create_db()
+    yield url
+    pg_server.drop_db(url)
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server):
+    """A database with the broker's schema and nothing in it, migrated once per session."""
+    from sixbroker.broker import db
+    return pg_server.make_template("sixbroker_schema", lambda url: db.connect(url).close())
+
+
+@pytest.fixture
+def pg_broker_url(pg_server, pg_template):
+    """postgresql://... of a new database with the broker's schema (as the first connect leaves it, so
+    what the tests do starts where `init` on an empty one would continue); pg_url for an empty one."""
+    url = pg_server.create_db(pg_template)
+    yield url
+    pg_server.drop_db(url)

@@ -13,7 +13,8 @@ import random
 import pytest
 
 from hypothesis import HealthCheck, settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
+                                 run_state_machine_as_test)
 
 from sixbroker.core import addr
 from sixbroker.broker import alloc, db, service
@@ -82,9 +83,13 @@ class Allocator(RuleBasedStateMachine):
         self.history = []
         self.counter = 0
 
+    @staticmethod
+    def new_db():
+        return db.connect(":memory:")
+
     def _fresh(self):
         prefix, transfer, reserved = self.spec
-        conn = db.connect(":memory:")
+        conn = self.new_db()
         service.init(conn, prefix=prefix, transfer_prefix=transfer, reserve=reserved or None, public_ipv4=X)
         return conn
 
@@ -188,11 +193,30 @@ Allocator.TestCase.settings = settings(max_examples=100, stateful_step_count=60,
 TestAllocator = Allocator.TestCase
 
 
-def test_the_same_set_of_tunnels_gets_the_same_next_prefix_whatever_the_history():
+def test_the_allocator_on_postgresql(request):
+    """The same machine on PostgreSQL: the allocator's queries in the other dialect (BIGINT /64 counts, the
+    overlap trigger, the generated candidates), each example on new databases.  Fewer examples than
+    SQLite's 150 (each costs two database copies); CI's derandomised profile draws the same ones."""
+    from conftest import FreshDatabases
+    dbs = FreshDatabases("postgresql", request.getfixturevalue("pg_server"), request.getfixturevalue("pg_template"))
+
+    class OnPostgreSQL(Allocator):
+        new_db = staticmethod(dbs.new)
+
+        def teardown(self):
+            try:
+                Allocator.teardown(self)
+            finally:
+                dbs.close_all()
+    run_state_machine_as_test(OnPostgreSQL, settings=settings(
+        max_examples=6, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]))
+
+
+def test_the_same_set_of_tunnels_gets_the_same_next_prefix_whatever_the_history(fresh_db):
     """Lowest free is a function of what is taken now: two histories that end with the same tunnels
     allocate the same next prefix."""
     def build(order, removed):
-        conn = db.connect(":memory:")
+        conn = fresh_db()
         service.init(conn, prefix="2001:db8:5b00::/56", public_ipv4=X)
         for name, length in order:
             service.add(conn, name, "198.51.100.%d" % (1 + int(name[1:])), length)
@@ -218,9 +242,9 @@ def test_the_same_set_of_tunnels_gets_the_same_next_prefix_whatever_the_history(
 ONE64 = "2001:db8:5b00::/64"
 
 
-def test_a_64_broker_prefix_keeps_the_servers_own_80_and_routes_80s():
+def test_a_64_broker_prefix_keeps_the_servers_own_80_and_routes_80s(fresh_db):
     """Until issue 12 `init` refused a /64 outright (INVALID_PREFIX): nothing of it could be routed."""
-    conn = db.connect(":memory:")
+    conn = fresh_db()
     service.init(conn, prefix=ONE64, public_ipv4=X)
     s = service.server_view(conn)
     assert s["transfer_prefix"] == "2001:db8:5b00:0:1::/80"
@@ -241,8 +265,8 @@ def test_a_64_broker_prefix_keeps_the_servers_own_80_and_routes_80s():
 
 
 @pytest.mark.parametrize("length", ["64", "63", "113", "128", "/56"])
-def test_a_64_broker_prefix_refuses_routed_lengths_it_cannot_hold(length):
-    conn = db.connect(":memory:")
+def test_a_64_broker_prefix_refuses_routed_lengths_it_cannot_hold(fresh_db, length):
+    conn = fresh_db()
     service.init(conn, prefix=ONE64, public_ipv4=X)
     before = _rows(conn)
     with pytest.raises(SixbrokerError) as e:
@@ -251,16 +275,16 @@ def test_a_64_broker_prefix_refuses_routed_lengths_it_cannot_hold(length):
     assert _rows(conn) == before
 
 
-def test_a_64_broker_prefix_with_the_transfer_prefix_in_its_first_80_reserves_nothing_by_itself():
-    conn = db.connect(":memory:")
+def test_a_64_broker_prefix_with_the_transfer_prefix_in_its_first_80_reserves_nothing_by_itself(fresh_db):
+    conn = fresh_db()
     service.init(conn, prefix=ONE64, transfer_prefix="2001:db8:5b00::/80", public_ipv4=X)
     s = service.server_view(conn)
     assert s["reserved"] == [] and s["transfer_prefix"] == "2001:db8:5b00::/80"
     assert service.add(conn, "r1", "198.51.100.20")["routed"] == ["2001:db8:5b00:0:1::/80"]
 
 
-def test_a_reserved_prefix_longer_than_64_is_refused_outside_a_64_broker_prefix():
-    conn = db.connect(":memory:")
+def test_a_reserved_prefix_longer_than_64_is_refused_outside_a_64_broker_prefix(fresh_db):
+    conn = fresh_db()
     with pytest.raises(SixbrokerError) as e:
         service.init(conn, prefix="2001:db8:5b00::/56", reserve=["2001:db8:5b00:5::/80"], public_ipv4=X)
     assert e.value.code == "INVALID_RESERVED_PREFIX" and db.server_or_none(conn) is None
@@ -275,8 +299,8 @@ def _onlink(answer):
     return onlink, seen
 
 
-def test_ndp_proxy_mode_auto_on_off_and_kept():
-    conn = db.connect(":memory:")
+def test_ndp_proxy_mode_auto_on_off_and_kept(fresh_db):
+    conn = fresh_db()
     # auto on a first init: what the uplink's routes say (an on-link /64 there)
     onlink, seen = _onlink(True)
     service.init(conn, prefix=ONE64, public_ipv4=X, uplink="eth0", onlink=onlink)
@@ -293,8 +317,8 @@ def test_ndp_proxy_mode_auto_on_off_and_kept():
     assert service.server_view(conn)["ndp_proxy"] is True
 
 
-def test_ndp_proxy_on_needs_an_uplink_and_a_refusal_changes_nothing():
-    conn = db.connect(":memory:")
+def test_ndp_proxy_on_needs_an_uplink_and_a_refusal_changes_nothing(fresh_db):
+    conn = fresh_db()
     with pytest.raises(SixbrokerError) as e:
         service.init(conn, prefix=ONE64, public_ipv4=X, ndp_proxy="on")
     assert e.value.code == "NDP_PROXY_NEEDS_UPLINK" and db.server_or_none(conn) is None
@@ -304,8 +328,8 @@ def test_ndp_proxy_on_needs_an_uplink_and_a_refusal_changes_nothing():
     assert seen == [] and service.server_view(conn)["ndp_proxy"] is False
 
 
-def test_the_ndp_state_names_both_ends_of_each_transfer_127_and_every_routed_prefix():
-    conn = db.connect(":memory:")
+def test_the_ndp_state_names_both_ends_of_each_transfer_127_and_every_routed_prefix(fresh_db):
+    conn = fresh_db()
     service.init(conn, prefix=ONE64, public_ipv4=X, uplink="eth0", netns="vps", ndp_proxy="on")
     assert service.ndp_state(conn) == {"netns": "vps", "uplink": "eth0", "addresses": [], "prefixes": []}
     service.add(conn, "r1", "198.51.100.20")

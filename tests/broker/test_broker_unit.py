@@ -108,6 +108,20 @@ def test_never_initialised_is_a_message_and_success_not_a_failed_unit(tmp_path, 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(os.path.dirname(sys.executable), "sixbroker")),
                     reason="the console script is not installed in this environment (make bootstrap)")
+def test_an_empty_postgresql_database_is_a_message_and_success_not_a_failed_unit(tmp_path, pg_url):
+    """The PostgreSQL counterpart of "no database yet": the boot-time apply of a PoP whose database the
+    operator made but nobody has `init`ed (the environment file as files/broker/README.md writes it)."""
+    from test_broker import pg_dump
+    env_file = tmp_path / "sixbroker"
+    env_file.write_text("SIXBROKER_DB=%s\nSIXBROKER_STATE_DIR=%s\n" % (pg_url, tmp_path / "state"))
+    p = _run_as_systemd("ExecStart", str(env_file))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "an empty database at %s: nothing to apply\n" % pg_url and p.stderr == ""
+    assert pg_dump(pg_url) == ""            # nothing created in it
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(os.path.dirname(sys.executable), "sixbroker")),
+                    reason="the console script is not installed in this environment (make bootstrap)")
 def test_the_unit_applies_the_database_the_environment_file_names(tmp_path):
     # an uninitialised broker database at a non-default path: the unit's command reaches it (and says
     # what is wrong with it) instead of looking at the default path

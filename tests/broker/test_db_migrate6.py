@@ -1,5 +1,9 @@
 """Migration 6 on a real version-5 database: `tunnels` rebuilt (remote nullable), its rows, blocks and faults kept.
 
+SQLite's half is about the file: its rebuild of a table that others refer to (PRAGMA table_info,
+foreign_key_check, the triggers made again), so it runs on SQLite alone; PostgreSQL alters the table in
+place, and its version-5 database migrating with its rows is the last test here.
+
 The version-5 file is made the way a sixbroker of schema 5 made it: MIGRATIONS[:5] on an empty file, then
 the rows of a broker with tunnels (made by today's CLI and copied over, so they are rows a broker writes).
 test_broker.py's _downgrade only drops what came later and keeps the rebuilt table; this one has the old
@@ -94,3 +98,46 @@ def test_a_version_5_database_migrates_with_its_rows_and_generation(broker, tmp_
     assert c.execute("SELECT count(*) FROM faults").fetchone()[0] == 0
     assert c.execute("SELECT count(*) FROM blocks WHERE tunnel = 'home'").fetchone()[0] == 0
     c.close()
+
+
+def test_a_version_5_postgresql_database_migrates_with_its_rows(pg_url, monkeypatch):
+    """Schema 5 on PostgreSQL with a broker's rows and a fault, then today's connect: the rows, the fault
+    and the generation kept, `remote` nullable (a pending tunnel fits), the cascades still reach blocks
+    and faults, and the generation triggers still fire."""
+    monkeypatch.setattr(db, "SCHEMA_VERSION", 5)
+    conn = db.connect(pg_url)
+    stamp = db.now()
+    with db.transaction(conn):
+        conn.execute("INSERT INTO server (id, prefix, transfer_prefix, public_ipv4, local_ipv4, created, updated)"
+                     " VALUES (1, ?, '2001:db8:5b00::/64', ?, ?, ?, ?)", (PREFIX, X, X, stamp, stamp))
+        conn.execute("INSERT INTO blocks (start, stop, length, tunnel, kind) VALUES (0, 1, 64, NULL, 'transfer')")
+        for i, name in enumerate(("home", "away"), 1):
+            conn.execute("INSERT INTO tunnels (name, device, remote, transfer_index, mtu, ttl, created, updated)"
+                         " VALUES (?, ?, ?, ?, 1480, 64, ?, ?)", (name, "sbs-" + name, "198.51.100.%d" % i, i,
+                                                                  stamp, stamp))
+            conn.execute("INSERT INTO blocks (start, stop, length, tunnel, kind) VALUES (?, ?, 64, ?, 'routed')",
+                         (i, i + 1, name))
+        conn.execute("INSERT INTO faults (tunnel, code, message, at) VALUES ('home', 'SIT_PAIR_IN_USE', 'x', 'now')")
+        conn.execute("UPDATE generation SET n = 1000")
+    with pytest.raises(db.integrity_errors(conn)):      # schema 5: every tunnel has its remote
+        with db.transaction(conn):
+            conn.execute("INSERT INTO tunnels (name, device, remote, transfer_index, mtu, ttl, created, updated)"
+                         " VALUES ('later', 'sbs-later', NULL, 9, 1480, 64, ?, ?)", (stamp, stamp))
+    conn.close()
+    monkeypatch.undo()
+
+    conn = db.connect(pg_url, create=False)
+    try:
+        assert db._version(conn) == db.SCHEMA_VERSION and db.generation(conn) == 1000
+        assert [(t["name"], t["remote"], t["blocks"]) for t in db.tunnels(conn)] == [
+            ("away", "198.51.100.2", [(2, 64)]), ("home", "198.51.100.1", [(1, 64)])]
+        assert list(db.faults(conn)) == ["home"]
+        with db.transaction(conn):
+            conn.execute("INSERT INTO tunnels (name, pop, device, remote, transfer_index, mtu, ttl, created, updated)"
+                         " VALUES ('later', 'main', 'sbs-later', NULL, 9, 1480, 64, ?, ?)", (stamp, stamp))
+        assert db.generation(conn) == 1001
+        with db.transaction(conn):
+            conn.execute("DELETE FROM tunnels WHERE name = 'home'")
+        assert db.faults(conn) == {} and [b["tunnel"] for b in db.blocks(conn)] == [None, "away"]
+    finally:
+        conn.close()

@@ -1,6 +1,6 @@
 """Tunnel health (`list`, `show`) and /metrics, on real counters: our nftables table in a throwaway namespace.
 
-The broker runs with a real SQLite file and a half-real applier: the kernel part is the fake of
+The broker runs with a real SQLite file or PostgreSQL database (db_target) and a half-real applier: the kernel part is the fake of
 test_broker.py (the host has no sit), the firewall is our real table, loaded by apply_nft into the
 namespace the broker is `init --netns`'d to, and protocol 41 sent with raw sockets from a namespace holding
 the homes' addresses moves its counters (tests/e2e counts on real sit tunnels).  The metrics listener is
@@ -21,7 +21,7 @@ import pytest
 
 from sixbroker.broker import hostfacts, metrics, reconcile, serve
 from sixbroker.linux import apply_nft, traffic
-from test_broker import Broker, FakeApplier, PREFIX
+from test_broker import ONE_BACKEND, Broker, FakeApplier, PREFIX
 from netns_world import X, Y, Y2, link, nets, send41, wait_for  # noqa: F401  (fixtures)
 
 uvicorn = pytest.importorskip("uvicorn")
@@ -94,14 +94,15 @@ def value(text, name, **labels):
 
 
 @pytest.fixture
-def world(link, tmp_path, capsys, monkeypatch):
-    """A broker with tunnels a (home Y), b (home Y2) and c (no home yet) whose table lives in link's vps."""
+def world(link, db_target, capsys, monkeypatch):
+    """A broker with tunnels a (home Y), b (home Y2) and c (no home yet) whose table lives in link's vps,
+    on SQLite and on PostgreSQL."""
     applier = NftApplier()
     monkeypatch.setattr(reconcile, "APPLIER", applier)
     monkeypatch.delenv("SIXBROKER_DB", raising=False)
     monkeypatch.setattr(hostfacts, "detect", lambda uplink, netns: {})
     monkeypatch.setattr(hostfacts, "ipv4_on_host", lambda address, netns: True)
-    b = Broker(str(tmp_path / "state" / "broker.db"), capsys, applier)
+    b = Broker(db_target, capsys, applier)
     b.ok("init", "--prefix", PREFIX, "--public-ipv4", X, "--netns", link["vps"])
     keys = {}
     for name, remote in (("a", Y), ("b", Y2), ("c", None)):
@@ -233,9 +234,37 @@ def test_promtool_accepts_the_metrics_and_prometheus_scrapes_them(world, tmp_pat
         prom.wait(10)
 
 
-def test_a_scrape_without_the_database_answers_cleanly(world):
+def test_a_scrape_without_the_database_answers_cleanly(world, request):
     n, b, service, listener, keys, lines = world
     traffic_sent(n)
+    if b.postgresql:
+        # no lock to wait on (PostgreSQL's readers never wait for a writer); gone is the server stopped
+        pg_server = request.getfixturevalue("pg_server")
+        pg_server.stop()
+        try:
+            status, _, body = listener.get()
+        finally:
+            pg_server.start()
+        assert status == 200 and value(body, "sixbroker_database_up") == 0 and "Traceback" not in body
+        assert "sixbroker_tunnel_" not in body
+        assert any("the database could not be read" in ln and "cannot be reached" in ln for ln in lines), lines
+    else:
+        _scrape_a_locked_then_missing_file(b, listener, lines)
+    # back: everything again, the counters where they were
+    status, _, body = listener.get()
+    assert value(body, "sixbroker_database_up") == 1
+    assert value(body, "sixbroker_tunnel_receive_packets_total", tunnel="a") == 3
+    # and the counters' table gone (the firewall flushed by someone): traffic_up 0, the rest still there
+    subprocess.run(["ip", "netns", "exec", n["vps"], "nft", "delete", "table", "inet", "sixbroker"], check=True)
+    status, _, body = listener.get()
+    assert status == 200 and value(body, "sixbroker_database_up") == 1
+    assert value(body, "sixbroker_tunnel_receive_packets_total", tunnel="a") == 0
+    assert value(body, "sixbroker_tunnel_up", tunnel="a") == 0
+    assert value(body, "sixbroker_tunnels", state="applied") == 2
+
+
+def _scrape_a_locked_then_missing_file(b, listener, lines):
+    """SQLite's two ways of being away: locked by a writer, and the file gone (put back afterwards)."""
     # locked: a writer holds it; the scrape waits metrics.DB_TIMEOUT, not the CLI's 30 s
     hold = sqlite3.connect(b.path, isolation_level=None)
     hold.execute("BEGIN EXCLUSIVE")
@@ -255,18 +284,7 @@ def test_a_scrape_without_the_database_answers_cleanly(world):
     assert status == 200 and value(body, "sixbroker_database_up") == 0 and "Traceback" not in body
     assert any("the database could not be read" in ln and "BROKER_NOT_INITIALISED" not in ln or "no database" in ln
                for ln in lines)
-    # back: everything again, the counters where they were
     os.rename(b.path + ".away", b.path)
-    status, _, body = listener.get()
-    assert value(body, "sixbroker_database_up") == 1
-    assert value(body, "sixbroker_tunnel_receive_packets_total", tunnel="a") == 3
-    # and the counters' table gone (the firewall flushed by someone): traffic_up 0, the rest still there
-    subprocess.run(["ip", "netns", "exec", n["vps"], "nft", "delete", "table", "inet", "sixbroker"], check=True)
-    status, _, body = listener.get()
-    assert status == 200 and value(body, "sixbroker_database_up") == 1
-    assert value(body, "sixbroker_tunnel_receive_packets_total", tunnel="a") == 0
-    assert value(body, "sixbroker_tunnel_up", tunnel="a") == 0
-    assert value(body, "sixbroker_tunnels", state="applied") == 2
 
 
 def _promtool_ok(body):
@@ -324,6 +342,8 @@ def test_the_last_apply_of_each_command_is_exported_whatever_process_made_it(wor
     assert value(body, "sixbroker_last_apply_successful", command="set") == 0      # set's last one did fail
 
 
+# refused before any database is opened: one backend says it all
+@ONE_BACKEND
 def test_metrics_never_on_the_public_port(world, tmp_path):
     n, b, service, listener, keys, lines = world
     app = serve.app(service)

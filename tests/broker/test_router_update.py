@@ -1,6 +1,6 @@
 """The plain-Linux router's updater (linuxrouter/update.py, follow.py) against the real `sixbroker server serve`.
 
-The service runs in-process (uvicorn in a thread, the broker's SQLite, the fake applier of test_broker.py
+The service runs in-process (uvicorn in a thread, the broker's SQLite or PostgreSQL, the fake applier of test_broker.py
 standing for the kernel) on a socket bound in a `vps` namespace at X:port, with the certificate `init` made
 for X; the router end runs in a `home` namespace reaching it over a veth, or through a `nat` namespace that
 masquerades (nftables) to a public address, as a home behind a NAT box does.  Every answer is read back
@@ -20,11 +20,11 @@ import pytest
 
 import dyndns_server
 from netns_world import Namespaces, run
-from sixbroker.broker import reconcile, serve, tls
+from sixbroker.broker import db, reconcile, serve, tls
 from sixbroker.core import updaterecord
 from sixbroker.linux.netns import InNetns
 from sixbroker.linuxrouter import follow, router, update
-from test_broker import Broker, FakeApplier, PREFIX, X
+from test_broker import ONE_BACKEND, Broker, FakeApplier, PREFIX, X
 from test_broker_unit import _clean_and_a_typo_caught, _environment_file, unit
 
 uvicorn = pytest.importorskip("uvicorn")
@@ -65,7 +65,7 @@ class Service:
     def __init__(self, path, vps):
         self.lines = []
         self.service = serve.Service(path, log=self.lines.append)
-        cert, key = tls.paths(path)
+        cert, key = tls.paths(db.local_path(path))
         with InNetns(vps):
             self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -89,11 +89,12 @@ class Service:
 
 
 @pytest.fixture
-def served(tmp_path, capsys, monkeypatch):
+def served(db_target, tmp_path, capsys, monkeypatch):
+    """The service with one tunnel in the vps namespace, on SQLite and on PostgreSQL (db_target)."""
     world = World()
     applier = FakeApplier()
     reconcile.APPLIER = applier
-    b = Broker(str(tmp_path / "state" / "broker.db"), capsys, applier)
+    b = Broker(db_target, capsys, applier)
     b.ok("init", "--prefix", PREFIX, "--public-ipv4", X)
     key = b.json("add", "home", "--remote", Y)["key"]
     srv = Service(b.path, world.ns["vps"])
@@ -155,6 +156,7 @@ def test_behind_nat_no_myip_and_the_broker_takes_the_source(served):
     assert "src=%s tunnel=home answer=good" % PUB in srv.lines[-1]
 
 
+@ONE_BACKEND  # refused in the TLS handshake: no request reaches the database
 def test_a_certificate_that_is_not_the_brokers_is_refused_before_any_request(served):
     b, srv, key, tmp, ns = served
     other, _ = dyndns_server.make_cert(tmp, X)      # right name, wrong issuer
@@ -177,6 +179,7 @@ def _without_cert(tmp, key):
     return str(path)
 
 
+@ONE_BACKEND  # nothing answers: the router's backoff alone
 def test_unreachable_is_backoff_and_bounded(served):
     b, srv, key, tmp, ns = served
     path = config(tmp, key, srv.cert, extra="\toption updateurl 'https://%s:9/nic/update'\n" % X)
@@ -188,6 +191,7 @@ def test_unreachable_is_backoff_and_bounded(served):
     assert (rec["fails"], rec["next"] - rec["time"]) == (2, 60)        # doubling, capped by the interval
 
 
+@ONE_BACKEND  # the router's timer; the broker's nochg is the same on both (test_update_service)
 def test_the_loop_sends_when_due_and_not_before(served):
     b, srv, key, tmp, ns = served
     now = [1000.0]
@@ -201,6 +205,7 @@ def test_the_loop_sends_when_due_and_not_before(served):
     assert srv.answers() == ["nochg", "nochg"]
 
 
+@ONE_BACKEND  # the router's own hold; the broker answers nochg on both (test_update_service)
 def test_the_loop_leaves_tunnels_a_person_took_down(served, capsys):
     b, srv, key, tmp, ns = served
     now = [1000.0]
@@ -216,6 +221,7 @@ def test_the_loop_leaves_tunnels_a_person_took_down(served, capsys):
     assert [r["word"] for _, r in loop.step()] == ["nochg"]         # told again at once
 
 
+@ONE_BACKEND  # the router's command line; the broker answers nochg on both (test_update_service)
 def test_update_once_from_the_command_line(served, capsys):
     b, srv, key, tmp, ns = served
     from sixbroker import cli
@@ -231,6 +237,7 @@ def test_update_once_from_the_command_line(served, capsys):
     assert cli.main(["router", "update", "--bogus"]) == 2
 
 
+@ONE_BACKEND  # the router's record of a nochg; the broker's side as above
 def test_status_shows_the_last_update(served, capsys):
     b, srv, key, tmp, ns = served
     once(config(tmp, key, srv.cert), ns["home"])
@@ -253,6 +260,7 @@ def test_systemd_reads_the_router_update_unit_without_a_complaint(tmp_path):
     _clean_and_a_typo_caught(UNIT, "RestartSec=", "RestartSek=", tmp_path)
 
 
+@ONE_BACKEND  # the router's unit; the broker's side as above
 @pytest.mark.skipif(not os.path.exists(os.path.join(os.path.dirname(sys.executable), "sixbroker")),
                     reason="the console script is not installed in this environment (make bootstrap)")
 def test_the_units_command_runs_the_loop_with_the_environment_files_arguments(served):

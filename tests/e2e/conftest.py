@@ -1,6 +1,7 @@
 """Fixtures of the real-kernel suite.  It needs a kernel with sit: run it in the QEMU guest with
 `make test-e2e` (one boot for the whole session); elsewhere every test is skipped, saying why."""
 
+import os
 import time
 
 import pytest
@@ -38,7 +39,55 @@ def clean(world):
     return world
 
 
+# The broker suites' database: SQLite files, or with SIXBROKER_E2E_DB=postgresql (`make test-e2e-pg`) the
+# same suites with every broker on a database of one throw-away PostgreSQL started in the guest from the
+# host's binaries (tests/pgserver.py, the pg_server fixture of tests/conftest.py).
+E2E_DB = os.environ.get("SIXBROKER_E2E_DB") or "sqlite"
+
+
+class BrokerDatabases:
+    """new(tmp): what a broker's --db gets, a SQLite file in tmp or a new PostgreSQL database (whose
+    host-local files, the writer lock and the TLS certificate, go to the session's SIXBROKER_STATE_DIR)."""
+
+    def __init__(self, pg_server=None):
+        self.pg_server = pg_server
+        self.open = []
+
+    def new(self, tmp, name="broker.db"):
+        if self.pg_server is None:
+            return str(tmp / name)
+        url = self.pg_server.create_db()
+        self.open.append(url)
+        return url
+
+    def drop_since(self, n):
+        while len(self.open) > n:
+            self.pg_server.drop_db(self.open.pop())
+
+
+@pytest.fixture(scope="session")
+def broker_dbs(request, tmp_path_factory):
+    if E2E_DB == "sqlite":
+        return BrokerDatabases()
+    if E2E_DB != "postgresql":
+        pytest.fail("SIXBROKER_E2E_DB=%s: sqlite or postgresql" % E2E_DB)
+    import pgserver
+    why = pgserver.available()
+    if why:
+        pytest.fail("SIXBROKER_E2E_DB=postgresql: " + why)      # asked for: no silent skip
+    os.environ["SIXBROKER_STATE_DIR"] = str(tmp_path_factory.mktemp("broker-state"))
+    return BrokerDatabases(request.getfixturevalue("pg_server"))
+
+
+@pytest.fixture
+def broker_db(broker_dbs, tmp_path):
+    """A broker database for this test (dropped after it); broker_dbs.new for a wider scope."""
+    n = len(broker_dbs.open)
+    yield broker_dbs.new(tmp_path)
+    broker_dbs.drop_since(n)
+
+
 def pytest_sessionfinish(session, exitstatus):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line("e2e: whole session %.1f s" % (time.time() - _T0))
+        reporter.write_line("e2e: whole session %.1f s (broker database: %s)" % (time.time() - _T0, E2E_DB))

@@ -104,8 +104,8 @@ class Server(ServerCLI):
 
 
 @pytest.fixture
-def server(homes, tmp_path, capsys, request):
-    s = Server(str(tmp_path / "broker.db"), capsys)
+def server(homes, broker_db, capsys, request):
+    s = Server(broker_db, capsys)
     s.mode = getattr(request, "param", None) or Server.mode
     yield s
     apply_kernel.remove_all("vps", scope="broker")

@@ -44,9 +44,9 @@ def record(fault, during, after, note=""):
 class World:
     """The three homes and the broker, shared by the tests below in order."""
 
-    def __init__(self, tmp, capsys):
+    def __init__(self, tmp, capsys, path):
         self.tmp = tmp
-        self.server = Server(str(tmp / "broker.db"), capsys)
+        self.server = Server(path, capsys)
         self.tunnels = {}
 
     def add(self, name, crash=None):
@@ -90,7 +90,7 @@ class _Buffers:
 
 
 @pytest.fixture(scope="module")
-def w(world, tmp_path_factory):
+def w(world, broker_dbs, tmp_path_factory):
     from sixbroker.linuxrouter import router as standalone
     apply_kernel.remove_all("vps", scope="broker")
     # earlier modules' tables (theirs and the foreign ones they made) go, as conftest's `clean` does
@@ -100,7 +100,8 @@ def w(world, tmp_path_factory):
     for name, (ns, address, gw, length) in HOMES.items():
         if gw:
             _add_home(ns, address, gw, length)
-    yield World(tmp_path_factory.mktemp("faults"), _Buffers())
+    tmp = tmp_path_factory.mktemp("faults")
+    yield World(tmp, _Buffers(), broker_dbs.new(tmp))
     _print_table()
     for ns in ("home2", "home3"):
         topo.run(["ip", "netns", "del", ns], check=False)

@@ -167,6 +167,8 @@ def test_a_reload_of_nftables_wipes_our_table_and_the_units_reload_brings_it_bac
         os.makedirs(os.path.dirname(env_file), exist_ok=True)
         with open(env_file, "w") as f:
             f.write("# written by the test\nSIXBROKER_DB=%s\n" % server.path)
+            if os.environ.get("SIXBROKER_STATE_DIR"):      # a PostgreSQL broker's host-local files
+                f.write("SIXBROKER_STATE_DIR=%s\n" % os.environ["SIXBROKER_STATE_DIR"])
         with open(env_file) as f:
             env.update(ln.strip().split("=", 1) for ln in f if "=" in ln and not ln.startswith("#"))
     p = subprocess.run(_unit_command("ExecReload"), capture_output=True, text=True, env=env, timeout=300)

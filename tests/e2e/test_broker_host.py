@@ -117,7 +117,7 @@ ROUTER_NS = "rartr"
 
 
 @pytest.fixture
-def ra_world(world, tmp_path, capsys):
+def ra_world(world, broker_db, capsys):
     for ns in (VPS_NS, ROUTER_NS):
         topo.run(["ip", "netns", "del", ns], check=False)
         topo.run(["ip", "netns", "add", ns])
@@ -131,7 +131,7 @@ def ra_world(world, tmp_path, capsys):
     for ns, dev in ((ROUTER_NS, "up-r"), (VPS_NS, "up0")):
         assert topo.eventually(lambda: _link_local_ready(ns, dev), True, timeout=5.0), (ns, dev)
     try:
-        yield ServerCLI(str(tmp_path / "ra.db"), capsys)
+        yield ServerCLI(broker_db, capsys)
     finally:
         apply_kernel.remove_all(VPS_NS, scope="broker")
         apply_nft.remove(nft_table.TABLE, VPS_NS)

@@ -63,8 +63,8 @@ def onlink(clean):
 
 
 @pytest.fixture
-def server(onlink, tmp_path, capsys):
-    s = ServerCLI(str(tmp_path / "broker.db"), capsys)
+def server(onlink, broker_db, capsys):
+    s = ServerCLI(broker_db, capsys)
     yield s
     apply_kernel.remove_all("vps", scope="broker")
     apply_nft.remove(nft_table.TABLE, "vps")

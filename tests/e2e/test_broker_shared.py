@@ -214,8 +214,8 @@ class Prober(threading.Thread):
 
 
 @pytest.fixture
-def many_server(clean, tmp_path, capsys):
-    s = Server(str(tmp_path / "broker.db"), capsys)
+def many_server(clean, broker_db, capsys):
+    s = Server(broker_db, capsys)
     yield s
     apply_kernel.remove_all("vps", scope="broker")
     apply_nft.remove(nft_table.TABLE, "vps")

@@ -12,8 +12,8 @@ from test_broker import Server, _add_home, homes  # noqa: F401  (the fixture)
 PREFIX = "2001:db8:5b00::/56"
 
 
-def test_server_add_then_router_join(homes, tmp_path, capsys):  # noqa: F811
-    server = Server(str(tmp_path / "broker.db"), capsys)
+def test_server_add_then_router_join(homes, broker_db, tmp_path, capsys):  # noqa: F811
+    server = Server(broker_db, capsys)
     try:
         server.json("init", "--prefix", PREFIX, "--uplink", "v-vps", "--netns", "vps")
         body = server.json("add", "r1", "--remote", topo.Y)

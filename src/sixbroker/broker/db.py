@@ -792,7 +792,7 @@ def server_or_none(conn, pop=None):
 
 def pops(conn):
     """The names of every PoP in the database."""
-    return [r[0] for r in conn.execute("SELECT pop FROM server ORDER BY pop")]
+    return sorted(r[0] for r in conn.execute("SELECT pop FROM server"))     # byte order: see _tunnel_rows
 
 
 def _tunnel_rows(conn, where="", args=()):
@@ -808,6 +808,9 @@ def _tunnel_rows(conn, where="", args=()):
         t = dict(r)
         t["blocks"] = blocks.get(t["name"], [])
         out.append(t)
+    # by code point, as SQLite's BINARY collation orders: a PostgreSQL database's ORDER BY follows its
+    # locale (en-US puts "a_b" before "B"), and `list` must not depend on how the database was created
+    out.sort(key=lambda t: t["name"])
     return out
 
 
