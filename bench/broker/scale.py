@@ -74,6 +74,7 @@ from vs_raw import BROKER_NS, LOCAL, PREFIX, RAW_NS, batch_lines, fresh_ns, rati
 MODES = ("per-tunnel", "shared")
 HOME_NS = "sb-home"
 REF_NS = "sb-ref"                   # one tunnel alone: the N = 1 of the packet rate, measured alongside
+REF_BROKER_NS = "sb-brk-ref"        # a one-tunnel broker: the N = 1 of the shared ops, measured alongside
 HOME_REF = "sb-home-ref"
 TARGET6 = "2001:db8:ffff::1"        # the broker namespace's address the home pings, the same in both modes
 PINGS = 1000                        # echoes per run
@@ -236,29 +237,40 @@ def raw_ops(mode, last, other, window):
     return removes, adds, sets
 
 
-def broker_run(mode, tmp, n, window):
+def broker_run(mode, tmp, n, window, ref=False):
     """The broker in its own namespace with n tunnels: (plans, cold s, no-op s, kernel KB grown, [remove s],
-    [add s], [set s])."""
+    [add s], [set s], ref).  With ref, a second broker holding one tunnel (N = 1, the same mode) in a
+    namespace of its own takes the same remove/add/set in alternate rounds (ABBA), so the load from other
+    work on the machine falls on both alike: ref is its ([remove s], [add s], [set s])."""
     fresh_ns(BROKER_NS)
     path = tempfile.mkstemp(suffix=".db", prefix="broker-%s-%d-" % (mode, n), dir=tmp)[1]
     os.unlink(path)
-    plans = vs_raw.seed(path, n, remote, ["--tunnel-mode", mode] if mode != "per-tunnel" else [])
+    init = ["--tunnel-mode", mode] if mode != "per-tunnel" else []
+    plans = vs_raw.seed(path, n, remote, init)
     before = kmem_kb()
     cold, _ = timed(lambda: sixbroker(path, "apply"))
     grown = kmem_kb() - before
     assert installed(BROKER_NS, mode) >= n, (mode, installed(BROKER_NS, mode), n)
     warm, second = timed(lambda: sixbroker(path, "apply"))
     assert not second["apply"]["kernel"]["changes"], second
-    name, peer = "t%d" % (n - 1), remote(n - 1)
-    removes, adds, sets = [], [], []
+    sides = [(path, n, ([], [], []))]
+    if ref:
+        fresh_ns(REF_BROKER_NS)
+        ref_path = path[:-3] + "-ref.db"
+        vs_raw.seed(ref_path, 1, remote, init, ns=REF_BROKER_NS)
+        sixbroker(ref_path, "apply")
+        sides.append((ref_path, 1, ([], [], [])))
     for k in range(window):
-        removes.append(timed(lambda: sixbroker(path, "remove", name))[0])
-        adds.append(timed(lambda: sixbroker(path, "add", name, "--remote", peer, "--allow-private"))[0])
-        new = moved(k)
-        sets.append(timed(lambda: sixbroker(path, "set", name, "--remote", new, "--allow-private"))[0])
-        sixbroker(path, "set", name, "--remote", peer, "--allow-private")
+        for side_path, side_n, (removes, adds, sets) in (sides if k % 2 == 0 else sides[::-1]):
+            name, peer = "t%d" % (side_n - 1), remote(side_n - 1)
+            removes.append(timed(lambda: sixbroker(side_path, "remove", name))[0])
+            adds.append(timed(lambda: sixbroker(side_path, "add", name, "--remote", peer, "--allow-private"))[0])
+            new = moved(k)
+            sets.append(timed(lambda: sixbroker(side_path, "set", name, "--remote", new, "--allow-private"))[0])
+            sixbroker(side_path, "set", name, "--remote", peer, "--allow-private")
     assert installed(BROKER_NS, mode) >= n, (mode, installed(BROKER_NS, mode), n)
-    return plans, cold, warm, grown, removes, adds, sets
+    removes, adds, sets = sides[0][2]
+    return plans, cold, warm, grown, removes, adds, sets, (sides[1][2] if ref else None)
 
 
 def plans_of(tmp, n):
@@ -399,8 +411,8 @@ def main(sizes, window, src, modes=MODES, per_tunnel_broker_max=1000, per_tunnel
                 b = None
                 if (mode == "per-tunnel" and n <= per_tunnel_broker_max) or (mode == "shared" and with_shared):
                     settle()
-                    b = broker_run(mode, tmp, n, window)
-                    drop_ns(BROKER_NS)
+                    b = broker_run(mode, tmp, n, window, ref=mode == "shared" and n > 1)
+                    drop_ns(BROKER_NS, REF_BROKER_NS)
                 create = ip_s + nft_s
                 rows = [
                     ("add", statistics.median(r_add), b and statistics.median(b[5]), "s"),
@@ -419,10 +431,20 @@ def main(sizes, window, src, modes=MODES, per_tunnel_broker_max=1000, per_tunnel
                 print("%6d  %-10s  %-13s %10s %10s %7.2fx  (vs %.0f pps through it alone, alternate rounds; "
                       "%d lost)" % (n, mode, "pps", fmt(pps, "pps"), "", ratio(pps, pps_alone), pps_alone, loss))
                 results[(n, mode, "pps")] = ratio(pps, pps_alone)
+                if b and b[7]:
+                    # the issue's "at N against at 1", from rounds that alternated with a one-tunnel broker
+                    ref_removes, ref_adds, ref_sets = b[7]
+                    for op, mine, ones in (("add", b[5], ref_adds), ("remove", b[4], ref_removes),
+                                           ("set --remote", b[6], ref_sets)):
+                        r = statistics.median(mine) / statistics.median(ones)
+                        print("%6d  %-10s  %-13s %10s %10s %7.2fx  (broker at N / broker at 1: %.3f s vs %.3f s, "
+                              "alternate rounds)" % (n, mode, op + " vs 1", "", "", r, statistics.median(mine),
+                                                     statistics.median(ones)))
+                        results[(n, mode, op + " vs 1")] = r
                 print("%6s  %-10s  (raw apply: ip -batch %.2f s + nft -f %.2f s%s; this row took %.0f s)" % (
                     "", "", ip_s, nft_s, "" if b else "; broker not run", time.perf_counter() - t0), flush=True)
     finally:
-        drop_ns(RAW_NS, BROKER_NS, HOME_NS, HOME_REF, REF_NS)
+        drop_ns(RAW_NS, BROKER_NS, HOME_NS, HOME_REF, REF_NS, REF_BROKER_NS)
         shutil.rmtree(tmp, ignore_errors=True)
     print()
     targets(sizes, results)
@@ -441,6 +463,10 @@ def targets(sizes, results):
             r = ah / a1
             print("shared %-6s marginal add at %d / at 1: %.2fx (target <= 1.2x: %s)" % (
                 side, hi, r, "met" if r <= 1.2 else "NOT met"))
+        if side == "broker" and results.get((hi, "shared", "add vs 1")):
+            r = results[(hi, "shared", "add vs 1")]
+            print("shared broker marginal add at %d / at 1, alternate rounds: %.2fx (target <= 1.2x: %s)" % (
+                hi, r, "met" if r <= 1.2 else "NOT met"))
         cold = results.get((hi, "shared", "apply cold"), (None, None))[k]
         if cold:
             print("shared %-6s cold apply of %d: %.1f s (target < 60 s: %s)" % (side, hi, cold,

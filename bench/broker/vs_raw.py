@@ -358,11 +358,12 @@ def neighbour_main(sizes, window, src):
     return 0
 
 
-def seed(path, n, peer=None, init=()):
+def seed(path, n, peer=None, init=(), ns=BROKER_NS):
     """A broker database at path with n tunnels t0.. (the database's making is not what is measured), tunnel i's
-    remote peer(i) (default remote(i)): its plans.  init: more `server init` arguments."""
+    remote peer(i) (default remote(i)), applying into namespace ns: its plans.  init: more `server init`
+    arguments."""
     peer = peer or remote
-    sixbroker(path, "init", "--prefix", PREFIX, "--public-ipv4", LOCAL, "--netns", BROKER_NS, *init)
+    sixbroker(path, "init", "--prefix", PREFIX, "--public-ipv4", LOCAL, "--netns", ns, *init)
     conn = db.connect(path)
     try:
         for i in range(n):
