@@ -249,6 +249,10 @@ def _recorded_foreign(rec):
 
 def reconcile(conn, using=None):
     """Bring the kernel and the firewall in line with the database; a report of what each applier did."""
+    # the plans kept on a connection (service.plans) serve one apply and its host-firewall check, never a
+    # later reconcile: a long-lived connection (serve's follower) must not trust a generation number to
+    # name one state (a transaction that rolled back, or commits lost with the database, can reuse one)
+    conn.plans_memo = None
     a = using or applier()
     incremental = hasattr(a, "kernel_fingerprint")
     if incremental:
