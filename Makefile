@@ -36,10 +36,10 @@ test-e2e: guest
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-e2e-broker test-e2e-rest
 
 test-e2e-broker: guest
-	$(PY) tests/guest.py run --times --timeout 2400 -- $(PYTEST) -p no:cacheprovider $(E2E_BROKER)
+	$(PY) tests/guest.py run --times --timeout 2400 -- $(PYTEST) -p no:cacheprovider --durations=12 $(E2E_BROKER)
 
 test-e2e-rest: guest
-	$(PY) tests/guest.py run --times --timeout 2400 -- $(PYTEST) -p no:cacheprovider $(E2E_REST)
+	$(PY) tests/guest.py run --times --timeout 2400 -- $(PYTEST) -p no:cacheprovider --durations=12 $(E2E_REST)
 
 # Issue 15: the broker's real-kernel suite again with every `server init` on the shared NBMA device (the core
 # tests already run in both modes within test-e2e; this is the rest, kept out of `make test` for its time).

@@ -22,11 +22,17 @@ def world():
     topo.teardown()
 
 
+# namespaces some suites add beside topo's (test_broker.py's homes, test_broker_pops.py's second VPS)
+EXTRA_NAMESPACES = ("home2", "home3", "vps2")
+
+
 @pytest.fixture
 def clean(world):
     """Each test starts from the seed's bare topology: nothing of ours, nothing foreign left over."""
     from sixbroker.linux import apply_kernel
     from sixbroker.linuxrouter import router as standalone
+    for ns in topo.NAMESPACES + EXTRA_NAMESPACES:
+        topo.kill_all(ns)
     for ns, foreign in (("vps", "he-vps"), ("home", "he-ipv6")):
         apply_kernel.remove_all(ns, scope="broker")
         apply_kernel.remove_all(ns, scope=standalone.SCOPE, lan=True)

@@ -11,6 +11,7 @@ namespace from a thread of this process rather than helper processes.
 
 import os
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -95,9 +96,25 @@ def build():
     ])
 
 
+def kill_all(ns):
+    """Every process left in namespace ns, killed: a test that failed half-way leaves its pings, servers
+    and daemons running there, and one of them holding a namespace keeps it (and each veth in it, with its
+    peer in inet) alive after `ip netns del`, so that the next test finds its links, counters and packets."""
+    if not os.path.exists("/run/netns/" + ns):
+        return
+    me = os.getpid()
+    for pid in run(["ip", "netns", "pids", ns], check=False).stdout.split():
+        if int(pid) != me:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def teardown():
     for ns in NAMESPACES:
         if os.path.exists("/run/netns/" + ns):
+            kill_all(ns)
             run(["ip", "netns", "del", ns], check=False)
 
 
