@@ -67,9 +67,15 @@ class PoP(Server):
         return [sys.executable, "-c", entry, "server"] + list(args) + ["--db", db or self.path] + list(out)
 
     def cmd(self, *args):
-        p = subprocess.run(self.argv(*args), capture_output=True, text=True, env=self.env(), timeout=300)
-        assert "Traceback" not in p.stderr, p.stderr
-        return p.returncode, json.loads(p.stdout) if p.stdout.strip() else None, p.stderr
+        """(exit status, JSON, stderr) of `sixbroker server ARGS --json` run by this PoP's host: in a process
+        of its own, forked (_fork_cli), not a new interpreter's ~10 s start under TCG each."""
+        out = os.path.join(self.state, "cmd.out")
+        pid = _fork_cli(self, args, out)
+        rc = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        with open(out) as f, open(out + ".err") as e:
+            body, err = f.read(), e.read()
+        assert "Traceback" not in err, err
+        return rc, json.loads(body) if body.strip() else None, err
 
     def ok(self, *args):
         rc, body, err = self.cmd(*args)
@@ -252,6 +258,9 @@ def _fork_cli(pop, args, out):
 
 def test_two_pops_three_homes_move_database_gone_and_wrong_pop_update(two, pg, tmp_path):
     pa, pb = two["pa"], two["pb"]
+    # what a command imports as it goes, imported once here: each forked command (PoP.cmd) has it
+    import psycopg  # noqa: F401
+    from sixbroker.linux import nft_token, sit, sysctl  # noqa: F401
     for name, (ns, prefix, ipv4) in POPS.items():
         body = two[name].ok("init", "--prefix", prefix, "--public-ipv4", ipv4, "--netns", ns)
         assert body["applied"] is True
@@ -326,9 +335,6 @@ def test_two_pops_three_homes_move_database_gone_and_wrong_pop_update(two, pg, t
     # 20 `add` processes at once, from both PoPs' hosts, for both PoPs (a quarter each way), while a home
     # on each PoP pings through its tunnel
     pings = [_ping_while("home", r1["tunnel"]["server_address"]), _ping_while("home3", t3["server_address"])]
-    # what an add imports as it goes, imported before the forks: each child has it
-    import psycopg  # noqa: F401
-    from sixbroker.linux import nft_token, sit, sysctl  # noqa: F401
     t2 = time.monotonic()
     procs = []
     for i in range(20):
