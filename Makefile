@@ -25,10 +25,8 @@ guest: bootstrap
 	$(PY) tests/guest.py fetch
 
 # The real-kernel suite (tests/e2e) in two guests at once, each one boot with its pytest session inside: the
-# broker's suites, and the rest.  Much of each session waits on the network (timers, pings, a NAT's interval),
-# so two share the machine's two cores well: ~10 min instead of ~17 for one session.
-# two guests at once, of about equal length: the broker's suites, and the rest with the two-PoP and proxy-NDP
-# suites (measured with --durations in a fresh-clone run: 1037 s and 945 s before the NDP suite moved)
+# broker's suites, and the rest with the two-PoP and proxy-NDP suites, of about equal length (each prints its
+# slowest steps; in a fresh-clone run on two loaded cores, 1013 s and 959 s: under TCG they are CPU-bound).
 E2E_MOVED  := tests/e2e/test_broker_pops.py tests/e2e/test_broker_ndp.py
 E2E_BROKER := $(filter-out $(E2E_MOVED),$(sort $(wildcard tests/e2e/test_broker*.py)))
 E2E_REST   := $(filter-out $(E2E_BROKER),$(sort $(wildcard tests/e2e/test_*.py)))

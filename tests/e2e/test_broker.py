@@ -36,13 +36,7 @@ HOMES = {
 
 
 def _add_home(ns, address, gw, length):
-    if os.path.exists("/run/netns/" + ns):
-        topo.kill_all(ns)
-        topo.run(["ip", "netns", "del", ns])
-    # a namespace whose name is gone but which a process held is freed by the kernel a moment after that
-    # process dies; inet's end of its cable may still be there
-    if "to-" + ns in topo.link_names("inet"):
-        topo.ip("inet", "link", "del", "to-" + ns)
+    topo.drop_ns(ns)            # what a failed test before may have left
     topo.run(["ip", "netns", "add", ns])
     topo.batch("inet", ["link add to-%s type veth peer name v-%s netns %s" % (ns, ns, ns),
                         "addr add %s/%d dev to-%s" % (gw, length, ns), "link set to-%s up" % ns])
@@ -70,8 +64,7 @@ def homes(clean):
             _add_home(ns, address, gw, length)
     yield
     for ns in ("home2", "home3"):
-        topo.kill_all(ns)
-        topo.run(["ip", "netns", "del", ns], check=False)
+        topo.drop_ns(ns)
     standalone.main(["down", "--netns", "home"])
 
 

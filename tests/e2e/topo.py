@@ -111,11 +111,19 @@ def kill_all(ns):
                 pass
 
 
+def drop_ns(ns):
+    """Namespace ns gone, with whatever still runs in it; and inet's end of its cable (to-NS), which the
+    kernel frees only a moment after a namespace's last process has died."""
+    if os.path.exists("/run/netns/" + ns):
+        kill_all(ns)
+        run(["ip", "netns", "del", ns], check=False)
+    if os.path.exists("/run/netns/inet") and "to-" + ns in link_names("inet"):
+        ip("inet", "link", "del", "to-" + ns, check=False)
+
+
 def teardown():
     for ns in NAMESPACES:
-        if os.path.exists("/run/netns/" + ns):
-            kill_all(ns)
-            run(["ip", "netns", "del", ns], check=False)
+        drop_ns(ns)
 
 
 def dumps(ns):
