@@ -7,11 +7,17 @@ that finds a new disagreement should become a written case and a fix, not a land
 
 import os
 
-from hypothesis import settings
 
-settings.register_profile("ci", derandomize=True)
-if os.environ.get("CI") == "true":
-    settings.load_profile("ci")
+def pytest_configure(config):
+    # The e2e sessions in the QEMU guest run with `-p no:hypothesispytest`: none of them draws examples, and
+    # importing Hypothesis there (its modules assertion-rewritten as a plugin's) is ~20 s under TCG.
+    if not config.pluginmanager.has_plugin("hypothesispytest"):
+        return
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True)
+    if os.environ.get("CI") == "true":
+        settings.load_profile("ci")
 
 
 # ---- a throw-away PostgreSQL (tests/pgserver.py): one server for the session, a new database per test ----

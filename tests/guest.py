@@ -526,7 +526,7 @@ def qemu_argv(manifest, share, mem=DEFAULT_MEM, smp=2):
         # KVM on these machines cannot run a stock kernel (it hangs silently): TCG only.
         "-accel", "tcg",
         # max gives RDRAND, so the kernel's RNG is ready at once (CONFIG_RANDOM_TRUST_CPU).
-        "-cpu", "max",
+        "-cpu", os.environ.get("GUEST_CPU", "max"),
         "-smp", str(smp),
         "-m", mem,
         "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
