@@ -100,8 +100,8 @@ bench-broker-guest: guest
 
 # Issue 15 (bench/broker/scale.py): per-tunnel vs shared sit at 1, 1000 and 10,000 tunnels, ops, kernel memory and
 # packets per second as ratios to each mode's raw commands; a 3 GB guest.  Per-tunnel stops at 1000 (building
-# 10,000 sit devices is O(N^2), over an hour).  Measured on a loaded 2-core host: N=1 and 1000 took ~25 min; the
-# shared 10,000 row was not reached in 30 min more (1000 transfer addresses on one device took 7-34 s to add).
+# 10,000 sit devices is O(N^2), over an hour).  Seeding 10,000 tunnels one `add` at a time is most of the shared
+# row's time (~11 min in the guest); its cold apply took 41-55 s, one add 0.9 s (1.22x a two-tunnel broker's).
 bench-scale: guest
 	$(PY) tests/guest.py run --mem 3G --timeout 3600 -- $(PY) bench/broker/bench_broker.py --scale --sizes 1,1000,10000 --window 5
 

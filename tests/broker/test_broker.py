@@ -1306,3 +1306,96 @@ def test_init_leaves_a_default_routes_device_alone_when_it_takes_no_ras(broker, 
     monkeypatch.setattr(hostfacts, "detect", lambda u, netns: {"uplink": "ens3", "uplink_ra": False})
     s = broker.json("init", "--prefix", PREFIX, "--public-ipv4", X)["server"]
     assert (s["uplink"], s["uplink_accept_ra"]) == (None, False)
+
+
+# ---- a writer that holds none of our locks (another PoP's host) commits while we apply ---------------------
+
+class ProvingApplier(FakeApplier):
+    """FakeApplier with the record's proofs (reconcile.KernelAndNft's incremental methods): a fingerprint and
+    a token of what it holds, so `apply` with nothing to do takes its shortcut, and add/remove/set apply
+    their one tunnel.  meanwhile(): run once inside the next kernel step, as a commit by another host lands."""
+
+    def __init__(self):
+        FakeApplier.__init__(self)
+        self.held = set()
+        self.meanwhile = None
+        self.fingerprint = 0
+
+    def _fp(self):
+        return sum(int(hashlib.sha256(d.encode()).hexdigest()[:16], 16) for d in self.held)
+
+    def _during(self):
+        hook, self.meanwhile = self.meanwhile, None
+        if hook:
+            hook()
+
+    def kernel(self, state):
+        FakeApplier.kernel(self, state)
+        self._during()
+        self.held = set(p["tunnel"]["device"] for p in state["plans"])
+        self.fingerprint = self._fp()
+        return {"changes": [], "foreign_tunnels": [], "failed": {}}
+
+    def kernel_change(self, state, devices):
+        before = self._fp()
+        self._during()
+        self.held -= set(devices)
+        self.held |= set(p["tunnel"]["device"] for p in state["plans"])
+        return {"changes": [], "failed": {}}, self._fp() - before
+
+    def kernel_fingerprint(self, netns):
+        return self._fp()
+
+    def firewall_text(self, before, after, other, shared=None):
+        return "" if other else None
+
+    def firewall_change(self, netns, before, after, other, shared=None):
+        return {"changed": True}
+
+    def nft_token(self, netns, known=None):
+        return "table"
+
+    def nft_token_same(self, a, b):
+        return a == b
+
+    def nft_token_after(self, netns, before):
+        return before
+
+    def sysctls(self, state):
+        return []
+
+
+@pytest.mark.parametrize("step", ["apply", "add"])
+def test_a_commit_by_another_host_during_an_apply_is_applied_by_the_next_one(broker, monkeypatch, step):
+    """The two-PoP e2e failed once this way: pa's serve reconciled while pb's host committed a tunnel for pa,
+    and recorded the generation it read afterwards as applied; every later apply then took its shortcut past
+    that tunnel.  The record now names the generation the apply started from (a full one) or its own commit
+    moved to (add/remove/set), so the change that landed meanwhile is applied by the next apply."""
+    a = ProvingApplier()
+    monkeypatch.setattr(reconcile, "APPLIER", a)
+    broker.init()
+    broker.ok("add", "home", "--remote", Y)
+
+    def other_host():
+        conn = db.connect(broker.path, create=False)
+        try:
+            service.add(conn, "away", Y2)
+        finally:
+            conn.close()
+    a.meanwhile = other_host
+    if step == "apply":
+        a.held = set()      # a reboot: the full apply, not its shortcut
+        broker.ok("apply")
+    else:
+        broker.ok("add", "third", "--remote", Y3)
+    assert a.meanwhile is None and "sbs-away" not in a.held     # committed after this apply read what to do
+    conn = db.connect(broker.path, create=False)
+    try:
+        assert db.applied(conn)["generation"] < db.generation(conn)
+    finally:
+        conn.close()
+    body = json.loads(broker.ok("apply", "--json"))
+    assert not body["apply"].get("unchanged"), body
+    assert "sbs-away" in a.held
+    # and now the record holds: nothing to do
+    assert json.loads(broker.ok("apply", "--json"))["apply"].get("unchanged") is True

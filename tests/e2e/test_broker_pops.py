@@ -369,7 +369,8 @@ def test_two_pops_three_homes_move_database_gone_and_wrong_pop_update(two, pg, t
     # each PoP's kernel and table: exactly its own tunnels (those added from the other host by its follower)
     for name, (ns, prefix, ipv4) in POPS.items():
         mine = views[name]
-        assert _wait(lambda: devices(ns) == sorted(t["device"] for t in mine), 120), two[name].log()
+        assert _wait(lambda: devices(ns) == sorted(t["device"] for t in mine), 120), (
+                devices(ns), sorted(t["device"] for t in mine), two[name].log())
         assert _wait(lambda: _peers(ns, ipv4) == sorted(t["remote"] for t in mine), 60), two[name].log()
         assert _routed(ns) == dict((r, t["device"]) for t in mine for r in t["routed"])
     sent = [stop() for stop in pings]

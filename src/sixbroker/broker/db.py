@@ -692,12 +692,20 @@ def _statements(script):
 
 class transaction:
     """`with transaction(conn):` one write transaction, taken at once (BEGIN IMMEDIATE), so two
-    `sixbroker server add` at the same time allocate one after the other, never the same prefix."""
+    `sixbroker server add` at the same time allocate one after the other, never the same prefix.
 
-    def __init__(self, conn):
+    track: set conn.tracked to (generation before, generation after) once it commits: the writers being
+    one at a time here, that is exactly what this change moved the desired state from and to, whatever
+    other writers (another PoP's host, which holds no lock of this host's) commit before or after it.
+    A one-tunnel apply may record only "after" as applied (reconcile.reconcile_change)."""
+
+    def __init__(self, conn, track=False):
         self.conn = conn
+        self.track = track
 
     def __enter__(self):
+        if self.track:
+            self.conn.tracked = None
         if is_postgresql(self.conn):
             self.conn.execute("BEGIN")
             try:
@@ -705,28 +713,35 @@ class transaction:
             except BaseException as e:
                 self.__exit__(type(e), e, None)
                 raise
-            return self.conn
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
-            raise _read_only_error(e)
+        else:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                raise _read_only_error(e)
+        if self.track:
+            self.before = generation(self.conn)
         return self.conn
 
     def __exit__(self, typ, value, tb):
+        after = generation(self.conn) if self.track and typ is None else None
         if is_postgresql(self.conn):
-            return self._exit_pg(typ, value)
-        if typ is None:
+            self._exit_pg(typ, value)
+        elif typ is None:
             try:
                 self.conn.execute("COMMIT")
             except sqlite3.OperationalError as e:
                 raise _read_only_error(e)
-            return False
+        else:
+            self._exit_sqlite(value)
+        if after is not None:
+            self.conn.tracked = (self.before, after)
+        return False
+
+    def _exit_sqlite(self, value):
         self.conn.execute("ROLLBACK")
         if isinstance(value, sqlite3.OperationalError) and _read_only(value):
             # SQLite takes the write lock of a read-only file and refuses only the first write
             raise SixbrokerError("DB_READ_ONLY", str(value))
-        return False
-
 
     def _exit_pg(self, typ, value):
         _, read_only, _ = pg.errors()

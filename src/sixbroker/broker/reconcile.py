@@ -239,8 +239,11 @@ def _fp_text(kernel_fp):
     return "%032x" % (kernel_fp % FP_MOD)
 
 
-def _record(conn, kernel_fp, token, foreign):
-    db.record_applied(conn, db.generation(conn), VERSION, _fp_text(kernel_fp), token, "\n".join(foreign))
+def _record(conn, gen, kernel_fp, token, foreign):
+    """Generation gen is what the kernel and the table now hold.  Never the generation read after the
+    apply: a writer that holds no lock of ours (another PoP's host) may have committed meanwhile, and a
+    record naming its generation would make every later apply skip its change as done."""
+    db.record_applied(conn, gen, VERSION, _fp_text(kernel_fp), token, "\n".join(foreign))
 
 
 def _recorded_foreign(rec):
@@ -259,6 +262,9 @@ def reconcile(conn, using=None):
         report = _unchanged(conn, a)
         if report is not None:
             return ndp(conn, a, report)
+    # read before the desired state: a commit between the two is then applied but not recorded, which
+    # costs the next apply a full compare, never a change skipped
+    gen = db.generation(conn)
     state = desired(conn)
     kernel_error = None
     try:
@@ -277,10 +283,10 @@ def reconcile(conn, using=None):
         raise kernel_error
     db.record_faults(conn, _by_tunnel(conn, kernel.pop("failed", None) or {}))
     if incremental:
-        _record(conn, a.fingerprint, a.nft_token(state["netns"]), kernel["foreign_tunnels"])
+        _record(conn, gen, a.fingerprint, a.nft_token(state["netns"]), kernel["foreign_tunnels"])
     else:
         # no proof for a later shortcut (nft None), only that this generation was applied (list's state)
-        db.record_applied(conn, db.generation(conn), VERSION, "", None, "")
+        db.record_applied(conn, gen, VERSION, "", None, "")
     return ndp(conn, a, _with_faults(conn, {"tunnels": len(state["plans"]), "kernel": kernel, "firewall": firewall}))
 
 
@@ -316,7 +322,12 @@ def reconcile_change(conn, change, using=None):
     a = using or applier()
     if not hasattr(a, "kernel_change"):
         return reconcile(conn, a)
-    rec = _recorded(conn, change.generation)
+    # the generations around this change's own commit (db.transaction track): the record must be of the
+    # one it started from, and nobody may have committed between the plan kept in `change` and it
+    moved = getattr(conn, "tracked", None)
+    if moved is None or moved[0] != change.generation:
+        return reconcile(conn, a)
+    rec = _recorded(conn, moved[0])
     if rec is None or rec["nft"] is None:
         return reconcile(conn, a)
     server = db.server(conn)
@@ -350,7 +361,7 @@ def reconcile_change(conn, change, using=None):
         new_token = a.nft_token_after(state["netns"], token)
     foreign = _recorded_foreign(rec)
     # fingerprints add up (apply_kernel): the record's plus what this change added
-    _record(conn, int(rec["kernel"], 16) + delta, new_token, foreign)
+    _record(conn, moved[1], int(rec["kernel"], 16) + delta, new_token, foreign)
     kernel["foreign_tunnels"] = foreign
     return ndp(conn, a, _with_faults(conn, {"tunnels": count, "kernel": kernel, "firewall": firewall, "incremental": True}))
 

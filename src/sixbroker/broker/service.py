@@ -438,7 +438,7 @@ def add(conn, name, remote=None, routed_length=None, mtu=None, allow_private=Fal
     length = check_length(layout.default_length if routed_length is None else routed_length, layout)
     mtu = DEFAULT_MTU if mtu is None else check_mtu(mtu)
     stamp = db.now()
-    with db.transaction(conn):
+    with db.transaction(conn, track=True):
         if db.has_tunnel(conn, name):
             raise SixbrokerError("TUNNEL_EXISTS", name)
         other = db.tunnel_with_remote(conn, str(r), pop) if r is not None else None
@@ -497,7 +497,7 @@ def move(conn, name, pop, key_hash=None):
 
 
 def remove(conn, name):
-    with db.transaction(conn):
+    with db.transaction(conn, track=True):
         gone = show(conn, name)
         conn.execute("DELETE FROM blocks WHERE tunnel = ?", (name,))
         conn.execute("DELETE FROM tunnels WHERE name = ?", (name,))
@@ -509,7 +509,7 @@ def update(conn, name, remote=None, mtu=None, allow_private=False):
     s = db.server(conn, db.tunnel(conn, name)["pop"])
     r = check_remote(remote, s, allow_private) if remote is not None else None
     mtu = check_mtu(mtu) if mtu is not None else None
-    with db.transaction(conn):
+    with db.transaction(conn, track=True):
         t = db.tunnel(conn, name)
         if r is not None and str(r) != t["remote"]:
             other = db.tunnel_with_remote(conn, str(r), t["pop"])
@@ -544,7 +544,7 @@ def plans(conn):
 def _plans(s, rows):
     layout = alloc.Layout.of(s)
     uplink = s["uplink"] if s["uplink_ra"] else None
-    local = addr.Address.parse(s["local_ipv4"], 4)
+    local = str(addr.Address.parse(s["local_ipv4"], 4))      # (formatted once, not per plan)
     out = []
     for t in rows:
         if t["remote"] is None:

@@ -117,10 +117,14 @@ def broker(name, device, local, remote, tunnel_net, routed, mtu=DEFAULT_MTU, ttl
     tunnel_net: addr.Network, the transfer /127 (the broker takes the first address, the router the
     second); routed: [addr.Network] routed to the router's tunnel address.
     """
-    ours = tunnel_net.host(0)
-    theirs = tunnel_net.host(1)
+    # each address formatted once (a cold apply at 10,000 tunnels builds every plan): a network's text is
+    # its first address's and its length
+    ours = str(tunnel_net.host(0))
+    theirs = str(tunnel_net.host(1))
+    remote = str(remote)
+    routed = [(str(p.address), p.length) for p in routed]
     rules = [
-        rule("sixbroker-" + name + "-6in4", "input", "ACCEPT", "ipv4", PROTO_6IN4, str(remote)),
+        rule("sixbroker-" + name + "-6in4", "input", "ACCEPT", "ipv4", PROTO_6IN4, remote),
         rule("sixbroker-" + name + "-in", "forward", "ACCEPT", "ipv6", iif=device),
         rule("sixbroker-" + name + "-out", "forward", "ACCEPT", "ipv6", oif=device),
     ]
@@ -132,10 +136,11 @@ def broker(name, device, local, remote, tunnel_net, routed, mtu=DEFAULT_MTU, ttl
     return {
         "tunnel": _tunnel(device, local, remote, ttl, "inherit", mtu, None),
         "addresses": [_addr(ours, tunnel_net.length)],
-        "routes": [_route(str(p.address), p.length, theirs) for p in routed],
+        "routes": [_route(a, length, theirs) for a, length in routed],
         "prefixes": [],
         # the only inner sources this tunnel may forward (apply_nft drops and counts the rest)
-        "firewall": {"zone": None, "rules": rules, "sources": [str(tunnel_net)] + [str(p) for p in routed]},
+        "firewall": {"zone": None, "rules": rules,
+                     "sources": ["%s/%d" % (ours, tunnel_net.length)] + ["%s/%d" % r for r in routed]},
         "sysctls": sysctls,
         "host_route": None,
     }

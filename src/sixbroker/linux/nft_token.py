@@ -143,34 +143,41 @@ def _digest(sock, table):
     return "%032x" % (total % DIGEST_MOD)
 
 
+_HH = struct.Struct("HH").unpack_from
+_U16 = struct.Struct("H").unpack_from
+_BE32 = struct.Struct(">I").unpack_from
+
+
 def _elements(sname, buf):
-    """The digest of one message's set elements.  The loop that costs with 1000 tunnels (several
-    thousand elements): attributes are walked in place, no dict per element."""
+    """The digest of one message's set elements.  The loop that costs with 10,000 tunnels (60,000
+    elements, ~5 s in the guest): attributes are walked in place, no dict per element, and each element's
+    hash is _element_hash's, written out here (the same bytes hashed: delta() computes it from text)."""
     total = 0
-    unpack = struct.unpack_from
+    head = b"elem\0" + sname + b"\0"
+    frombytes, blake = int.from_bytes, _blake2b
     pos, n = 0, len(buf)
     while pos + 4 <= n:
-        length = unpack("H", buf, pos)[0]
+        length = _U16(buf, pos)[0]
         if length < 4:
             break
         end = pos + length
         p = pos + 4
         key, flags, rest = b"", 0, None
         while p + 4 <= end:
-            alen, typ = unpack("HH", buf, p)
+            alen, typ = _HH(buf, p)
             if alen < 4:
                 break
             typ &= 0x3FFF
             if typ == _ELEM_KEY:        # nested: NFTA_DATA_VALUE first
-                key = buf[p + 8:p + 4 + unpack("H", buf, p + 4)[0]]
+                key = buf[p + 8:p + 4 + _U16(buf, p + 4)[0]]
             elif typ == _ELEM_FLAGS:
-                flags = unpack(">I", buf, p + 4)[0]
+                flags = _BE32(buf, p + 4)[0]
             elif typ not in _ELEM_STATE:
                 rest = (rest or []) + [b"%d=" % typ + buf[p + 4:p + alen]]
             p += (alen + 3) & ~3
         if rest:
             total += _h(b"elem-extra", sname, key, *rest)
-        total += _element_hash(sname, key, flags)
+        total += frombytes(blake(head + key + (b"\0%d" % flags), digest_size=16).digest(), "big")
         pos += (length + 3) & ~3
     return total
 
