@@ -3,7 +3,8 @@
 Hostnames, myip values, Authorization headers and extra query parameters are drawn from mixes of the
 meaningful (the tunnels' names and keys, public, private, CGNAT, IPv6 and the server's own addresses) and
 arbitrary text.  Invariants: HTTP 200 (401 and badauth without credentials) and one line whose first word is a documented dyndns2 answer; a
-request answered with anything but `good` changes nothing (database rows, the applier's state); `good A`
+request answered with anything but `good` changes nothing (database rows, the applier's state), but for `nochg`,
+which is written to the tunnel's update history; `good A`
 leaves the tunnel at A; never a 5xx, never an INTERNAL_ERROR or a traceback in the log.  Rate limits are
 off here (test_update_service.py tests them): they would turn every later example into `abuse`.
 """
@@ -39,6 +40,17 @@ def auth_headers(draw, keys):
     return "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
 
 
+def _but_history(b):
+    """state(b) without the update history's rows (test_broker.OBSERVED: what a dump leaves out)."""
+    import test_broker
+    observed = test_broker.OBSERVED
+    test_broker.OBSERVED = observed + ("updates",)
+    try:
+        return state(b)
+    finally:
+        test_broker.OBSERVED = observed
+
+
 @pytest.fixture
 def service(setup):       # noqa: F811 (the fixture of test_update_service)
     b, srv, key, key2 = setup
@@ -62,7 +74,7 @@ def test_any_request_gets_a_documented_word_and_a_refusal_changes_nothing(servic
                                  max_size=3))
     target = "/nic/update?" + urllib.parse.urlencode(params)
     header = data.draw(auth_headers([key, key2]))
-    before = state(b)
+    before, before_but_history = state(b), _but_history(b)
     status, body = srv.get(target, headers={"Authorization": header} if header is not None else None)
     # 401 only to a request with no credentials at all (the Basic challenge uclient-fetch waits for)
     assert status == (401 if header is None and body == "badauth\n" else 200), (status, body)
@@ -73,6 +85,9 @@ def test_any_request_gets_a_documented_word_and_a_refusal_changes_nothing(servic
         address = body.split()[1]
         user = base64.b64decode(header[6:]).decode().partition(":")[0]
         assert b.json("show", user)["tunnel"]["remote"] == address
+    elif word == "nochg":
+        # an authenticated nochg is written to the tunnel's update history (`show` lists it), nothing else
+        assert _but_history(b) == before_but_history, (target, header, body)
     else:
         assert state(b) == before, (target, header, body)
     assert not any("INTERNAL_ERROR" in ln or "Traceback" in ln for ln in srv.lines), srv.lines[-3:]

@@ -151,6 +151,9 @@ def _hostile(key, key2):
         ("another tunnel's name with this key", dict(target=q, user="away", password=key), "badauth"),
         ("unknown tunnel", dict(target=q, user="nobody", password=key), "badauth"),
         ("name with a suffix", dict(target=q, user="home ", password=key), "badauth"),
+        # found by test_update_generated.py: PostgreSQL refuses a NUL in a text parameter (a 911, INTERNAL_ERROR)
+        ("a NUL in the name", dict(target=q, user="ho\x00me", password=key), "badauth"),
+        ("a name no tunnel can have", dict(target=q, user="h\u00f6me", password=key), "badauth"),
         ("key with a suffix", dict(target=q, user="home", password=key + "x"), "badauth"),
         ("key prefix", dict(target=q, user="home", password=key[:-1]), "badauth"),
         ("bearer auth", dict(target=q, headers={"Authorization": "Bearer " + key}), "badauth"),

@@ -93,11 +93,21 @@ def basic_auth(header):
 def authenticate(conn, user, password):
     """The tunnel name when password is its key, else None; the same work either way."""
     row = None
-    if isinstance(user, str) and 0 < len(user) <= 64:
+    # only a name a tunnel can have reaches the database: any other is simply no tunnel (PostgreSQL
+    # refuses a NUL in a text parameter, which was a 911 and an INTERNAL_ERROR, not badauth)
+    if _could_be_tunnel(user):
         row = conn.execute("SELECT hash FROM update_keys WHERE tunnel = ?", (user,)).fetchone()
     want = row[0] if row is not None else _DUMMY
     ok = hmac.compare_digest(key_hash(password), want)
     return user if ok and row is not None else None
+
+
+def _could_be_tunnel(user):
+    try:
+        service.check_name(user)
+    except SixbrokerError:
+        return False
+    return True
 
 
 def usable(text):
