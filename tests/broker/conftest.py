@@ -60,3 +60,11 @@ def fresh_db(backend, request):
         dbs = FreshDatabases(backend, request.getfixturevalue("pg_server"), request.getfixturevalue("pg_template"))
     yield dbs.new
     dbs.close_all()
+
+
+def assert_usage_counted(conn):
+    """Every PoP's row of the counts the triggers keep (db.usage) is what counting the rows gives."""
+    from sixbroker.broker import db
+    for pop in db.pops(conn):
+        counted = conn.execute("SELECT " + db._COUNTED.format(pop=":pop"), {"pop": pop}).fetchone()
+        assert db.usage(conn, pop) == tuple(counted), pop

@@ -992,6 +992,11 @@ def test_reads_of_an_empty_file_never_write(file_broker):
 def _downgrade(path, version):
     """The database as an older sixbroker wrote it (schema `version`), its rows kept."""
     c = sqlite3.connect(path, isolation_level=None)
+    if version < 11:
+        for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'pop_usage%'"
+                                 ).fetchall():
+            c.execute("DROP TRIGGER " + name)
+        c.execute("DROP TABLE IF EXISTS pop_usage")
     if version < 10:
         c.execute("DROP TABLE IF EXISTS apply_runs")
     if version < 9:
@@ -1021,7 +1026,7 @@ def _downgrade(path, version):
     c.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6, 7, 8, 9])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
 def test_reads_of_an_older_database_never_migrate_it(file_broker, version):
     file_broker.init()
     file_broker.ok("add", "home", "--remote", Y)

@@ -13,6 +13,7 @@ import sqlite3
 
 import pytest
 
+from conftest import assert_usage_counted
 from sixbroker.broker import db, reconcile
 from test_broker import Broker, FakeApplier, PREFIX, X
 
@@ -97,7 +98,15 @@ def test_a_version_5_database_migrates_with_its_rows_and_generation(broker, tmp_
     c.execute("DELETE FROM tunnels WHERE name = 'home'")
     assert c.execute("SELECT count(*) FROM faults").fetchone()[0] == 0
     assert c.execute("SELECT count(*) FROM blocks WHERE tunnel = 'home'").fetchone()[0] == 0
+    c.commit()
     c.close()
+    # the counts the allocator reads were made from the rows that were there, and follow what came after
+    conn = db.connect(path, create=False)
+    try:
+        assert db.usage(conn)[:2] == (1, 1)         # away, after home was deleted by hand
+        assert_usage_counted(conn)
+    finally:
+        conn.close()
 
 
 def test_a_version_5_postgresql_database_migrates_with_its_rows(pg_url, monkeypatch):
@@ -129,6 +138,8 @@ def test_a_version_5_postgresql_database_migrates_with_its_rows(pg_url, monkeypa
     conn = db.connect(pg_url, create=False)
     try:
         assert db._version(conn) == db.SCHEMA_VERSION and db.generation(conn) == 1000
+        assert db.usage(conn)[:2] == (2, 2)
+        assert_usage_counted(conn)
         assert [(t["name"], t["remote"], t["blocks"]) for t in db.tunnels(conn)] == [
             ("away", "198.51.100.2", [(2, 64)]), ("home", "198.51.100.1", [(1, 64)])]
         assert list(db.faults(conn)) == ["home"]

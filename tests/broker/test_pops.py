@@ -18,6 +18,7 @@ import pytest
 from sixbroker.broker import alloc, db, pops, reconcile, serve, service, tls, update
 from sixbroker.broker.lock import Lock
 from sixbroker.core import addr, joinline, options
+from conftest import assert_usage_counted
 from test_broker import REPO, Broker, FakeApplier, Y, Y2, Y3, _broker, batch_to_network, file_broker, heredoc_body  # noqa: F401 (file_broker: the fixture)
 
 A = ("pa", "2001:db8:a00::/48", "203.0.113.10")
@@ -107,6 +108,13 @@ def test_move_rehomes_with_new_addresses_and_a_new_router_config(two):
     # a remote that pa already has refuses the move back, and changes nothing
     a.ok("set", "next", "--remote", Y)
     b.fails("REMOTE_IN_USE", "move", "home", "--pop", "pa")
+    # the counts of both PoPs followed the tunnel over, and the refusal moved none
+    conn = db.connect(a.path, create=False)
+    try:
+        assert db.usage(conn, "pa")[:2] == (1, 1) and db.usage(conn, "pb")[:2] == (1, 1)
+        assert_usage_counted(conn)
+    finally:
+        conn.close()
 
 
 def test_twenty_concurrent_adds_across_two_pops_never_collide(two, pg_url):

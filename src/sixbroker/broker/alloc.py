@@ -23,14 +23,15 @@ the last 64 (the top 128 interface identifiers of a /64 are reserved anycast, RF
 
 "Lowest free first" is a function of what is allocated now, not of history: the same set of tunnels
 always gets the same next prefix, whatever order they were added and removed in.  A routed prefix of
-length L is the lowest L-aligned block that overlaps nothing taken.  The searches run in the database: first
-one aggregate over the PoP's rows (a count and a maximum) says whether there is any hole at all; with
-none (tunnels only added, or every hole filled again) the answer is the end.  Only with a hole are the
+length L is the lowest L-aligned block that overlaps nothing taken.  The searches run in the database: the
+PoP's tunnel count and taken units (the row its triggers keep, db.usage) against the largest index or
+block end (one step down a (pop, ...) index) say whether there is any hole at all; with none (tunnels only
+added, or every hole filled again) the answer is the end, in O(log N).  Only with a hole are the
 candidates walked, in index order, each checked with one index lookup, the first free one ending the
-walk.  Nothing is scanned in Python.  (Still O(N) in C per add; a persisted lower bound of the first
-hole would make it O(log N).)
+walk.  Nothing is scanned in Python.
 """
 
+from sixbroker.broker import db
 from sixbroker.core import addr
 from sixbroker.core.errors import SixbrokerError
 
@@ -112,8 +113,11 @@ class Layout:
 def next_transfer_index(conn, layout, pop=None):
     """The lowest /127 index of the PoP's transfer prefix that none of its tunnels has (pop: conn.pop)."""
     p = {"lo": layout.transfer_lo, "pop": pop or conn.pop}
-    count, top = conn.execute("SELECT COUNT(*), MAX(transfer_index) FROM tunnels WHERE pop = :pop"
-                              " AND transfer_index >= :lo", p).fetchone()
+    # the count from the triggers' row, less the few below lo; MAX alone is one step down the (pop,
+    # transfer_index) index, where a COUNT beside it would walk all of it
+    below = conn.execute("SELECT COUNT(*) FROM tunnels WHERE pop = :pop AND transfer_index < :lo", p).fetchone()[0]
+    count = db.usage(conn, p["pop"])[0] - below
+    top = conn.execute("SELECT MAX(transfer_index) FROM tunnels WHERE pop = :pop", p).fetchone()[0]
     if not count:
         index = layout.transfer_lo
     elif top - layout.transfer_lo + 1 == count:
@@ -141,8 +145,8 @@ def next_block(conn, layout, length, pop=None):
     layout.check_length(length)
     size = layout.block_size(length)
     p = {"s": size, "pop": pop or conn.pop}
-    used, top = conn.execute("SELECT COALESCE(SUM(stop - start), 0), COALESCE(MAX(stop), 0) FROM blocks"
-                             " WHERE pop = :pop", p).fetchone()
+    used = db.usage(conn, p["pop"])[2]
+    top = conn.execute("SELECT COALESCE(MAX(stop), 0) FROM blocks WHERE pop = :pop", p).fetchone()[0]
     if used == top:
         # no free unit below the last block's end: the first aligned start after it
         start = -(-top // size) * size
@@ -177,7 +181,7 @@ def usage(conn, layout):
                          pop).fetchone()[0]
     fixed = conn.execute("SELECT COALESCE(SUM(stop - start), 0) FROM blocks WHERE pop = ? AND kind != 'routed'",
                          pop).fetchone()[0]
-    used = conn.execute("SELECT COUNT(*) FROM tunnels WHERE pop = ?", pop).fetchone()[0]
+    used = db.usage(conn)[0]
     # the keys say /64s, as before /64 broker prefixes; "unit" says what is counted
     return {"routed_64s_total": layout.units - fixed, "routed_64s_used": taken, "unit": layout.unit,
             "transfer_total": layout.transfer_capacity, "transfer_used": used}

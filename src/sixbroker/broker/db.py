@@ -4,7 +4,7 @@ The database is the truth; the kernel and the firewall are made to match it afte
 every change is one transaction and a crash between the commit and the kernel change is repaired by the
 next `sixbroker server apply`.
 
-Layout (schema version 10, `PRAGMA user_version`; on PostgreSQL the table `schema_version`):
+Layout (schema version 11, `PRAGMA user_version`; on PostgreSQL the table `schema_version`):
 - `server`: one row, the broker's own facts (its prefix, transfer prefix, IPv4 addresses, uplink, netns,
   its tunnel mode (a sit device per tunnel, or one shared), whether it proxies NDP on the uplink, and
   whether the IPv4 addresses were read from the host, so `apply` may follow them when they change).
@@ -24,6 +24,7 @@ Integers are /64 counts and /127 indexes rather than addresses because SQLite's 
 - `update_keys`, `updates`: each tunnel's update key (a hash) and its recent updates (update.py).
 - `pop_certs`: each PoP's update-service certificate, as routers are given it (tls.publish).
 - `apply_runs`: the last apply of each command on each PoP, for /metrics (record_apply_run).
+- `pop_usage`: each PoP's tunnel count, active tunnel count and units taken, kept by triggers (usage()).
 """
 
 import os
@@ -50,6 +51,10 @@ class Dialects:
         self.sqlite = sqlite
         self.postgresql = postgresql
 
+
+# A PoP's (tunnels, active tunnels, units taken), counted from the rows: what pop_usage (11) keeps
+_COUNTED = ("(SELECT COUNT(*) FROM tunnels t WHERE t.pop = {pop}), (SELECT COUNT(*) FROM tunnels t WHERE t.pop = {pop}"
+            " AND t.remote IS NOT NULL), (SELECT COALESCE(SUM(b.stop - b.start), 0) FROM blocks b WHERE b.pop = {pop})")
 
 # Each entry moves the schema from version i to i + 1; never edit one that has shipped, append.
 # On PostgreSQL the version is the one row of `schema_version` (no user_version there).
@@ -431,6 +436,81 @@ MIGRATIONS = [
         PRIMARY KEY (pop, command)
     );
     """,
+    # 11: each PoP's counts, kept by triggers: its tunnels, those with a remote, and the units its blocks
+    # take.  The allocator needed them on every add, and a COUNT or SUM walks every row of the PoP: at
+    # 10,000 tunnels that was most of what an add costs more than at 1 (issue 15).  With them, an add
+    # reads one row and two MAX() that the (pop, ...) indexes answer.  A later migration that rebuilds
+    # tunnels or blocks must make their triggers again.  No desired state: no generation trigger.
+    Dialects("""
+    CREATE TABLE pop_usage (
+        pop TEXT PRIMARY KEY,
+        tunnels INTEGER NOT NULL DEFAULT 0,
+        active INTEGER NOT NULL DEFAULT 0,
+        units INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO pop_usage (pop, tunnels, active, units) SELECT s.pop, """ + _COUNTED.format(pop="s.pop") + """ FROM server s;
+    CREATE TRIGGER pop_usage_server AFTER INSERT ON server BEGIN
+        INSERT OR IGNORE INTO pop_usage (pop) VALUES (NEW.pop);
+    END;
+    CREATE TRIGGER pop_usage_tunnels_insert AFTER INSERT ON tunnels BEGIN
+        UPDATE pop_usage SET tunnels = tunnels + 1, active = active + (NEW.remote IS NOT NULL) WHERE pop = NEW.pop;
+    END;
+    CREATE TRIGGER pop_usage_tunnels_delete AFTER DELETE ON tunnels BEGIN
+        UPDATE pop_usage SET tunnels = tunnels - 1, active = active - (OLD.remote IS NOT NULL) WHERE pop = OLD.pop;
+    END;
+    CREATE TRIGGER pop_usage_tunnels_update AFTER UPDATE OF pop, remote ON tunnels BEGIN
+        UPDATE pop_usage SET tunnels = tunnels - 1, active = active - (OLD.remote IS NOT NULL) WHERE pop = OLD.pop;
+        UPDATE pop_usage SET tunnels = tunnels + 1, active = active + (NEW.remote IS NOT NULL) WHERE pop = NEW.pop;
+    END;
+    CREATE TRIGGER pop_usage_blocks_insert AFTER INSERT ON blocks BEGIN
+        UPDATE pop_usage SET units = units + (NEW.stop - NEW.start) WHERE pop = NEW.pop;
+    END;
+    CREATE TRIGGER pop_usage_blocks_delete AFTER DELETE ON blocks BEGIN
+        UPDATE pop_usage SET units = units - (OLD.stop - OLD.start) WHERE pop = OLD.pop;
+    END;
+    CREATE TRIGGER pop_usage_blocks_update AFTER UPDATE OF pop, start, stop ON blocks BEGIN
+        UPDATE pop_usage SET units = units - (OLD.stop - OLD.start) WHERE pop = OLD.pop;
+        UPDATE pop_usage SET units = units + (NEW.stop - NEW.start) WHERE pop = NEW.pop;
+    END;
+    """, postgresql="""
+    CREATE TABLE pop_usage (
+        pop TEXT PRIMARY KEY,
+        tunnels BIGINT NOT NULL DEFAULT 0,
+        active BIGINT NOT NULL DEFAULT 0,
+        units BIGINT NOT NULL DEFAULT 0
+    );
+    INSERT INTO pop_usage (pop, tunnels, active, units) SELECT s.pop, """ + _COUNTED.format(pop="s.pop") + """ FROM server s;
+    -- one function for the three tables; every writer holds the advisory lock, so the rows of two PoPs
+    -- that a move touches are never taken in the opposite order by another
+    CREATE FUNCTION sixbroker_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_TABLE_NAME = 'server' THEN
+            INSERT INTO pop_usage (pop) VALUES (NEW.pop) ON CONFLICT DO NOTHING;
+        ELSIF TG_TABLE_NAME = 'tunnels' THEN
+            IF TG_OP <> 'INSERT' THEN
+                UPDATE pop_usage SET tunnels = tunnels - 1, active = active - (OLD.remote IS NOT NULL)::int
+                    WHERE pop = OLD.pop;
+            END IF;
+            IF TG_OP <> 'DELETE' THEN
+                UPDATE pop_usage SET tunnels = tunnels + 1, active = active + (NEW.remote IS NOT NULL)::int
+                    WHERE pop = NEW.pop;
+            END IF;
+        ELSE
+            IF TG_OP <> 'INSERT' THEN
+                UPDATE pop_usage SET units = units - (OLD.stop - OLD.start) WHERE pop = OLD.pop;
+            END IF;
+            IF TG_OP <> 'DELETE' THEN
+                UPDATE pop_usage SET units = units + (NEW.stop - NEW.start) WHERE pop = NEW.pop;
+            END IF;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER pop_usage_server AFTER INSERT ON server FOR EACH ROW EXECUTE FUNCTION sixbroker_usage();
+    CREATE TRIGGER pop_usage_tunnels AFTER INSERT OR DELETE OR UPDATE OF pop, remote ON tunnels
+        FOR EACH ROW EXECUTE FUNCTION sixbroker_usage();
+    CREATE TRIGGER pop_usage_blocks AFTER INSERT OR DELETE OR UPDATE OF pop, start, stop ON blocks
+        FOR EACH ROW EXECUTE FUNCTION sixbroker_usage();
+    """),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -842,10 +922,22 @@ def tunnel(conn, name):
     return rows[0]
 
 
+def usage(conn, pop=None):
+    """(tunnels, active tunnels, units its blocks take) of this PoP or `pop`, as the triggers keep them."""
+    pop = pop or conn.pop
+    try:
+        row = conn.execute("SELECT tunnels, active, units FROM pop_usage WHERE pop = ?", (pop,)).fetchone()
+    except sqlite3.OperationalError:
+        if has_table(conn, "pop_usage"):
+            raise
+        # a SQLite file from before schema 11, read without migrating it (PostgreSQL refuses that read)
+        return tuple(conn.execute("SELECT " + _COUNTED.format(pop=":pop"), {"pop": pop}).fetchone())
+    return tuple(row) if row else (0, 0, 0)
+
+
 def tunnel_count(conn, active=False):
     """This PoP's tunnels, or (active) those with a remote: a pending one has no device and no plan."""
-    return conn.execute("SELECT COUNT(*) FROM tunnels WHERE pop = ?" + (" AND remote IS NOT NULL" if active else ""),
-                        (conn.pop,)).fetchone()[0]
+    return usage(conn)[1 if active else 0]
 
 
 def tunnel_with_remote(conn, remote, pop=None):
