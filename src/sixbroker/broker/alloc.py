@@ -176,12 +176,10 @@ def take_block(conn, start, length, tunnel=None, kind="routed", layout=None, pop
 
 def usage(conn, layout):
     """How much of the pools is taken: for `list`, and for the benchmarks."""
-    pop = (conn.pop,)
-    taken = conn.execute("SELECT COALESCE(SUM(stop - start), 0) FROM blocks WHERE pop = ? AND kind = 'routed'",
-                         pop).fetchone()[0]
+    used, _, units = db.usage(conn)
     fixed = conn.execute("SELECT COALESCE(SUM(stop - start), 0) FROM blocks WHERE pop = ? AND kind != 'routed'",
-                         pop).fetchone()[0]
-    used = db.usage(conn)[0]
+                         (conn.pop,)).fetchone()[0]
+    taken = units - fixed       # every block is the transfer prefix, a reserved one or a tunnel's
     # the keys say /64s, as before /64 broker prefixes; "unit" says what is counted
     return {"routed_64s_total": layout.units - fixed, "routed_64s_used": taken, "unit": layout.unit,
             "transfer_total": layout.transfer_capacity, "transfer_used": used}
